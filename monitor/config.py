@@ -1,0 +1,430 @@
+"""Configuration: ``config.toml`` plus ``MONITOR_*`` environment overrides.
+
+The schema below is the project's public interface: extend it, never rename.
+Everything is validated once, at start-up; a problem becomes a
+:class:`ConfigError` holding one message per problem, each naming its key
+path (``targets[1].checks[0].expect_status: ...``).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from urllib.parse import urlsplit
+
+import jmespath
+import jmespath.exceptions
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+)
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "MONITOR_"
+CONFIG_ENV = "MONITOR_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config.toml")
+MASK = "***"
+
+_DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` holds one line per fault."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def parse_duration(value: object) -> float:
+    """Seconds from a number or a string such as ``500ms``, ``30s``, ``15m``, ``1h30m``."""
+    if isinstance(value, bool):
+        raise ValueError("expected a duration such as 30s, 15m or 1h, or a number of seconds")
+    if isinstance(value, int | float):
+        seconds = float(value)
+    elif isinstance(value, str):
+        text = value.strip().lower()
+        if re.fullmatch(r"\d+(?:\.\d+)?", text):
+            seconds = float(text)
+        else:
+            parts = _DURATION_PART.findall(text)
+            if not parts or _DURATION_PART.sub("", text).strip():
+                raise ValueError(
+                    f"invalid duration {value!r}: use a number of seconds or a string "
+                    "such as 500ms, 30s, 15m, 1h"
+                )
+            seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in parts)
+    else:
+        raise ValueError("expected a duration such as 30s, 15m or 1h, or a number of seconds")
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+def format_duration(seconds: float) -> str:
+    """The shortest readable form: ``90`` -> ``1m30s``, ``0.5`` -> ``500ms``."""
+    if seconds < 1:
+        return f"{round(seconds * 1000)}ms"
+    whole = round(seconds)
+    out = []
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60), ("s", 1)):
+        if whole >= size:
+            out.append(f"{whole // size}{unit}")
+            whole %= size
+    return "".join(out) or "0s"
+
+
+Duration = Annotated[float, BeforeValidator(parse_duration)]
+
+
+def _check_jmespath(expression: str) -> str:
+    try:
+        jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as exc:
+        raise ValueError(f"invalid JMESPath expression {expression!r}: {exc}") from None
+    return expression
+
+
+JmesPath = Annotated[str, AfterValidator(_check_jmespath)]
+
+
+def _check_listen(value: str) -> str:
+    split_listen(value)
+    return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9091`` for IPv6) as a pair; ValueError when malformed."""
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]*):(\d+)", value.strip())
+    if not match:
+        raise ValueError(f"expected host:port, got {value!r}")
+    host = match.group(1) or match.group(3) or "0.0.0.0"  # noqa: S104 - the documented default
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, port
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MonitorSection(_Section):
+    """``[monitor]``: cadence, thresholds, state and the HTTP listener."""
+
+    interval: Duration = 900.0
+    incident_interval: Duration = 60.0
+    timeout: Duration = 10.0
+    open_after: int = Field(3, ge=1, le=100)
+    close_after: int = Field(2, ge=1, le=100)
+    reopen_window: Duration = 1800.0
+    reminder_interval: Duration = 3600.0
+    state_path: Path = Path("monitor.db")
+    listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:9091"
+    concurrency: int = Field(100, ge=1, le=10_000)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    jitter: Duration | Literal[0] = 1.0
+    stall_after: int = Field(3, ge=2, description="exit when no cycle completed for N intervals")
+    shutdown_grace: Duration = 10.0
+    raw_retention: Duration = 7 * 86400.0
+    rollup_retention: Duration = 400 * 86400.0
+    failure_window: Duration = 3600.0
+    metrics_refresh: Duration = 60.0
+
+
+class GithubSection(_Section):
+    """``[github]``: where incident issues go; without a token the journal stands in."""
+
+    enabled: bool = True
+    repository: str | None = None
+    api_url: str = "https://api.github.com"
+    token: SecretStr | None = None
+    labels: list[str] = Field(default_factory=lambda: ["incident", "monitor"])
+    assignees: list[str] = Field(default_factory=list)
+    runbook_url: str | None = None
+    timeout: Duration = 15.0
+
+    @field_validator("repository")
+    @classmethod
+    def _owner_slash_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", value):
+            raise ValueError(f"expected 'owner/name', got {value!r}")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+    @property
+    def active(self) -> bool:
+        """True when incidents should go to GitHub rather than to the journal."""
+        return self.enabled and self.token is not None and self.repository is not None
+
+
+def _check_http_url(value: str) -> str:
+    parts = urlsplit(value)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
+
+
+DEFAULT_FIELDS = [
+    "status",
+    "version",
+    "errorRate",
+    "error_rate",
+    "errorRates",
+    "error_rates",
+    "activeAlerts",
+    "active_alerts",
+    "alerts",
+]
+
+
+class CheckConfig(_Section):
+    """``[[targets.checks]]``: one HTTP request and what a healthy answer looks like."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str = "/"
+    method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200], min_length=1
+    )
+    conditions: list[JmesPath] = Field(default_factory=list)
+    max_response_time: Duration | None = None
+    timeout: Duration | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    follow_redirects: bool = False
+    version: JmesPath | None = None
+    fields: list[JmesPath] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        return value
+
+
+class TargetConfig(_Section):
+    """``[[targets]]``: one deployed service and its checks."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: str
+    slo: float | None = Field(None, gt=0, lt=1)
+    checks: list[CheckConfig] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return _check_http_url(value)
+
+    def check_url(self, check: CheckConfig) -> str:
+        """The absolute URL a check requests."""
+        return self.url + check.path
+
+
+class StatusPageSection(_Section):
+    """``[status_page]``: the public HTML page, JSON API and badges."""
+
+    enabled: bool = True
+    title: str = "Service status"
+    targets: list[str] | None = None
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else _check_http_url(value)
+
+
+_toml_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("toml_data")
+
+
+class _TomlData(PydanticBaseSettingsSource):
+    """The already parsed TOML document, below the environment in priority."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return _toml_data.get({}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(_toml_data.get({}))
+
+
+class Settings(BaseSettings):
+    """The whole, validated configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
+    github: GithubSection = Field(default_factory=GithubSection)
+    status_page: StatusPageSection = Field(default_factory=StatusPageSection)
+    targets: list[TargetConfig] = Field(min_length=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Priority: explicit arguments, then ``MONITOR_*`` variables, then the file."""
+        return init_settings, env_settings, _TomlData(settings_cls)
+
+    def target(self, name: str) -> TargetConfig:
+        """The target called ``name``; KeyError when there is none."""
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)
+
+
+def embedded_config_text() -> str:
+    """The configuration shipped inside the package (the real staging/production setup)."""
+    return resources.files("monitor").joinpath("default_config.toml").read_text("utf-8")
+
+
+def resolve_config_path(cli_path: str | None, environ: Mapping[str, str]) -> Path | None:
+    """``--config``, else ``$MONITOR_CONFIG``, else ``./config.toml`` if present, else None."""
+    if cli_path:
+        return Path(cli_path)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    if DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def load_settings(path: Path | None, **overrides: Any) -> Settings:
+    """Read, merge and validate the configuration; raise :class:`ConfigError` on any fault.
+
+    ``path=None`` means the embedded defaults.  ``overrides`` win over
+    everything (the CLI uses them for ``demo``).
+    """
+    origin = str(path) if path else "embedded defaults"
+    try:
+        text = path.read_text("utf-8") if path else embedded_config_text()
+    except FileNotFoundError:
+        raise ConfigError([f"config: file not found: {path}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"config: cannot read {path}: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config: {origin} is not valid TOML: {exc}"]) from None
+    token = os.environ.get("GITHUB_TOKEN")
+    if token and not os.environ.get(f"{ENV_PREFIX}GITHUB__TOKEN"):
+        github = data.setdefault("github", {})
+        if isinstance(github, dict) and "token" not in github:
+            github["token"] = token
+    reset = _toml_data.set(data)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+    finally:
+        _toml_data.reset(reset)
+    problems = _semantic_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _format_loc(loc: Sequence[int | str]) -> str:
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-", "constrained-")) or part in {"int", "float", "str"}:
+            continue  # pydantic's internal validator names say nothing to a user
+        else:
+            out += f".{part}" if out else part
+    return out or "config"
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        lines.append(f"{_format_loc(error['loc'])}: {message}")
+    return lines
+
+
+def _duplicates(names: Sequence[str]) -> list[int]:
+    seen: set[str] = set()
+    repeats = []
+    for index, name in enumerate(names):
+        if name in seen:
+            repeats.append(index)
+        seen.add(name)
+    return repeats
+
+
+def _semantic_problems(settings: Settings) -> list[str]:
+    problems = []
+    target_names = [t.name for t in settings.targets]
+    for index in _duplicates(target_names):
+        problems.append(f"targets[{index}].name: duplicate target name {target_names[index]!r}")
+    for t_index, target in enumerate(settings.targets):
+        check_names = [c.name for c in target.checks]
+        for index in _duplicates(check_names):
+            problems.append(
+                f"targets[{t_index}].checks[{index}].name: "
+                f"duplicate check name {check_names[index]!r}"
+            )
+    monitor = settings.monitor
+    if monitor.incident_interval > monitor.interval:
+        problems.append(
+            "monitor.incident_interval: must not be longer than monitor.interval "
+            f"({monitor.incident_interval:g}s > {monitor.interval:g}s)"
+        )
+    for index, name in enumerate(settings.status_page.targets or []):
+        if name not in target_names:
+            problems.append(f"status_page.targets[{index}]: no target named {name!r}")
+    if settings.github.enabled and settings.github.token and not settings.github.repository:
+        problems.append("github.repository: required when a GitHub token is set")
+    return problems
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, every secret masked."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    # model_dump renders SecretStr as '**********' already; make the masking explicit
+    # so a future pydantic change cannot leak a value through this function.
+    if settings.github.token is not None:
+        data["github"]["token"] = MASK
+    for target in data["targets"]:
+        for check in target["checks"]:
+            check["headers"] = {name: MASK for name in check["headers"]}
+    data["monitor"]["state_path"] = str(settings.monitor.state_path)
+    return data

@@ -1,0 +1,97 @@
+"""Probe results: plain values that every other part of the monitor reads.
+
+A probe never raises; whatever happened on the wire ends up here as an
+:class:`Outcome` with a :class:`Reason` and a human-readable ``detail``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+
+class Outcome(enum.StrEnum):
+    """How one check, or one target as a whole, fared."""
+
+    UP = "up"  # expected status, conditions true, within the latency budget
+    DEGRADED = "degraded"  # healthy answer, but slower than max_response_time
+    DOWN = "down"  # anything else: wrong status, transport error, condition false
+
+    @property
+    def is_good(self) -> bool:
+        """Degraded is slow but serving: it counts as up for incidents and uptime."""
+        return self is not Outcome.DOWN
+
+    @property
+    def severity(self) -> int:
+        """Order for picking the worst outcome of several checks."""
+        return _SEVERITY[self]
+
+
+_SEVERITY = {Outcome.UP: 0, Outcome.DEGRADED: 1, Outcome.DOWN: 2}
+
+
+class Reason(enum.StrEnum):
+    """Why a check was not plainly up: a small closed set, detail goes in text."""
+
+    OK = "ok"  # nothing wrong
+    SLOW = "slow"  # over the latency budget (only with DEGRADED)
+    DNS = "dns"  # the host name did not resolve
+    CONNECT = "connect"  # refused, unreachable, reset before a response
+    TLS = "tls"  # handshake or certificate failure
+    TIMEOUT = "timeout"  # no complete response within the check's timeout
+    STATUS = "status"  # a status code that the check does not expect
+    CONDITION = "condition"  # a JMESPath condition was false on the JSON body
+    INVALID_JSON = "invalid_json"  # a condition needed JSON and the body was not
+    TOO_LARGE = "too_large"  # the body exceeded the read cap
+    ERROR = "error"  # anything else (protocol error, broken response)
+
+
+@dataclass(frozen=True, slots=True)
+class CheckResult:
+    """The outcome of one probe of one check."""
+
+    target: str
+    check: str
+    url: str
+    started_at: datetime  # UTC, when the request was sent
+    duration_s: float  # until the body was read (or the failure)
+    outcome: Outcome
+    reason: Reason
+    detail: str = ""  # one line for people: "expected [200, 302], got 503"
+    status_code: int | None = None
+    body_excerpt: str = ""  # the first few hundred characters, for the incident issue
+    fields: Mapping[str, Any] = field(default_factory=dict)  # selected JSON health fields
+    version: str | None = None  # the deployed version, when the check names its field
+
+    @property
+    def ok(self) -> bool:
+        """True for up and degraded."""
+        return self.outcome.is_good
+
+
+@dataclass(frozen=True, slots=True)
+class TargetResult:
+    """All checks of one target from one probe cycle, judged as a whole."""
+
+    target: str
+    at: datetime  # the earliest check start of the cycle
+    checks: Sequence[CheckResult]
+
+    @property
+    def outcome(self) -> Outcome:
+        """The worst outcome among the checks; UP when there are none."""
+        return max((c.outcome for c in self.checks), key=lambda o: o.severity, default=Outcome.UP)
+
+    @property
+    def failing(self) -> list[CheckResult]:
+        """The checks that are down."""
+        return [c for c in self.checks if c.outcome is Outcome.DOWN]
+
+    @property
+    def ok(self) -> bool:
+        """True when no check is down."""
+        return self.outcome.is_good

@@ -1,0 +1,72 @@
+"""Small builders of result values for tests: names over noise."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from monitor.results import CheckResult, Outcome, Reason, TargetResult
+
+T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
+
+
+def at(minutes: float) -> datetime:
+    """T0 plus some minutes."""
+    return T0 + timedelta(minutes=minutes)
+
+
+_DEFAULT_REASON = {
+    Outcome.UP: Reason.OK,
+    Outcome.DEGRADED: Reason.SLOW,
+    Outcome.DOWN: Reason.STATUS,
+}
+
+
+def check(
+    outcome: Outcome = Outcome.UP,
+    reason: Reason | None = None,
+    *,
+    target: str = "production",
+    name: str = "health",
+    when: datetime = T0,
+    status: int | None = 200,
+    detail: str = "",
+) -> CheckResult:
+    """One check result with sensible defaults."""
+    if reason is None:
+        reason = {
+            Outcome.UP: Reason.OK,
+            Outcome.DEGRADED: Reason.SLOW,
+            Outcome.DOWN: Reason.STATUS,
+        }[outcome]
+    return CheckResult(
+        target=target,
+        check=name,
+        url=f"https://{target}.example/{name}",
+        started_at=when,
+        duration_s=0.05,
+        outcome=outcome,
+        reason=reason,
+        detail=detail or f"{outcome}",
+        status_code=status,
+    )
+
+
+def result(
+    outcome: Outcome, when: datetime, *, target: str = "production", **kw: object
+) -> TargetResult:
+    """A target result with one ``health`` check of the given outcome."""
+    return TargetResult(
+        target=target, at=when, checks=(check(outcome, target=target, when=when, **kw),)
+    )  # type: ignore[arg-type]
+
+
+def up(when: datetime, target: str = "production") -> TargetResult:
+    """A healthy target result."""
+    return result(Outcome.UP, when, target=target)
+
+
+def down(
+    when: datetime, target: str = "production", reason: Reason = Reason.STATUS
+) -> TargetResult:
+    """A failing target result."""
+    return result(Outcome.DOWN, when, target=target, reason=reason, status=503)
