@@ -84,7 +84,9 @@ ACCOUNT_CASES = {
     "unsorted-with-duplicate-later-wins": AccountCase(
         "30 down, 45 up, 0 up, 15 up, 30 up", (60, 0, 0, 0)
     ),
-    "sample-after-window-cuts-hold": AccountCase("0 up, 50 down, 70 up", (50, 0, 10, 0)),
+    "sample-after-window-cuts-hold": AccountCase(
+        "0 up, 15 up, 30 up, 45 up, 50 down, 70 up", (50, 0, 10, 0)
+    ),
     "no-samples-all-unknown": AccountCase("", (0, 0, 0, 60)),
     "unlimited-hold": AccountCase("0 up, 5 down", (5, 0, 55, 0), max_hold_min=math.inf),
     "zero-hold-knows-nothing": AccountCase("0 up, 15 up", (0, 0, 0, 60), max_hold_min=0),
@@ -178,7 +180,7 @@ MONTH_S = WINDOWS["30d"]
         (0.995, TimeAccount(MONTH_S - 25_920, 0, 25_920, 0), 12_960, -1.0, 2.0),
         (0.995, TimeAccount(MONTH_S, 0, 0, 0), 12_960, 1.0, 0.0),
         (0.995, TimeAccount(MONTH_S / 2 - 6_480, 0, 6_480, MONTH_S / 2), 6_480, 0.0, 1.0),
-        (0.995, TimeAccount(MONTH_S - 12_960, 50_000, 12_960, 0), 12_960, 0.0, 1.0),
+        (0.995, TimeAccount(MONTH_S - 62_960, 50_000, 12_960, 0), 12_960, 0.0, 1.0),
         (0.999, TimeAccount(3_600 - 51.84, 0, 51.84, 0), 3.6, -13.4, 14.4),
         (1.0, TimeAccount(MONTH_S, 0, 0, 0), 0, 1.0, 0.0),
         (1.0, TimeAccount(MONTH_S - 1, 0, 1, 0), 0, -math.inf, math.inf),
@@ -370,7 +372,7 @@ def test_change_failure(
 @pytest.mark.parametrize(
     ("window_key", "deployed_at_min", "deployments", "per_week"),
     [
-        ("7d", [m * 12 * HOUR for m in range(14)], 14, 2.0),
+        ("7d", [m * 12 * HOUR for m in range(14)], 14, 14.0),
         ("30d", [DAY, 10 * DAY, 20 * DAY], 3, 0.7),
         ("30d", [-DAY, 31 * DAY], 0, 0.0),
     ],
