@@ -1,0 +1,203 @@
+"""The ``monitor`` command: run, check, config, demo (and the release-pipeline verbs).
+
+Exit codes are part of the interface: 0 healthy/done, 1 a check or an SLO
+failed, 2 bad configuration or usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import sys
+from collections.abc import Sequence
+from typing import Any, TextIO
+
+from monitor import __version__
+from monitor.config import ConfigError, Settings, load_settings, redacted, resolve_config_path
+from monitor.logging import configure, secrets
+from monitor.probe import Prober
+from monitor.results import Outcome, TargetResult
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_CONFIG = 2
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser, shared by ``main`` and the docs test."""
+    parser = argparse.ArgumentParser(
+        prog="monitor",
+        description="Production monitor: probes, metrics, incident issues and SLO figures.",
+    )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--config",
+        metavar="PATH",
+        help="config file (default: $MONITOR_CONFIG, ./config.toml, embedded)",
+    )
+    common.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
+    common.add_argument("--log-level", default="INFO")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    sub.add_parser("run", parents=[common], help="run the daemon")
+
+    check = sub.add_parser(
+        "check",
+        parents=[common],
+        help="probe once; exit 0 if every check is up or degraded, 1 if any is down",
+    )
+    check.add_argument(
+        "--target", action="append", metavar="NAME", help="only this target (repeatable)"
+    )
+    check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+
+    sub.add_parser(
+        "config", parents=[common], help="validate and print the effective config, secrets masked"
+    )
+
+    demo = sub.add_parser(
+        "demo",
+        parents=[common],
+        help="run against an embedded sample service that breaks and heals",
+    )
+    demo.add_argument("--listen", default="127.0.0.1:9091", help="address of /metrics and /status")
+    demo.add_argument(
+        "--duration", type=float, default=None, metavar="SECONDS", help="stop after this long"
+    )
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the console script."""
+    args = build_parser().parse_args(argv)
+    # The daemon logs to stdout (Fly collects it); one-shot commands keep stdout for
+    # their answer and log to stderr.
+    log_stream = sys.stdout if args.command in ("run", "demo") else sys.stderr
+    configure(args.log_format, args.log_level, stream=log_stream)
+    if args.command == "demo":
+        from monitor.demo import run_demo  # imported late: only the demo needs it
+
+        return run_demo(listen=args.listen, duration_s=args.duration)
+    try:
+        settings = load_settings(resolve_config_path(args.config, os.environ))
+    except ConfigError as exc:
+        return _config_failure(exc, sys.stderr)
+    if args.command == "run":
+        return _run(settings)
+    if args.command == "check":
+        return _check(settings, args.target, args.json, sys.stdout)
+    if args.command == "config":
+        json.dump(redacted(settings), sys.stdout, indent=2)
+        sys.stdout.write("\n")
+        return EXIT_OK
+    raise AssertionError(f"unhandled command {args.command}")
+
+
+def _config_failure(exc: ConfigError, stream: TextIO) -> int:
+    stream.write("monitor: invalid configuration\n")
+    for problem in exc.problems:
+        stream.write(f"  {secrets.redact(problem)}\n")
+    return EXIT_CONFIG
+
+
+def _run(settings: Settings) -> int:
+    from monitor.daemon import Daemon  # the scheduler and server load only for `run`
+
+    async def go() -> int:
+        return await Daemon(settings).run()
+
+    return asyncio.run(go())
+
+
+def select_targets(settings: Settings, names: Sequence[str] | None) -> Settings | None:
+    """Settings narrowed to ``names``; None when a name is unknown."""
+    if not names:
+        return settings
+    known = {t.name for t in settings.targets}
+    if any(name not in known for name in names):
+        return None
+    return settings.model_copy(update={"targets": [t for t in settings.targets if t.name in names]})
+
+
+def _check(settings: Settings, names: Sequence[str] | None, as_json: bool, out: TextIO) -> int:
+    narrowed = select_targets(settings, names)
+    if narrowed is None:
+        known = ", ".join(t.name for t in settings.targets)
+        sys.stderr.write(f"monitor: unknown target in {list(names or [])}; known: {known}\n")
+        return EXIT_CONFIG
+
+    async def probe_all() -> list[TargetResult]:
+        async with Prober(narrowed.monitor) as prober:
+            return await prober.probe_targets(narrowed.targets)
+
+    results = asyncio.run(probe_all())
+    if as_json:
+        json.dump(check_report(results), out, indent=2)
+        out.write("\n")
+    else:
+        out.write(check_table(results))
+    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+
+
+def check_report(results: Sequence[TargetResult]) -> dict[str, Any]:
+    """The JSON form of ``monitor check``."""
+    return {
+        "ok": all(r.ok for r in results),
+        "targets": [
+            {
+                "target": r.target,
+                "outcome": r.outcome.value,
+                "checked_at": r.at.isoformat(),
+                "checks": [
+                    {
+                        "check": c.check,
+                        "url": c.url,
+                        "outcome": c.outcome.value,
+                        "reason": c.reason.value,
+                        "status": c.status_code,
+                        "duration_ms": round(c.duration_s * 1000, 1),
+                        "detail": c.detail,
+                        "version": c.version,
+                    }
+                    for c in r.checks
+                ],
+            }
+            for r in results
+        ],
+    }
+
+
+def check_table(results: Sequence[TargetResult]) -> str:
+    """The table a reviewer reads in a workflow log, with a one-line verdict."""
+    rows = [("TARGET", "CHECK", "OUTCOME", "STATUS", "TIME", "DETAIL")]
+    for r in results:
+        for c in r.checks:
+            rows.append(
+                (
+                    r.target,
+                    c.check,
+                    c.outcome.value.upper() if c.outcome is Outcome.DOWN else c.outcome.value,
+                    str(c.status_code or "-"),
+                    f"{c.duration_s * 1000:.0f} ms",
+                    c.detail,
+                )
+            )
+    widths = [max(len(row[i]) for row in rows) for i in range(5)]
+    lines = [
+        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
+        for row in rows
+    ]
+    down = [r for r in results if not r.ok]
+    if down:
+        verdict = "FAIL: " + "; ".join(
+            f"{r.target} is down ({len(r.failing)} of {len(r.checks)} checks failing)" for r in down
+        )
+    else:
+        degraded = [r.target for r in results if r.outcome is Outcome.DEGRADED]
+        verdict = "PASS: every check is up" + (
+            f" (degraded: {', '.join(degraded)})" if degraded else ""
+        )
+    return "\n".join([*lines, "", verdict]) + "\n"

@@ -1,0 +1,225 @@
+"""Prometheus metrics: the names here are the project's interface.
+
+All names start with ``monitor_``, use base units, and carry only low-cardinality
+labels (target, check, reason, window, operation). Each daemon owns a
+:class:`Metrics` with its own ``CollectorRegistry`` so tests never share state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
+from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
+
+from monitor import __version__
+from monitor.config import TargetConfig
+from monitor.results import CheckResult, Reason, TargetResult
+
+PROBE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
+INCIDENT_BUCKETS_S = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)
+UPTIME_WINDOWS = ("1h", "24h", "7d", "30d", "90d")
+BURN_WINDOWS = ("1h", "6h")
+GITHUB_OPERATIONS = ("open", "comment", "edit", "close", "reopen", "lookup", "label", "reconcile")
+
+
+class Metrics:
+    """Every metric the daemon exports, registered on one registry."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        tc = ("target", "check")
+        # --- probes
+        self.probe_success = Gauge(
+            "monitor_probe_success",
+            "1 if the last probe was up or degraded, else 0",
+            tc,
+            registry=r,
+        )
+        self.probe_duration = Histogram(
+            "monitor_probe_duration_seconds",
+            "Time from request to end of body (or failure)",
+            tc,
+            buckets=PROBE_BUCKETS_S,
+            registry=r,
+        )
+        self.probe_status_code = Gauge(
+            "monitor_probe_status_code", "HTTP status of the last probe, 0 if none", tc, registry=r
+        )
+        self.probes = Counter("monitor_probes", "Probes performed", tc, registry=r)
+        self.probe_failures = Counter(
+            "monitor_probe_failures",
+            "Probes that were down, by reason",
+            (*tc, "reason"),
+            registry=r,
+        )
+        self.last_probe = Gauge(
+            "monitor_last_probe_timestamp_seconds",
+            "Unix time the last probe of this check started",
+            tc,
+            registry=r,
+        )
+        self.probe_degraded = Gauge(
+            "monitor_probe_degraded",
+            "1 if the last probe exceeded its latency budget",
+            tc,
+            registry=r,
+        )
+        self.target_up = Gauge(
+            "monitor_target_up",
+            "1 if no check of the target is down, else 0",
+            ("target",),
+            registry=r,
+        )
+        self.build_info = Gauge(
+            "monitor_build_info", "Always 1; the version as a label", ("version",), registry=r
+        )
+        self.cycle_completed = Gauge(
+            "monitor_cycle_last_completed_timestamp_seconds",
+            "Unix time a probe cycle of this target last completed",
+            ("target",),
+            registry=r,
+        )
+        # --- incidents and the GitHub sink
+        self.incident_open = Gauge(
+            "monitor_incident_open", "1 while an incident is open", ("target",), registry=r
+        )
+        self.incident_started = Gauge(
+            "monitor_incident_started_timestamp_seconds",
+            "Unix time of the open incident's first failed probe, 0 if none",
+            ("target",),
+            registry=r,
+        )
+        self.incidents = Counter(
+            "monitor_incidents", "Incidents opened (reopens not counted)", ("target",), registry=r
+        )
+        self.incident_duration = Histogram(
+            "monitor_incident_duration_seconds",
+            "Measured incident durations, observed at resolve",
+            ("target",),
+            buckets=INCIDENT_BUCKETS_S,
+            registry=r,
+        )
+        self.outbox_pending = Gauge(
+            "monitor_outbox_pending", "GitHub actions written but not yet performed", registry=r
+        )
+        self.outbox_oldest_age = Gauge(
+            "monitor_outbox_oldest_age_seconds",
+            "Age of the oldest pending GitHub action, 0 if none",
+            registry=r,
+        )
+        self.github_requests = Counter(
+            "monitor_github_requests", "GitHub actions attempted", ("operation",), registry=r
+        )
+        self.github_errors = Counter(
+            "monitor_github_errors",
+            "GitHub actions that failed, by reason",
+            ("operation", "reason"),
+            registry=r,
+        )
+        # --- history and SLOs
+        tw = ("target", "window")
+        self.uptime = Gauge(
+            "monitor_uptime_ratio", "Up (incl. degraded) time over known time", tw, registry=r
+        )
+        self.coverage = Gauge(
+            "monitor_coverage_ratio", "Known time over the window", tw, registry=r
+        )
+        self.slo_objective = Gauge(
+            "monitor_slo_objective_ratio",
+            "The target's availability objective",
+            ("target",),
+            registry=r,
+        )
+        self.budget_remaining = Gauge(
+            "monitor_error_budget_remaining_ratio",
+            "Share of the SLO window's error budget left (negative when overspent)",
+            ("target",),
+            registry=r,
+        )
+        self.burn_rate = Gauge(
+            "monitor_error_budget_burn_rate",
+            "Down share of known time divided by the allowed share",
+            tw,
+            registry=r,
+        )
+        self.mttr = Gauge(
+            "monitor_mttr_seconds",
+            "Mean duration of incidents resolved in the window",
+            tw,
+            registry=r,
+        )
+        self.deployments = Gauge(
+            "monitor_deployments_total",
+            "Version changes seen on the target (from stored history)",
+            ("target",),
+            registry=r,
+        )
+        self.change_failure = Gauge(
+            "monitor_change_failure_ratio",
+            "Share of deployments followed by an incident within failure_window",
+            tw,
+            registry=r,
+        )
+        # --- the monitor itself
+        self.store_errors = Counter(
+            "monitor_store_errors",
+            "Failed writes to the state database",
+            ("operation",),
+            registry=r,
+        )
+        self.build_info.labels(__version__).set(1)
+
+    def declare(self, targets: Sequence[TargetConfig]) -> None:
+        """Create every series at start-up so dashboards and alerts see zeros, not gaps."""
+        for target in targets:
+            self.target_up.labels(target.name)
+            self.incident_open.labels(target.name).set(0)
+            self.incident_started.labels(target.name).set(0)
+            self.incidents.labels(target.name)
+            self.incident_duration.labels(target.name)
+            self.cycle_completed.labels(target.name)
+            if target.slo is not None:
+                self.slo_objective.labels(target.name).set(target.slo)
+            for check in target.checks:
+                labels = (target.name, check.name)
+                self.probe_success.labels(*labels)
+                self.probe_duration.labels(*labels)
+                self.probe_status_code.labels(*labels)
+                self.probes.labels(*labels)
+                self.last_probe.labels(*labels)
+                self.probe_degraded.labels(*labels)
+                for reason in Reason:
+                    if reason not in (Reason.OK, Reason.SLOW):
+                        self.probe_failures.labels(*labels, reason.value)
+        for operation in GITHUB_OPERATIONS:
+            self.github_requests.labels(operation)
+
+    def observe(self, result: TargetResult, completed_at: float) -> None:
+        """Record one target's probe cycle."""
+        for check in result.checks:
+            self.observe_check(check)
+        self.target_up.labels(result.target).set(1 if result.ok else 0)
+        self.cycle_completed.labels(result.target).set(completed_at)
+
+    def observe_check(self, check: CheckResult) -> None:
+        """Record one check result."""
+        labels = (check.target, check.check)
+        self.probes.labels(*labels).inc()
+        self.probe_success.labels(*labels).set(1 if check.ok else 0)
+        self.probe_degraded.labels(*labels).set(1 if check.outcome == "degraded" else 0)
+        self.probe_duration.labels(*labels).observe(check.duration_s)
+        self.probe_status_code.labels(*labels).set(check.status_code or 0)
+        self.last_probe.labels(*labels).set(check.started_at.timestamp())
+        if not check.ok:
+            self.probe_failures.labels(*labels, check.reason.value).inc()
+
+    def exposition(self, accept: str = "") -> tuple[bytes, str]:
+        """The registry in Prometheus text (or OpenMetrics when asked), with its content type."""
+        if "application/openmetrics-text" in accept:
+            # prometheus-client ships this function without annotations
+            body: bytes = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
+            return body, OPENMETRICS_TYPE
+        return generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
