@@ -34,7 +34,15 @@ def search(expression: str, document: Any) -> Any:
     """The value of ``expression`` on ``document``, or None when evaluation fails."""
     try:
         return compiled(expression).search(document)
-    except (jmespath.exceptions.JMESPathError, RecursionError, TypeError):
+    except (
+        jmespath.exceptions.JMESPathError,
+        RecursionError,
+        TypeError,
+        # ceil()/floor() of the 1e999 (inf) or NaN that json.loads accepts: a hostile
+        # body must make a condition false, not escape the probe as an exception.
+        ValueError,
+        ArithmeticError,
+    ):
         return None
 
 
@@ -44,8 +52,11 @@ def failed_conditions(conditions: Iterable[str], document: Any) -> list[str]:
 
 
 def _truthy(value: Any) -> bool:
-    # JMESPath's notion of false: null, false, empty string/list/object.
-    return value not in (None, False, "", [], {})
+    # JMESPath's notion of false: null, false, empty string/list/object. Numbers are
+    # all true, 0 included: an ``in`` test would wrongly match 0 == False.
+    if value is None or value is False:
+        return False
+    return not (isinstance(value, str | list | dict) and len(value) == 0)
 
 
 def select_fields(expressions: Iterable[str], document: Any) -> dict[str, Any]:

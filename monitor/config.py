@@ -9,6 +9,7 @@ path (``targets[1].checks[0].expect_status: ...``).
 from __future__ import annotations
 
 import contextvars
+import math
 import os
 import re
 import tomllib
@@ -34,6 +35,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 ENV_PREFIX = "MONITOR_"
@@ -55,10 +57,28 @@ class ConfigError(Exception):
 
 def parse_duration(value: object) -> float:
     """Seconds from a number or a string such as ``500ms``, ``30s``, ``15m``, ``1h30m``."""
+    seconds = _duration_seconds(value)
+    if seconds <= 0:
+        raise ValueError(f"duration must be positive, got {value!r}")
+    return seconds
+
+
+def _parse_optional_duration(value: object) -> float:
+    # For settings where 0 means "off" (jitter): a duration, or zero.
+    seconds = _duration_seconds(value)
+    if seconds < 0:
+        raise ValueError(f"duration must not be negative, got {value!r}")
+    return seconds
+
+
+def _duration_seconds(value: object) -> float:
     if isinstance(value, bool):
         raise ValueError("expected a duration such as 30s, 15m or 1h, or a number of seconds")
     if isinstance(value, int | float):
-        seconds = float(value)
+        try:
+            seconds = float(value)
+        except OverflowError:  # an int beyond float range: TOML allows it, we do not
+            raise ValueError(f"duration is too large, got {value!r}") from None
     elif isinstance(value, str):
         text = value.strip().lower()
         if re.fullmatch(r"\d+(?:\.\d+)?", text):
@@ -73,8 +93,8 @@ def parse_duration(value: object) -> float:
             seconds = sum(float(n) * _UNIT_SECONDS[unit] for n, unit in parts)
     else:
         raise ValueError("expected a duration such as 30s, 15m or 1h, or a number of seconds")
-    if seconds <= 0:
-        raise ValueError(f"duration must be positive, got {value!r}")
+    if not math.isfinite(seconds):  # TOML's inf and nan, or digits beyond float range
+        raise ValueError(f"duration must be a finite number of seconds, got {value!r}")
     return seconds
 
 
@@ -92,14 +112,32 @@ def format_duration(seconds: float) -> str:
 
 
 Duration = Annotated[float, BeforeValidator(parse_duration)]
+# A duration where 0 switches the feature off.  One validator rather than the union
+# ``Duration | Literal[0]``: a union reports a bad value once per branch, under
+# pydantic's branch names (``monitor.jitter.literal[0]: Input should be 0``).
+_OptionalDuration = Annotated[float, BeforeValidator(_parse_optional_duration)]
 
 
 def _check_jmespath(expression: str) -> str:
     try:
         jmespath.compile(expression)
     except jmespath.exceptions.JMESPathError as exc:
-        raise ValueError(f"invalid JMESPath expression {expression!r}: {exc}") from None
+        reason = _jmespath_reason(exc)
+        raise ValueError(f"invalid JMESPath expression {expression!r}: {reason}") from None
+    except RecursionError:
+        raise ValueError(f"invalid JMESPath expression {expression!r}: nested too deeply") from None
     return expression
+
+
+def _jmespath_reason(exc: jmespath.exceptions.JMESPathError) -> str:
+    # jmespath's own messages span three lines (expression, caret); a problem is one line.
+    if isinstance(exc, jmespath.exceptions.IncompleteExpressionError):
+        return "incomplete expression"
+    if isinstance(exc, jmespath.exceptions.LexerError):
+        return f"{exc.message} at column {exc.lexer_position + 1}"
+    if isinstance(exc, jmespath.exceptions.ParseError) and isinstance(exc.lex_position, int):
+        return f"unexpected {exc.token_value!r} at column {exc.lex_position + 1}"
+    return str(exc).splitlines()[0]
 
 
 JmesPath = Annotated[str, AfterValidator(_check_jmespath)]
@@ -141,7 +179,7 @@ class MonitorSection(_Section):
     listen: Annotated[str, AfterValidator(_check_listen)] = "0.0.0.0:9091"
     concurrency: int = Field(100, ge=1, le=10_000)
     max_body_bytes: int = Field(1024 * 1024, ge=1024)
-    jitter: Duration | Literal[0] = 1.0
+    jitter: _OptionalDuration = 1.0
     stall_after: int = Field(3, ge=2, description="exit when no cycle completed for N intervals")
     shutdown_grace: Duration = 10.0
     raw_retention: Duration = 7 * 86400.0
@@ -162,6 +200,14 @@ class GithubSection(_Section):
     runbook_url: str | None = None
     timeout: Duration = 15.0
 
+    @field_validator("token")
+    @classmethod
+    def _blank_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token would make ``active`` true and every GitHub call a 401.
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
     @field_validator("repository")
     @classmethod
     def _owner_slash_name(cls, value: str | None) -> str | None:
@@ -181,8 +227,12 @@ class GithubSection(_Section):
 
 
 def _check_http_url(value: str) -> str:
-    parts = urlsplit(value)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket: "http://[::1"
+        hostname = None
+    if not hostname or parts.scheme not in ("http", "https"):
         raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
 
@@ -276,6 +326,9 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix=ENV_PREFIX,
         env_nested_delimiter="__",
+        # An empty variable means "not set": CI expands a missing secret to "", which
+        # must not blank a key from the file or hide GITHUB_TOKEN.
+        env_ignore_empty=True,
         extra="forbid",
         frozen=True,
     )
@@ -329,7 +382,8 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     """
     origin = str(path) if path else "embedded defaults"
     try:
-        text = path.read_text("utf-8") if path else embedded_config_text()
+        # utf-8-sig: editors on Windows prepend a BOM, which TOML rejects at line 1
+        text = path.read_text("utf-8-sig") if path else embedded_config_text()
     except FileNotFoundError:
         raise ConfigError([f"config: file not found: {path}"]) from None
     except (OSError, UnicodeDecodeError) as exc:
@@ -338,6 +392,8 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([f"config: {origin} is not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"config: {origin} is not valid TOML: nested too deeply"]) from None
     token = os.environ.get("GITHUB_TOKEN")
     if token and not os.environ.get(f"{ENV_PREFIX}GITHUB__TOKEN"):
         github = data.setdefault("github", {})
@@ -348,6 +404,9 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
         settings = Settings(**overrides)
     except ValidationError as exc:
         raise ConfigError(_format_errors(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings decodes list and table values from the environment as JSON
+        raise ConfigError([_env_json_problem(exc, os.environ)]) from None
     finally:
         _toml_data.reset(reset)
     problems = _semantic_problems(settings)
@@ -356,15 +415,39 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     return settings
 
 
-def _format_loc(loc: Sequence[int | str]) -> str:
+def _env_json_problem(exc: SettingsError, environ: Mapping[str, str]) -> str:
+    match = re.search(r'field "([^"]+)"', str(exc))
+    if match is None:
+        return f"environment: {exc}"
+    field = match.group(1)
+    # names only, never values: a value may be the token
+    prefix = f"{ENV_PREFIX}{field}".upper()
+    names = sorted(name for name in environ if name.upper().startswith(prefix))
+    return (
+        f"{field}: cannot read {' or '.join(names) or prefix + '*'} from the environment: "
+        'lists and tables must be JSON, e.g. \'["a", "b"]\''
+    )
+
+
+# pydantic names the branch of a union (or the validator function) inside the error
+# location: ``monitor.x.function-before[parse_duration(), float]``.  Those say nothing
+# to a user, so they are dropped from the key path.
+_PYDANTIC_LOC_PREFIXES = ("function-", "constrained-", "literal[", "is-instance[", "lax-or-strict[")
+_PYDANTIC_LOC_NAMES = frozenset({"int", "float", "str", "bool"})
+
+
+def _format_loc(loc: Sequence[int | str], *, keep_last: bool = False) -> str:
     out = ""
-    for part in loc:
+    for index, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif part.startswith(("function-", "constrained-")) or part in {"int", "float", "str"}:
-            continue  # pydantic's internal validator names say nothing to a user
-        else:
-            out += f".{part}" if out else part
+            continue
+        is_user_key = keep_last and index == len(loc) - 1
+        if not is_user_key and (
+            part.startswith(_PYDANTIC_LOC_PREFIXES) or part in _PYDANTIC_LOC_NAMES
+        ):
+            continue
+        out += f".{part}" if out else part
     return out or "config"
 
 
@@ -372,11 +455,20 @@ def _format_errors(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
         message = error["msg"].removeprefix("Value error, ")
+        # The last element of an unknown key's location is the user's own key, even when
+        # it happens to be spelled like a pydantic branch name ("int").
+        keep_last = error["type"] == "extra_forbidden"
         if error["type"] == "extra_forbidden":
             message = "unknown key"
         elif error["type"] == "missing":
             message = "required key is missing"
-        lines.append(f"{_format_loc(error['loc'])}: {message}")
+        elif error["type"] in ("model_type", "dict_type"):
+            message = "expected a table"  # pydantic would name our class: MonitorSection
+        elif error["type"] == "too_short" and error.get("ctx", {}).get("min_length") == 1:
+            message = "must not be empty"  # rather than "... after validation, not 0"
+        line = f"{_format_loc(error['loc'], keep_last=keep_last)}: {message}"
+        if line not in lines:
+            lines.append(line)
     return lines
 
 

@@ -9,22 +9,31 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import __version__
+from monitor import incident_text as text
 from monitor.config import Settings, TargetConfig
-from monitor.incidents import Policy, TrackerState, Transition, TransitionKind, step
+from monitor.incidents import Incident, Policy, TrackerState, Transition, TransitionKind, step
+from monitor.journal import JournalSink
 from monitor.logging import get_logger, secrets
 from monitor.metrics import Metrics
+from monitor.outbox import OutboxWorker
 from monitor.probe import Clock, Prober, utcnow
 from monitor.results import TargetResult
 from monitor.server import HttpServer, create_app
+from monitor.slo import Deployment, deployment_before
+from monitor.store import NewAction, Store, StoreError, dt
+from monitor.typing import IncidentSink
 
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the loop stopped making progress
+STORE_EXIT_CODE = 74  # EX_IOERR: the state database cannot be opened at all
+BACKLOG_LIMIT = 5_000  # cycles kept in memory while the database refuses writes
+TIMELINE_ROWS = 20
 log = get_logger("monitor.daemon")
 
 
@@ -37,6 +46,16 @@ class _TargetRuntime:
     cadence_s: float
     last_completed: float = field(default_factory=time.monotonic)
     last_result: TargetResult | None = None
+    versions: dict[str, str] = field(default_factory=dict)  # last version seen per check
+
+
+def make_sink(settings: Settings) -> IncidentSink:
+    """GitHub when a token and repository are configured, else the journal."""
+    if settings.github.active:
+        from monitor.github import GithubSink  # PyGithub costs ~20 MB: only when used
+
+        return GithubSink(settings.github)
+    return JournalSink()
 
 
 def register_secrets(settings: Settings) -> None:
@@ -60,6 +79,8 @@ class Daemon:
         clock: Clock = utcnow,
         monotonic: Callable[[], float] = time.monotonic,
         prober: Prober | None = None,
+        store: Store | None = None,
+        sink: IncidentSink | None = None,
     ) -> None:
         self.settings = settings
         self.metrics = metrics or Metrics()
@@ -76,6 +97,15 @@ class Daemon:
             t.name: _TargetRuntime(t, TrackerState(target=t.name), settings.monitor.interval)
             for t in settings.targets
         }
+        self.store = store or Store(settings.monitor.state_path)
+        self.sink = sink or make_sink(settings)
+        self.outbox = OutboxWorker(self.store, self.sink, self.metrics, clock=clock)
+        self._backlog: list[tuple[Any, ...]] = []
+        self.store_problem: str | None = None
+        self._session_id: int | None = None
+        self._reconciled = False
+        self._reconcile_future: asyncio.Future[None] | None = None
+        self._restore()
         self._scheduler: AsyncIOScheduler | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
         self._stopping = asyncio.Event()
@@ -85,6 +115,17 @@ class Daemon:
         register_secrets(settings)
         self.metrics.declare(settings.targets)
 
+    def _restore(self) -> None:
+        """Tracker state and last versions from the store: incidents survive restarts."""
+        saved = self.store.load_states()
+        for name, runtime in self.targets.items():
+            if name in saved:
+                runtime.state = saved[name]
+                if runtime.state.needs_fast_cadence:
+                    runtime.cadence_s = self.settings.monitor.incident_interval
+            runtime.versions = self.store.last_versions(name)
+            self._update_incident_metrics(runtime.state, [])
+
     # ---- one cycle -------------------------------------------------------------
 
     async def probe(self, name: str) -> TargetResult:
@@ -92,23 +133,174 @@ class Daemon:
         runtime = self.targets[name]
         result = await self._prober.probe_target(runtime.config)
         self.record(result)
+        self._maybe_reconcile()
         return result
 
     def record(self, result: TargetResult) -> list[Transition]:
-        """Metrics, tracker and cadence for one target result."""
+        """Metrics, tracker, store, outbox and cadence for one target result."""
         runtime = self.targets[result.target]
         now = self._clock()
         self.metrics.observe(result, now.timestamp())
         new_state, transitions = step(runtime.state, result, now, self.policy)
+        deployment = self._detect_deployment(runtime, result)
+        actions = [a for t in transitions for a in self._actions_for(t, now, deployment)]
+        incident = new_state.incident if (transitions or new_state.in_incident) else None
         runtime.state = new_state
         runtime.last_result = result
         runtime.last_completed = self._monotonic()
+        cadence = self._wanted_cadence(runtime)
+        hold_s = 2 * cadence + self.settings.monitor.timeout
+        self._persist((result, hold_s, new_state, incident, actions, deployment))
+        if actions:
+            self.outbox.wake()
         self._log_cycle(result)
         for transition in transitions:
             self._log_transition(transition)
         self._update_incident_metrics(new_state, transitions)
         self._adjust_cadence(runtime)
         return transitions
+
+    def _persist(self, cycle: tuple[Any, ...]) -> None:
+        """Write a cycle; while the database refuses, keep cycles in memory and retry."""
+        self._backlog.append(cycle)
+        if len(self._backlog) > BACKLOG_LIMIT:
+            # shed the oldest cycle that carries no GitHub action: actions are never dropped
+            for index, pending in enumerate(self._backlog):
+                if not pending[4]:
+                    del self._backlog[index]
+                    break
+        self._persist_backlog()
+
+    def _persist_backlog(self) -> None:
+        while self._backlog:
+            try:
+                self.store.commit_cycle(*self._backlog[0])
+            except StoreError as exc:
+                self.metrics.store_errors.labels("commit_cycle").inc()
+                if self.store_problem is None:
+                    log.error(
+                        "state database write failed; keeping results in memory", error=str(exc)
+                    )
+                self.store_problem = f"state database write failed: {exc}"
+                return
+            self._backlog.pop(0)
+        if self.store_problem is not None:
+            log.info("state database writable again")
+            self.store_problem = None
+
+    def _detect_deployment(
+        self, runtime: _TargetRuntime, result: TargetResult
+    ) -> Deployment | None:
+        """A version change on any check of the target is one deployment."""
+        deployment = None
+        for check in result.checks:
+            if check.version is None:
+                continue
+            previous = runtime.versions.get(check.check)
+            if previous is not None and previous != check.version and deployment is None:
+                deployment = Deployment(result.target, previous, check.version, check.started_at)
+                log.info(
+                    "deployment seen",
+                    target=result.target,
+                    from_version=previous,
+                    to_version=check.version,
+                )
+            runtime.versions[check.check] = check.version
+        return deployment
+
+    def _actions_for(
+        self, transition: Transition, now: datetime, new_deployment: Deployment | None
+    ) -> list[NewAction]:
+        """The GitHub actions a transition implies, rendered now (bodies are data in the outbox)."""
+        incident = transition.incident
+        if incident is None or transition.kind is TransitionKind.CANCELLED:
+            return []
+        result = transition.result
+        key = f"{incident.id}:{transition.kind}:{transition.at:%Y%m%dT%H%M%S}"
+
+        def act(kind: str, **payload: Any) -> NewAction:
+            return NewAction(incident.id, incident.target, kind, payload)
+
+        body = self._issue_body(incident, result, now, new_deployment)
+        kind = transition.kind
+        if kind is TransitionKind.OPENED:
+            return [
+                act(
+                    "open",
+                    title=text.title(result),
+                    body=body,
+                    labels=text.labels_for(incident.target, self.settings.github.labels),
+                    assignees=list(self.settings.github.assignees),
+                )
+            ]
+        if kind is TransitionKind.REOPENED:
+            comment = text.reopened_comment(incident, result, key)
+            return [
+                act("reopen"),
+                act("comment", body=comment, key=key),
+                act("edit", body=body, title=text.title(result)),
+            ]
+        if kind is TransitionKind.CHANGED:
+            comment = text.changed_comment(incident, result, transition.detail, key)
+            return [
+                act("comment", body=comment, key=key),
+                act("edit", body=body, title=text.title(result)),
+            ]
+        if kind is TransitionKind.REMINDER:
+            comment = text.reminder_comment(incident, result, now, key)
+            return [act("comment", body=comment, key=key), act("edit", body=body)]
+        if kind is TransitionKind.RESOLVED:
+            comment = text.resolved_comment(incident, key)
+            return [act("comment", body=comment, key=key), act("edit", body=body), act("close")]
+        return []
+
+    def _issue_body(
+        self,
+        incident: Incident,
+        result: TargetResult,
+        now: datetime,
+        new_deployment: Deployment | None,
+    ) -> str:
+        deployments = self.store.deployments(
+            incident.target,
+            since=incident.started_at - timedelta(seconds=self.settings.monitor.failure_window),
+        )
+        if new_deployment is not None:
+            deployments.append(new_deployment)
+        deployment = deployment_before(
+            incident.started_at,
+            deployments,
+            self.settings.monitor.failure_window,
+            target=incident.target,
+        )
+        rows = self.store.check_results(incident.target, since=incident.started_at)
+        timeline = [
+            text.TimelineRow(
+                dt(r["started_at"]),
+                r["check_name"],
+                r["outcome"],
+                r["status"],
+                r["duration_s"],
+                r["detail"],
+            )
+            for r in rows[-TIMELINE_ROWS:]
+        ]
+        timeline += [
+            text.TimelineRow(
+                c.started_at, c.check, c.outcome.value, c.status_code, c.duration_s, c.detail
+            )
+            for c in result.checks
+        ]
+        public = self.settings.status_page.public_url
+        return text.body(
+            incident,
+            result,
+            now,
+            timeline=timeline[-TIMELINE_ROWS:],
+            deployment=deployment,
+            runbook_url=self.settings.github.runbook_url,
+            status_url=f"{public}/status" if public else None,
+        )
 
     def _log_cycle(self, result: TargetResult) -> None:
         for check in result.checks:
@@ -151,9 +343,12 @@ class Daemon:
                 if duration is not None:
                     self.metrics.incident_duration.labels(target).observe(duration)
 
-    def _adjust_cadence(self, runtime: _TargetRuntime) -> None:
+    def _wanted_cadence(self, runtime: _TargetRuntime) -> float:
         monitor = self.settings.monitor
-        wanted = monitor.incident_interval if runtime.state.needs_fast_cadence else monitor.interval
+        return monitor.incident_interval if runtime.state.needs_fast_cadence else monitor.interval
+
+    def _adjust_cadence(self, runtime: _TargetRuntime) -> None:
+        wanted = self._wanted_cadence(runtime)
         if wanted == runtime.cadence_s:
             return
         runtime.cadence_s = wanted
@@ -183,10 +378,18 @@ class Daemon:
             problems.append("scheduler is not running")
         if stale:
             problems.append("no completed probe cycle for: " + ", ".join(sorted(stale)))
+        if self.store_problem:
+            problems.append(self.store_problem)
+        sink = self.outbox.health
+        if sink.auth_problem:
+            problems.append(f"GitHub refuses the token or repository: {sink.last_error}")
+        pending, oldest_s = self._outbox_stats()
         detail: dict[str, Any] = {
             "version": __version__,
             "started_at": self._started_at.isoformat(),
             "problems": problems,
+            "sink": {"name": self.sink.name, **sink.as_dict()},
+            "outbox": {"pending": pending, "oldest_age_s": round(oldest_s, 1)},
             "targets": {
                 name: {
                     "phase": rt.state.phase.value,
@@ -198,11 +401,53 @@ class Daemon:
         }
         return not problems, detail
 
+    def _outbox_stats(self) -> tuple[int, float]:
+        try:
+            return self.store.outbox_stats(self._clock())
+        except StoreError:
+            return -1, 0.0
+
     # ---- lifecycle ---------------------------------------------------------------
 
     def _trigger(self, seconds: float) -> IntervalTrigger:
         jitter = min(float(self.settings.monitor.jitter), seconds / 10)
         return IntervalTrigger(seconds=seconds, jitter=jitter or None, timezone=UTC)
+
+    async def _housekeeping(self) -> None:
+        """Periodic: heartbeat (so downtime of the monitor is known), retry writes, reconcile."""
+        now = self._clock()
+        if self._session_id is not None:
+            try:
+                self.store.heartbeat(self._session_id, now)
+            except StoreError as exc:
+                self.metrics.store_errors.labels("heartbeat").inc()
+                self.store_problem = f"state database write failed: {exc}"
+        if self._backlog:
+            self._persist_backlog()
+        self._maybe_reconcile()
+        self.outbox.refresh_metrics()
+
+    def _maybe_reconcile(self) -> None:
+        """Once every target has a fresh result, compare GitHub's open issues with our state."""
+        if self._reconciled or any(rt.last_result is None for rt in self.targets.values()):
+            return
+        states = {name: rt.state for name, rt in self.targets.items()}
+        loop = asyncio.get_running_loop()
+
+        def work() -> None:
+            self._reconciled = self.outbox.reconcile(states)  # False: housekeeping tries again
+            self.outbox.wake()
+
+        self._reconciled = True  # at most one attempt in flight; a failure re-arms it
+        future = loop.run_in_executor(None, work)
+        future.add_done_callback(
+            lambda f: (
+                None
+                if f.exception() is None
+                else log.error("reconcile crashed", error=str(f.exception()))
+            )
+        )
+        self._reconcile_future = future
 
     async def _job(self, name: str) -> None:
         task = asyncio.current_task()
@@ -253,7 +498,16 @@ class Daemon:
         server_task = asyncio.create_task(self.http.serve(), name="http")
         for runtime in self.targets.values():
             runtime.last_completed = self._monotonic()
+        self._session_id = self.store.start_session(self._clock())
+        self.outbox.start()
         self._start_scheduler()
+        assert self._scheduler is not None
+        self._scheduler.add_job(
+            self._housekeeping,
+            IntervalTrigger(seconds=self.settings.monitor.metrics_refresh, timezone=UTC),
+            id="housekeeping",
+            name="housekeeping",
+        )
         watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
         watchdog.start()
         log.info(
@@ -279,6 +533,13 @@ class Daemon:
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=self.settings.monitor.shutdown_grace)
         await self._prober.aclose()
+        self.outbox.stop()
+        if self._session_id is not None:
+            try:
+                self.store.stop_session(self._session_id, self._clock())
+            except StoreError as exc:
+                log.error("could not record the stop", error=str(exc))
+        self.store.close()
         if self.http is not None:
             self.http.stop()
         try:

@@ -144,8 +144,8 @@ def run_demo(listen: str, duration_s: float | None) -> int:
             )
         )
         service_task = asyncio.create_task(service.serve())
-        while not service.started:  # the first probe must not race the service's bind
-            await asyncio.sleep(0.02)
+        while not service.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+            await asyncio.sleep(0.02)  # the first probe must not race the service's bind
         with tempfile.TemporaryDirectory(prefix="monitor-demo-") as state_dir:
             settings = demo_settings(f"http://127.0.0.1:{port}", Path(state_dir), listen)
             daemon = Daemon(settings)

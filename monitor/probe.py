@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import socket
 import ssl
 import time
@@ -30,6 +32,10 @@ def utcnow() -> datetime:
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _ConnectionLost(Exception):
+    """The connection was reset before a response head arrived (raised ``from`` httpx's)."""
 
 
 class Prober:
@@ -124,9 +130,15 @@ class Prober:
         request = self._client.build_request(
             check.method, url, headers=headers, timeout=httpx.Timeout(timeout_s)
         )
-        response = await self._client.send(
-            request, stream=True, follow_redirects=check.follow_redirects
-        )
+        try:
+            response = await self._client.send(
+                request, stream=True, follow_redirects=check.follow_redirects
+            )
+        except (httpx.ReadError, httpx.WriteError) as exc:
+            # Reset (or broken pipe) before the response head: the peer is not
+            # serving, which is a connect failure, unlike a reset mid-body. A clean
+            # close (FIN) stays an error: httpcore cannot tell it from a partial head.
+            raise _ConnectionLost from exc
         try:
             body = await _read_capped(response, self._settings.max_body_bytes)
         except _BodyTooLarge:
@@ -138,7 +150,8 @@ class Prober:
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:
     declared = response.headers.get("content-length", "")
-    if declared.isdigit() and int(declared) > cap:
+    # A HEAD answer declares the length of a body it does not send.
+    if response.request.method != "HEAD" and declared.isdigit() and int(declared) > cap:
         raise _BodyTooLarge
     chunks: list[bytes] = []
     size = 0
@@ -178,12 +191,13 @@ def judge(
             **extra,
         )
 
-    if truncated:
-        return result(Outcome.DOWN, Reason.TOO_LARGE, "body larger than the read cap")
+    # The status first: a 503 with a huge error page is down for its status, not its size.
     if status not in check.expect_status:
         return result(
             Outcome.DOWN, Reason.STATUS, f"expected {_statuses(check.expect_status)}, got {status}"
         )
+    if truncated:
+        return result(Outcome.DOWN, Reason.TOO_LARGE, "body larger than the read cap")
     needs_json = bool(check.conditions or check.version)
     fields: dict[str, Any] = {}
     version: str | None = None
@@ -205,7 +219,7 @@ def judge(
                 return result(
                     Outcome.DOWN,
                     Reason.CONDITION,
-                    "condition false: " + "; ".join(failed),
+                    _one_line("condition false: " + "; ".join(failed)),
                     fields=fields,
                     version=version,
                 )
@@ -251,7 +265,12 @@ def classify_error(exc: BaseException, timeout_s: float) -> tuple[Reason, str]:
         text = _short(exc)
         if "name or service not known" in text.lower() or "nodename nor servname" in text.lower():
             return Reason.DNS, f"name resolution failed: {text}"
-        return Reason.CONNECT, f"cannot connect: {text}"
+        return Reason.CONNECT, f"cannot connect: {_os_error(causes) or text}"
+    if isinstance(exc, _ConnectionLost):
+        return (
+            Reason.CONNECT,
+            f"connection lost before a response: {_os_error(causes) or _short(exc)}",
+        )
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
         return Reason.ERROR, f"broken response: {_short(exc)}"
     if isinstance(exc, httpx.HTTPError | OSError):
@@ -268,6 +287,32 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
+def _os_error(causes: Sequence[BaseException]) -> str:
+    """The system's words for the innermost errno, e.g. "Connection refused"; "" if none.
+
+    anyio hides a refusal behind "All connection attempts failed" and httpx's
+    ReadError has no message at all; the errno at the bottom says what happened.
+    """
+    for cause in reversed(causes):
+        if (
+            isinstance(cause, OSError)
+            and not isinstance(cause, ssl.SSLError)
+            and (cause.errno or 0) > 0
+        ):
+            with contextlib.suppress(ValueError):
+                return os.strerror(cause.errno)
+    return ""
+
+
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text[:200]
+    # httpx's ReadError and friends can have an empty message: say what lies beneath.
+    for link in _causes(exc):
+        text = _one_line(str(link))
+        if text:
+            return text
+    return type(exc).__name__
+
+
+def _one_line(text: str, limit: int = 200) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -1,0 +1,227 @@
+"""The GitHub sink: incident issues through PyGithub.
+
+PyGithub is synchronous and may sleep; it only ever runs in the outbox
+worker's thread. Its own retries are off: a POST retried blindly by the client
+could file an issue twice, so every retry goes through the outbox, which looks
+for our marker before any create.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import requests
+from github import Auth, Github, GithubException
+from github.IssueComment import IssueComment
+from github.Repository import Repository
+
+from monitor.config import GithubSection
+from monitor.incident_text import action_marker, parse_marker, target_label
+from monitor.logging import get_logger
+from monitor.typing import IssueRef, MarkedIssue, SinkError
+
+log = get_logger("monitor.github")
+T = TypeVar("T")
+
+LABEL_COLOURS = {"incident": "d73a4a", "monitor": "0e8a16"}
+TARGET_LABEL_COLOUR = "fbca04"
+RECENT_COMMENTS = 30  # how far back a retried comment looks for itself
+
+
+def translate(exc: BaseException) -> SinkError:
+    """One place where PyGithub's and requests' errors become ours."""
+    if isinstance(exc, SinkError):
+        return exc
+    if isinstance(exc, GithubException):
+        status = exc.status
+        headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
+        retry_after = _retry_after(headers)
+        message = _message(exc)
+        if status == 401:
+            return SinkError("auth", f"401 bad credentials: {message}", auth=True)
+        if status in (403, 429) and (retry_after is not None or "rate limit" in message.lower()):
+            return SinkError(
+                "rate_limited",
+                f"{status} rate limited: {message}",
+                retry_after_s=retry_after or 60.0,
+            )
+        if status == 403:
+            return SinkError("forbidden", f"403 forbidden: {message}", auth=True)
+        if status == 404:
+            return SinkError(
+                "not_found",
+                f"404 not found (repository or issue; check token access): {message}",
+                auth=True,
+            )
+        if status == 422:
+            return SinkError("invalid", f"422 rejected: {message}")
+        if status is not None and status >= 500:
+            return SinkError("server_error", f"{status} from GitHub: {message}")
+        return SinkError("http_error", f"{status}: {message}")
+    if isinstance(exc, requests.Timeout):
+        return SinkError("timeout", f"GitHub did not answer in time: {type(exc).__name__}")
+    if isinstance(exc, requests.ConnectionError):
+        return SinkError("network", f"connection to GitHub failed: {_first_line(exc)}")
+    if isinstance(exc, ValueError):  # JSON that is not JSON
+        return SinkError("malformed", f"unreadable reply from GitHub: {_first_line(exc)}")
+    return SinkError("error", f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def _retry_after(headers: dict[str, str]) -> float | None:
+    if headers.get("retry-after", "").strip().isdigit():
+        return float(headers["retry-after"])
+    if (
+        headers.get("x-ratelimit-remaining") == "0"
+        and headers.get("x-ratelimit-reset", "").isdigit()
+    ):
+        return max(1.0, float(headers["x-ratelimit-reset"]) - time.time())
+    return None
+
+
+def _message(exc: GithubException) -> str:
+    data = exc.data
+    if isinstance(data, dict) and isinstance(data.get("message"), str):
+        return str(data["message"])[:200]
+    return _first_line(exc)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0][:200] if text else type(exc).__name__
+
+
+class GithubSink:
+    """Incident issues in one repository."""
+
+    name = "github"
+
+    def __init__(self, settings: GithubSection, *, client: Github | None = None) -> None:
+        if settings.token is None or settings.repository is None:
+            raise ValueError("the GitHub sink needs github.token and github.repository")
+        self._settings = settings
+        self._client = client or Github(
+            auth=Auth.Token(settings.token.get_secret_value()),
+            base_url=settings.api_url,
+            timeout=max(1, int(settings.timeout)),  # PyGithub asserts an int
+            retry=None,  # retries belong to the outbox, which never repeats a create blindly
+            user_agent="fly-monitor",
+            lazy=True,  # no GET before a PATCH or POST: fewer requests per action
+            per_page=100,
+        )
+        self._repo: Repository = self._client.get_repo(settings.repository)
+        self._labels_ready: set[str] = set()
+
+    def _call(self, operation: Callable[[], T]) -> T:
+        try:
+            return operation()
+        except Exception as exc:  # translated once, here, at the boundary
+            raise translate(exc) from exc
+
+    def _ensure_labels(self, labels: Sequence[str]) -> None:
+        for name in labels:
+            if name in self._labels_ready:
+                continue
+            try:
+                self._repo.get_label(name).name  # noqa: B018 - attribute access performs the GET
+            except GithubException as exc:
+                if exc.status != 404:
+                    raise translate(exc) from exc
+                colour = LABEL_COLOURS.get(name, TARGET_LABEL_COLOUR)
+                description = "Opened and closed by fly-monitor"
+                try:
+                    self._repo.create_label(name, colour, description)
+                except GithubException as create_exc:
+                    if create_exc.status != 422:  # 422: created meanwhile, which is fine
+                        raise translate(create_exc) from create_exc
+            except Exception as exc:
+                raise translate(exc) from exc
+            self._labels_ready.add(name)
+
+    def find_issue(self, target: str, incident_id: str) -> IssueRef | None:
+        """Open issues labelled for the target, searched for our marker (list, not search)."""
+
+        def lookup() -> IssueRef | None:
+            for issue in self._repo.get_issues(state="open", labels=[target_label(target)]):
+                found = parse_marker(issue.body)
+                if found == (target, incident_id):
+                    return IssueRef(issue.number, issue.html_url)
+            return None
+
+        return self._call(lookup)
+
+    def open_issue(
+        self, title: str, body: str, labels: Sequence[str], assignees: Sequence[str]
+    ) -> IssueRef:
+        """Create the issue with labels (made if missing) and assignees."""
+        self._ensure_labels(labels)
+        extra: dict[str, Any] = {"assignees": list(assignees)} if assignees else {}
+        issue = self._call(
+            lambda: self._repo.create_issue(title=title, body=body, labels=list(labels), **extra)
+        )
+        log.info("github issue opened", number=issue.number, url=issue.html_url)
+        return IssueRef(issue.number, issue.html_url)
+
+    def comment(self, issue: IssueRef, body: str, key: str, *, maybe_posted: bool = False) -> None:
+        """Post a comment; on a retry, first check whether the last attempt got through."""
+        number = self._number(issue)
+
+        def post() -> None:
+            handle = self._repo.get_issue(number)
+            if maybe_posted:
+                comments = handle.get_comments()
+                total = comments.totalCount
+                recent: list[IssueComment] = (
+                    list(comments[max(0, total - RECENT_COMMENTS) :]) if total else []
+                )
+                if any(action_marker(key) in (c.body or "") for c in recent):
+                    log.info("github comment already posted", number=number, key=key)
+                    return
+            handle.create_comment(body)
+
+        self._call(post)
+
+    def edit(self, issue: IssueRef, body: str, title: str | None = None) -> None:
+        """Replace the body (and title)."""
+        number = self._number(issue)
+        extra: dict[str, Any] = {"title": title} if title else {}
+        self._call(lambda: self._repo.get_issue(number).edit(body=body, **extra))
+
+    def close(self, issue: IssueRef) -> None:
+        """Close as completed."""
+        number = self._number(issue)
+        self._call(
+            lambda: self._repo.get_issue(number).edit(state="closed", state_reason="completed")
+        )
+
+    def reopen(self, issue: IssueRef) -> None:
+        """Reopen."""
+        number = self._number(issue)
+        self._call(lambda: self._repo.get_issue(number).edit(state="open", state_reason="reopened"))
+
+    def open_marked_issues(self) -> list[MarkedIssue]:
+        """Open issues with our marker, across targets (labels filter on the common labels)."""
+
+        def scan() -> list[MarkedIssue]:
+            found = []
+            # our issues all carry the first configured label: filter on it when there is one
+            common = self._settings.labels[:1]
+            listing = (
+                self._repo.get_issues(state="open", labels=common)
+                if common
+                else self._repo.get_issues(state="open")
+            )
+            for issue in listing:
+                parsed = parse_marker(issue.body)
+                if parsed is not None:
+                    found.append(MarkedIssue(issue.number, issue.html_url, parsed[0], parsed[1]))
+            return found
+
+        return self._call(scan)
+
+    @staticmethod
+    def _number(issue: IssueRef) -> int:
+        if issue.number is None:
+            raise SinkError("no_issue", "the incident has no issue number recorded")
+        return issue.number

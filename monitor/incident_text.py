@@ -1,0 +1,298 @@
+"""What an incident says in words: issue titles, bodies and comments (GitHub markdown).
+
+Everything that comes from a probed response is untrusted: it is truncated,
+fenced so it cannot close its fence, and defused (no @mentions, no issue
+cross-references, no HTML) before it reaches an issue.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from monitor.config import format_duration
+from monitor.incidents import Incident
+from monitor.results import CheckResult, Outcome, Reason, TargetResult
+from monitor.slo import Deployment
+
+MARKER_RE = re.compile(
+    r"<!-- monitor:incident target=(?P<target>[A-Za-z0-9_.-]+) id=(?P<id>[A-Za-z0-9_.:-]+) -->"
+)
+EXCERPT_LIMIT = 600
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
+ZWSP = "\u200b"  # breaks @mentions and #123 references without changing how text reads
+
+
+def marker(target: str, incident_id: str) -> str:
+    """The hidden line that identifies our issue for an incident."""
+    return f"<!-- monitor:incident target={target} id={incident_id} -->"
+
+
+def action_marker(key: str) -> str:
+    """A hidden line identifying one comment, so a retry can tell it was already posted."""
+    return f"<!-- monitor:action key={key} -->"
+
+
+def parse_marker(body: str | None) -> tuple[str, str] | None:
+    """(target, incident id) from an issue body carrying our marker."""
+    match = MARKER_RE.search(body or "")
+    return (match["target"], match["id"]) if match else None
+
+
+def defuse(text: str, limit: int = 300) -> str:
+    """Inline text from outside: one line, no mentions, refs, HTML or table breaks."""
+    text = _CONTROL.sub("", " ".join(str(text).split()))
+    if len(text) > limit:
+        text = text[: limit - 1] + "…"
+    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
+    text = text.replace("@", "@" + ZWSP).replace("#", "#" + ZWSP)
+    text = text.replace("|", "\\|").replace("`", "'")
+    text = re.sub(r"\b(GH-\d)", lambda m: m.group(1)[:3] + ZWSP + m.group(1)[3:], text)
+    return text
+
+
+def fenced(text: str, limit: int = EXCERPT_LIMIT) -> str:
+    """A code block that ``text`` cannot escape: the fence is longer than any backtick run."""
+    text = _CONTROL.sub("", text.replace("\r\n", "\n"))
+    if len(text) > limit:
+        text = text[:limit] + "\n… (truncated)"
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def utc(moment: datetime) -> str:
+    """``2026-11-29 21:53:57 UTC``."""
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+def describe_failure(check: CheckResult) -> str:
+    """A short phrase for a title: ``/health returned 503``."""
+    path = "/" + check.url.split("/", 3)[3] if check.url.count("/") >= 3 else check.url
+    phrases = {
+        Reason.STATUS: f"returned {check.status_code}",
+        Reason.TIMEOUT: "timed out",
+        Reason.CONNECT: "refused the connection",
+        Reason.DNS: "does not resolve",
+        Reason.TLS: "has a TLS error",
+        Reason.CONDITION: "reports unhealthy",
+        Reason.INVALID_JSON: "returned invalid JSON",
+        Reason.TOO_LARGE: "returned an oversized body",
+        Reason.SLOW: "is slow",
+    }
+    return f"{path} {phrases.get(check.reason, 'failed')}"
+
+
+def title(result: TargetResult) -> str:
+    """An issue title an on-call engineer understands at a glance."""
+    failing = result.failing
+    if not failing:
+        return f"{result.target} is degraded"
+    if len(failing) == 1:
+        return defuse(f"{result.target} is down: {describe_failure(failing[0])}", 120)
+    return defuse(f"{result.target} is down: {len(failing)} checks failing", 120)
+
+
+@dataclass(frozen=True, slots=True)
+class TimelineRow:
+    """One probe of the incident's timeline."""
+
+    at: datetime
+    check: str
+    outcome: str
+    status: int | None
+    duration_s: float
+    detail: str
+
+
+def _health_fields(result: TargetResult) -> dict[str, Any]:
+    fields: dict[str, Any] = {}
+    for check in result.checks:
+        for name, value in check.fields.items():
+            fields.setdefault(name, value)
+    return fields
+
+
+def body(
+    incident: Incident,
+    result: TargetResult,
+    now: datetime,
+    *,
+    timeline: Sequence[TimelineRow] = (),
+    deployment: Deployment | None = None,
+    runbook_url: str | None = None,
+    status_url: str | None = None,
+) -> str:
+    """The issue body: current status first, then evidence, timeline and runbook."""
+    target = incident.target
+    lines = [marker(target, incident.id)]
+    lines += _status_section(incident, result, now)
+    lines += ["", "### What is failing", ""]
+    lines += _checks_table(result)
+    for check in result.checks:
+        if check.outcome is not Outcome.UP and check.body_excerpt:
+            lines += [
+                "",
+                f"<details><summary>Response excerpt: {defuse(check.check, 64)}</summary>",
+                "",
+                fenced(check.body_excerpt),
+                "",
+                "</details>",
+            ]
+    fields = _health_fields(result)
+    if fields:
+        lines += ["", "### Health payload", "", "| Field | Value |", "|---|---|"]
+        for name, value in fields.items():
+            lines.append(f"| {defuse(name, 64)} | {defuse(json.dumps(value, default=str), 200)} |")
+    if deployment is not None:
+        lines += ["", "### Recent deployment", "", deployment_note(deployment, incident.started_at)]
+    if timeline:
+        lines += [
+            "",
+            "### Timeline (UTC)",
+            "",
+            "| Time | Check | Outcome | Status | Latency | Detail |",
+            "|---|---|---|---|---|---|",
+        ]
+        for row in timeline:
+            lines.append(
+                f"| {row.at:%H:%M:%S} | {defuse(row.check, 64)} | {row.outcome} | {row.status or '-'}"
+                f" | {row.duration_s * 1000:.0f} ms | {defuse(row.detail, 120)} |"
+            )
+    lines += ["", "### Runbook", ""]
+    if runbook_url:
+        lines.append(f"Follow the runbook: {runbook_url}")
+    else:
+        lines.append("No runbook is configured (`github.runbook_url`).")
+    if status_url:
+        lines.append(f"Live status: {status_url}")
+    lines += [
+        "",
+        f"<sub>Maintained by fly-monitor; last updated {utc(now)}. Incident `{incident.id}`.</sub>",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def _status_section(incident: Incident, result: TargetResult, now: datetime) -> list[str]:
+    elapsed = format_duration(max(incident.elapsed_s(now), 1))
+    probes = f"{incident.probes_failed} of {incident.probes_total} probes failed"
+    if incident.resolved_at is not None:
+        duration = format_duration(max(incident.duration_s or 0, 1))
+        return [
+            f"## ✅ RESOLVED: {incident.target} was down for {duration}",
+            "",
+            f"**First failure:** {utc(incident.started_at)}  ",
+            f"**Recovered:** {utc(incident.resolved_at)} ({probes})",
+        ]
+    state = "DEGRADED" if result.ok else "DOWN"
+    icon = "🟡" if result.ok else "🔴"
+    return [
+        f"## {icon} {state}: {incident.target}, for {elapsed} so far",
+        "",
+        f"**First failure:** {utc(incident.started_at)}  ",
+        f"**Last probe:** {utc(result.at)}: {result.outcome.value} ({probes})",
+    ]
+
+
+def _checks_table(result: TargetResult) -> list[str]:
+    rows = ["| Check | URL | Outcome | Status | Reason | Latency |", "|---|---|---|---|---|---|"]
+    for check in result.checks:
+        rows.append(
+            f"| {defuse(check.check, 64)} | {defuse(check.url, 200)} | {check.outcome.value}"
+            f" | {check.status_code or '-'} | {check.reason.value}: {defuse(check.detail, 200)}"
+            f" | {check.duration_s * 1000:.0f} ms |"
+        )
+    return rows
+
+
+def deployment_note(deployment: Deployment, first_failure: datetime) -> str:
+    """``version 1.4.2 -> 1.4.3 was first seen 6 minutes before the first failure``."""
+    before = format_duration(max((first_failure - deployment.seen_at).total_seconds(), 1))
+    source = defuse(deployment.from_version or "(unknown)", 60)
+    return (
+        f"version {source} -> {defuse(deployment.to_version, 60)} was first seen"
+        f" {before} before the first failure ({utc(deployment.seen_at)})."
+    )
+
+
+def changed_comment(incident: Incident, result: TargetResult, detail: str, key: str) -> str:
+    """A comment when the failure changes character."""
+    what = "; ".join(
+        f"{c.check}: {c.outcome.value} ({c.reason.value}, {c.detail})" for c in result.checks
+    )
+    return "\n".join(
+        [
+            action_marker(key),
+            f"**The failure changed** at {utc(result.at)}: {defuse(detail, 300)}",
+            "",
+            defuse(what, 600),
+        ]
+    )
+
+
+def reminder_comment(incident: Incident, result: TargetResult, now: datetime, key: str) -> str:
+    """A reminder with elapsed time and probe counts."""
+    return "\n".join(
+        [
+            action_marker(key),
+            f"**Still open** after {format_duration(max(incident.elapsed_s(now), 1))},"
+            f" last probe {_phase_word(result)}"
+            f" (since {utc(incident.started_at)}): {incident.probes_failed} of"
+            f" {incident.probes_total} probes failed.",
+        ]
+    )
+
+
+def _phase_word(result: TargetResult) -> str:
+    if not result.ok:
+        return "down"
+    return "degraded, recovering" if result.outcome is Outcome.DEGRADED else "up, recovering"
+
+
+def resolved_comment(incident: Incident, key: str) -> str:
+    """The closing comment: measured duration, first failure and recovery times."""
+    assert incident.resolved_at is not None
+    return "\n".join(
+        [
+            action_marker(key),
+            f"**Resolved.** {incident.target} was down for"
+            f" **{format_duration(max(incident.duration_s or 0, 1))}**"
+            f" ({incident.duration_s:.0f} s).",
+            "",
+            f"- First failure: {utc(incident.started_at)}",
+            f"- Recovered: {utc(incident.resolved_at)} (first good probe of the closing streak)",
+            f"- Probes: {incident.probes_failed} of {incident.probes_total} failed",
+        ]
+    )
+
+
+def reopened_comment(incident: Incident, result: TargetResult, key: str) -> str:
+    """The comment when a flap reopens the issue within reopen_window."""
+    failing = ", ".join(describe_failure(c) for c in result.failing) or result.outcome.value
+    return "\n".join(
+        [
+            action_marker(key),
+            f"**Failing again** at {utc(result.at)}: {defuse(failing, 300)}. Reopened"
+            f" (reopen #{incident.reopened}); the incident still counts from {utc(incident.started_at)}.",
+        ]
+    )
+
+
+def labels_for(target: str, configured: Sequence[str]) -> list[str]:
+    """The configured labels plus ``target:<name>``, which look-ups filter on."""
+    return [*dict.fromkeys([*configured, target_label(target)])]
+
+
+def target_label(target: str) -> str:
+    """The label that marks a target's incident issues."""
+    return f"target:{target}"
+
+
+def payload_text(payload: Mapping[str, Any], key: str) -> str:
+    """A text field of an outbox payload, or an empty string."""
+    value = payload.get(key)
+    return value if isinstance(value, str) else ""

@@ -1,0 +1,623 @@
+"""SQLite state: probe history, tracker state, incidents, deployments and the outbox.
+
+One file in WAL mode. A probe cycle's results, the tracker's new state and the
+GitHub actions it implies are written in one transaction, so a crash at any
+point leaves either all of them or none (DESIGN invariant 2).
+
+All times are stored as Unix seconds (REAL, UTC).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sqlite3
+import threading
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from monitor.incidents import Incident, Phase, TrackerState
+from monitor.results import Outcome, TargetResult
+from monitor.slo import Deployment, IncidentRecord, Sample, Span
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS sessions (
+    id INTEGER PRIMARY KEY,
+    started_at REAL NOT NULL,
+    last_seen_at REAL NOT NULL,
+    stopped_at REAL
+);
+CREATE TABLE IF NOT EXISTS check_results (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    duration_s REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    reason TEXT NOT NULL,
+    status INTEGER,
+    detail TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS check_results_by_time ON check_results (target, check_name, started_at);
+CREATE INDEX IF NOT EXISTS check_results_started ON check_results (started_at);
+CREATE TABLE IF NOT EXISTS target_samples (
+    target TEXT NOT NULL,
+    at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    hold_s REAL NOT NULL,
+    PRIMARY KEY (target, at)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS tracker_state (
+    target TEXT PRIMARY KEY,
+    state TEXT NOT NULL,
+    updated_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS incidents (
+    id TEXT PRIMARY KEY,
+    target TEXT NOT NULL,
+    started_at REAL NOT NULL,
+    resolved_at REAL,
+    issue_number INTEGER,
+    issue_url TEXT,
+    probes_total INTEGER NOT NULL DEFAULT 0,
+    probes_failed INTEGER NOT NULL DEFAULT 0,
+    reopened INTEGER NOT NULL DEFAULT 0,
+    deployment TEXT,
+    updated_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS incidents_by_target ON incidents (target, started_at);
+CREATE TABLE IF NOT EXISTS outbox (
+    id INTEGER PRIMARY KEY,
+    incident_id TEXT NOT NULL,
+    target TEXT NOT NULL,
+    kind TEXT NOT NULL,
+    payload TEXT NOT NULL,
+    created_at REAL NOT NULL,
+    attempts INTEGER NOT NULL DEFAULT 0,
+    next_attempt_at REAL NOT NULL,
+    done_at REAL,
+    last_error TEXT
+);
+CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (done_at, incident_id, id);
+CREATE TABLE IF NOT EXISTS versions (
+    target TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    version TEXT NOT NULL,
+    seen_at REAL NOT NULL,
+    PRIMARY KEY (target, check_name)
+);
+CREATE TABLE IF NOT EXISTS deployments (
+    id INTEGER PRIMARY KEY,
+    target TEXT NOT NULL,
+    from_version TEXT,
+    to_version TEXT NOT NULL,
+    seen_at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS deployments_by_target ON deployments (target, seen_at);
+CREATE TABLE IF NOT EXISTS rollups (
+    period TEXT NOT NULL,
+    target TEXT NOT NULL,
+    check_name TEXT NOT NULL,
+    bucket REAL NOT NULL,
+    probes INTEGER NOT NULL,
+    failures INTEGER NOT NULL,
+    degraded INTEGER NOT NULL,
+    up_s REAL NOT NULL,
+    degraded_s REAL NOT NULL,
+    down_s REAL NOT NULL,
+    unknown_s REAL NOT NULL,
+    latency_sum REAL NOT NULL,
+    latency_min REAL,
+    latency_max REAL,
+    latency_hist TEXT NOT NULL,
+    PRIMARY KEY (period, target, check_name, bucket)
+) WITHOUT ROWID;
+"""
+
+
+class StoreError(Exception):
+    """The state database failed (disk full, read-only, locked, corrupt)."""
+
+
+def ts(moment: datetime) -> float:
+    """Unix seconds of an aware datetime."""
+    return moment.timestamp()
+
+
+def dt(seconds: float) -> datetime:
+    """An aware UTC datetime from Unix seconds."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def _opt_dt(seconds: float | None) -> datetime | None:
+    return None if seconds is None else dt(seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxAction:
+    """A GitHub action that was decided and must be performed exactly once."""
+
+    id: int
+    incident_id: str
+    target: str
+    kind: str  # open | comment | edit | close | reopen
+    payload: Mapping[str, Any]
+    created_at: datetime
+    attempts: int
+    next_attempt_at: datetime
+    last_error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class IncidentRow:
+    """An incident as stored, with its issue once it has one."""
+
+    id: str
+    target: str
+    started_at: datetime
+    resolved_at: datetime | None
+    issue_number: int | None
+    issue_url: str | None
+    probes_total: int
+    probes_failed: int
+    reopened: int
+    deployment: Mapping[str, Any] | None
+
+    @property
+    def record(self) -> IncidentRecord:
+        """The value the SLO maths takes."""
+        version = (self.deployment or {}).get("to_version")
+        return IncidentRecord(
+            target=self.target,
+            incident_id=self.id,
+            started_at=self.started_at,
+            resolved_at=self.resolved_at,
+            deployment_version=version,
+        )
+
+
+@dataclass(frozen=True, slots=True)
+class NewAction:
+    """An action to enqueue: what, for which incident, with what payload."""
+
+    incident_id: str
+    target: str
+    kind: str
+    payload: Mapping[str, Any]
+
+
+def state_to_json(state: TrackerState) -> str:
+    """The tracker state as JSON (datetimes as ISO strings)."""
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        raise TypeError(type(value))
+
+    return json.dumps(asdict(state), default=encode)
+
+
+def state_from_json(text: str) -> TrackerState:
+    """Inverse of :func:`state_to_json`."""
+    raw = json.loads(text)
+
+    def when(value: str | None) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+    incident = None
+    if raw.get("incident"):
+        i = raw["incident"]
+        incident = Incident(
+            id=i["id"],
+            target=i["target"],
+            started_at=datetime.fromisoformat(i["started_at"]),
+            resolved_at=when(i.get("resolved_at")),
+            probes_total=i.get("probes_total", 0),
+            probes_failed=i.get("probes_failed", 0),
+            signature=tuple(i.get("signature", ())),
+            last_notice_at=when(i.get("last_notice_at")),
+            reopened=i.get("reopened", 0),
+        )
+    return TrackerState(
+        target=raw["target"],
+        phase=Phase(raw["phase"]),
+        fail_streak=raw.get("fail_streak", 0),
+        good_streak=raw.get("good_streak", 0),
+        streak_started_at=when(raw.get("streak_started_at")),
+        incident=incident,
+    )
+
+
+class Store:
+    """The SQLite file. Thread-safe: one connection, one lock, short transactions."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            if str(path) != ":memory:":
+                self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._db = sqlite3.connect(
+                str(path), check_same_thread=False, isolation_level=None, timeout=5.0
+            )
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=NORMAL")
+            self._db.execute("PRAGMA busy_timeout=5000")
+            self._db.executescript(_SCHEMA)
+            self._db.execute(
+                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
+                (str(SCHEMA_VERSION),),
+            )
+        except (sqlite3.Error, OSError) as exc:
+            raise StoreError(f"cannot open state database {path}: {exc}") from exc
+
+    def close(self) -> None:
+        """Checkpoint and close."""
+        with self._lock:
+            with contextlib.suppress(sqlite3.Error):  # closing matters more than the checkpoint
+                self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            self._db.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[sqlite3.Connection]:
+        with self._lock:
+            try:
+                self._db.execute("BEGIN IMMEDIATE")
+                try:
+                    yield self._db
+                except BaseException:
+                    self._db.execute("ROLLBACK")
+                    raise
+                self._db.execute("COMMIT")
+            except sqlite3.Error as exc:
+                raise StoreError(str(exc)) from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+        with self._lock:
+            try:
+                cursor = self._db.execute(sql, params)
+                cursor.row_factory = sqlite3.Row
+                return list(cursor.fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(str(exc)) from exc
+
+    # ---- sessions -------------------------------------------------------------------
+
+    def start_session(self, now: datetime) -> int:
+        """Record that the monitor started; its id for heartbeats."""
+        with self._tx() as db:
+            cursor = db.execute(
+                "INSERT INTO sessions (started_at, last_seen_at) VALUES (?, ?)", (ts(now), ts(now))
+            )
+            return int(cursor.lastrowid or 0)
+
+    def heartbeat(self, session_id: int, now: datetime) -> None:
+        """The monitor is still running at ``now``."""
+        with self._tx() as db:
+            db.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", (ts(now), session_id))
+
+    def stop_session(self, session_id: int, now: datetime) -> None:
+        """The monitor stopped cleanly at ``now``."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE sessions SET last_seen_at = ?, stopped_at = ? WHERE id = ?",
+                (ts(now), ts(now), session_id),
+            )
+
+    def sessions(self, window: Span, now: datetime, current: int | None = None) -> list[Span]:
+        """Spans the monitor was running that overlap ``window``; the current one runs to now."""
+        rows = self._query(
+            "SELECT id, started_at, last_seen_at, stopped_at FROM sessions "
+            "WHERE started_at < ? AND COALESCE(stopped_at, last_seen_at) >= ? OR id = ?",
+            (ts(window.end), ts(window.start), current if current is not None else -1),
+        )
+        spans = []
+        for row in rows:
+            end = ts(now) if row["id"] == current else row["stopped_at"] or row["last_seen_at"]
+            if end > row["started_at"]:
+                spans.append(Span(dt(row["started_at"]), dt(end)))
+        return spans
+
+    # ---- one probe cycle ----------------------------------------------------------------
+
+    def commit_cycle(
+        self,
+        result: TargetResult,
+        hold_s: float,
+        state: TrackerState,
+        incident: Incident | None,
+        actions: Sequence[NewAction],
+        deployment: Deployment | None = None,
+    ) -> None:
+        """Everything one target's probe implies, in one transaction."""
+        now_ts = ts(result.at)
+        with self._tx() as db:
+            db.executemany(
+                "INSERT INTO check_results (target, check_name, started_at, duration_s, outcome,"
+                " reason, status, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (
+                        c.target,
+                        c.check,
+                        ts(c.started_at),
+                        c.duration_s,
+                        c.outcome.value,
+                        c.reason.value,
+                        c.status_code,
+                        c.detail[:500],
+                    )
+                    for c in result.checks
+                ],
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO target_samples (target, at, outcome, hold_s) VALUES (?, ?, ?, ?)",
+                (result.target, now_ts, result.outcome.value, hold_s),
+            )
+            db.execute(
+                "INSERT OR REPLACE INTO tracker_state (target, state, updated_at) VALUES (?, ?, ?)",
+                (state.target, state_to_json(state), now_ts),
+            )
+            if incident is not None:
+                self._upsert_incident(db, incident, now_ts)
+            for check in result.checks:
+                if check.version is not None:
+                    db.execute(
+                        "INSERT OR REPLACE INTO versions (target, check_name, version, seen_at)"
+                        " VALUES (?, ?, ?, ?)",
+                        (check.target, check.check, check.version, ts(check.started_at)),
+                    )
+            if deployment is not None:
+                db.execute(
+                    "INSERT INTO deployments (target, from_version, to_version, seen_at)"
+                    " VALUES (?, ?, ?, ?)",
+                    (
+                        deployment.target,
+                        deployment.from_version,
+                        deployment.to_version,
+                        ts(deployment.seen_at),
+                    ),
+                )
+            self._enqueue(db, actions, now_ts)
+
+    def _upsert_incident(self, db: sqlite3.Connection, incident: Incident, now_ts: float) -> None:
+        db.execute(
+            "INSERT INTO incidents (id, target, started_at, resolved_at, probes_total,"
+            " probes_failed, reopened, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (id) DO UPDATE SET resolved_at = excluded.resolved_at,"
+            " probes_total = excluded.probes_total, probes_failed = excluded.probes_failed,"
+            " reopened = excluded.reopened, updated_at = excluded.updated_at",
+            (
+                incident.id,
+                incident.target,
+                ts(incident.started_at),
+                None if incident.resolved_at is None else ts(incident.resolved_at),
+                incident.probes_total,
+                incident.probes_failed,
+                incident.reopened,
+                now_ts,
+            ),
+        )
+
+    def _enqueue(self, db: sqlite3.Connection, actions: Iterable[NewAction], now_ts: float) -> None:
+        for action in actions:
+            if action.kind == "edit":
+                # only the newest body matters: an older pending edit is superseded
+                db.execute(
+                    "UPDATE outbox SET done_at = ?, last_error = 'superseded'"
+                    " WHERE incident_id = ? AND kind = 'edit' AND done_at IS NULL AND attempts = 0",
+                    (now_ts, action.incident_id),
+                )
+            db.execute(
+                "INSERT INTO outbox (incident_id, target, kind, payload, created_at, next_attempt_at)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    action.incident_id,
+                    action.target,
+                    action.kind,
+                    json.dumps(action.payload),
+                    now_ts,
+                    now_ts,
+                ),
+            )
+
+    def enqueue(self, actions: Sequence[NewAction], now: datetime) -> None:
+        """Add actions outside a probe cycle (reconcile, ``verify --file-incident``)."""
+        with self._tx() as db:
+            self._enqueue(db, actions, ts(now))
+
+    def set_deployment(self, incident_id: str, deployment: Deployment) -> None:
+        """Remember the deployment an incident followed."""
+        payload = {
+            "from_version": deployment.from_version,
+            "to_version": deployment.to_version,
+            "seen_at": deployment.seen_at.isoformat(),
+        }
+        with self._tx() as db:
+            db.execute(
+                "UPDATE incidents SET deployment = ? WHERE id = ?",
+                (json.dumps(payload), incident_id),
+            )
+
+    # ---- tracker state --------------------------------------------------------------------
+
+    def load_states(self) -> dict[str, TrackerState]:
+        """The tracker state of every target seen before."""
+        return {
+            row["target"]: state_from_json(row["state"])
+            for row in self._query("SELECT target, state FROM tracker_state")
+        }
+
+    # ---- incidents ------------------------------------------------------------------------
+
+    def _incident_from_row(self, row: sqlite3.Row) -> IncidentRow:
+        return IncidentRow(
+            id=row["id"],
+            target=row["target"],
+            started_at=dt(row["started_at"]),
+            resolved_at=_opt_dt(row["resolved_at"]),
+            issue_number=row["issue_number"],
+            issue_url=row["issue_url"],
+            probes_total=row["probes_total"],
+            probes_failed=row["probes_failed"],
+            reopened=row["reopened"],
+            deployment=json.loads(row["deployment"]) if row["deployment"] else None,
+        )
+
+    def incident(self, incident_id: str) -> IncidentRow | None:
+        """One incident by id."""
+        rows = self._query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
+        return self._incident_from_row(rows[0]) if rows else None
+
+    def incidents(
+        self, target: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[IncidentRow]:
+        """Incidents still open or resolved after ``since``, newest first."""
+        sql = "SELECT * FROM incidents WHERE (? IS NULL OR target = ?)"
+        params: list[Any] = [target, target]
+        if since is not None:
+            sql += " AND (resolved_at IS NULL OR resolved_at >= ?)"
+            params.append(ts(since))
+        sql += " ORDER BY started_at DESC"
+        if limit is not None:
+            sql += " LIMIT ?"
+            params.append(limit)
+        return [self._incident_from_row(row) for row in self._query(sql, params)]
+
+    def set_issue(self, incident_id: str, number: int, url: str | None) -> None:
+        """Remember the issue that tracks an incident."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE incidents SET issue_number = ?, issue_url = ? WHERE id = ?",
+                (number, url, incident_id),
+            )
+
+    # ---- outbox ---------------------------------------------------------------------------
+
+    def _action_from_row(self, row: sqlite3.Row) -> OutboxAction:
+        return OutboxAction(
+            id=row["id"],
+            incident_id=row["incident_id"],
+            target=row["target"],
+            kind=row["kind"],
+            payload=json.loads(row["payload"]),
+            created_at=dt(row["created_at"]),
+            attempts=row["attempts"],
+            next_attempt_at=dt(row["next_attempt_at"]),
+            last_error=row["last_error"],
+        )
+
+    def due_actions(self, now: datetime, limit: int = 20) -> list[OutboxAction]:
+        """The oldest pending action of each incident, if due: per-incident order is kept."""
+        rows = self._query(
+            "SELECT o.* FROM outbox o JOIN ("
+            "  SELECT incident_id, MIN(id) AS first_id FROM outbox WHERE done_at IS NULL"
+            "  GROUP BY incident_id"
+            ") heads ON o.id = heads.first_id WHERE o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
+            (ts(now), limit),
+        )
+        return [self._action_from_row(row) for row in rows]
+
+    def pending_actions(self) -> list[OutboxAction]:
+        """Every action not yet performed, oldest first."""
+        rows = self._query("SELECT * FROM outbox WHERE done_at IS NULL ORDER BY id")
+        return [self._action_from_row(row) for row in rows]
+
+    def next_due_at(self) -> datetime | None:
+        """When the earliest pending action becomes due."""
+        rows = self._query("SELECT MIN(next_attempt_at) AS at FROM outbox WHERE done_at IS NULL")
+        return _opt_dt(rows[0]["at"]) if rows else None
+
+    def complete(
+        self,
+        action: OutboxAction,
+        now: datetime,
+        issue: tuple[int, str | None] | None = None,
+    ) -> None:
+        """Mark an action done (and, for an open, record the issue) atomically."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET done_at = ?, attempts = attempts + 1, last_error = NULL"
+                " WHERE id = ?",
+                (ts(now), action.id),
+            )
+            if issue is not None:
+                db.execute(
+                    "UPDATE incidents SET issue_number = ?, issue_url = ? WHERE id = ?",
+                    (issue[0], issue[1], action.incident_id),
+                )
+
+    def retry_later(self, action: OutboxAction, error: str, next_attempt_at: datetime) -> None:
+        """Count a failed attempt and schedule the next one."""
+        with self._tx() as db:
+            db.execute(
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
+                " WHERE id = ?",
+                (error[:500], ts(next_attempt_at), action.id),
+            )
+
+    def outbox_stats(self, now: datetime) -> tuple[int, float]:
+        """(pending count, age in seconds of the oldest pending action)."""
+        rows = self._query(
+            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE done_at IS NULL"
+        )
+        count = int(rows[0]["n"])
+        oldest = rows[0]["oldest"]
+        return count, 0.0 if oldest is None else max(0.0, ts(now) - oldest)
+
+    # ---- history ---------------------------------------------------------------------------
+
+    def samples(self, target: str, window: Span, max_hold_s: float) -> list[Sample]:
+        """Target-level samples in the window, plus the ones that may hold into it."""
+        rows = self._query(
+            "SELECT at, outcome FROM target_samples WHERE target = ? AND at >= ? AND at < ?"
+            " ORDER BY at",
+            (target, ts(window.start) - max_hold_s, ts(window.end)),
+        )
+        return [Sample(dt(row["at"]), Outcome(row["outcome"])) for row in rows]
+
+    def max_hold(self, target: str) -> float:
+        """The longest hold recorded for a target (2 x its slowest cadence)."""
+        rows = self._query(
+            "SELECT MAX(hold_s) AS h FROM target_samples WHERE target = ?", (target,)
+        )
+        return float(rows[0]["h"] or 0.0)
+
+    def check_results(
+        self, target: str, since: datetime, check: str | None = None, limit: int = 10_000
+    ) -> list[sqlite3.Row]:
+        """Raw check results since a time, oldest first (for timelines and charts)."""
+        return self._query(
+            "SELECT target, check_name, started_at, duration_s, outcome, reason, status, detail"
+            " FROM check_results WHERE target = ? AND started_at >= ?"
+            " AND (? IS NULL OR check_name = ?) ORDER BY started_at LIMIT ?",
+            (target, ts(since), check, check, limit),
+        )
+
+    def deployments(self, target: str | None, since: datetime | None = None) -> list[Deployment]:
+        """Version changes seen, oldest first."""
+        rows = self._query(
+            "SELECT target, from_version, to_version, seen_at FROM deployments"
+            " WHERE (? IS NULL OR target = ?) AND seen_at >= ? ORDER BY seen_at",
+            (target, target, ts(since) if since else 0.0),
+        )
+        return [
+            Deployment(
+                target=row["target"],
+                from_version=row["from_version"],
+                to_version=row["to_version"],
+                seen_at=dt(row["seen_at"]),
+            )
+            for row in rows
+        ]
+
+    def last_versions(self, target: str) -> dict[str, str]:
+        """The last version seen per check of a target."""
+        rows = self._query("SELECT check_name, version FROM versions WHERE target = ?", (target,))
+        return {row["check_name"]: row["version"] for row in rows}
