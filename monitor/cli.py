@@ -12,6 +12,7 @@ import json
 import os
 import sys
 from collections.abc import Sequence
+from datetime import UTC, datetime, timedelta
 from typing import Any, TextIO
 
 from monitor import __version__
@@ -58,6 +59,31 @@ def build_parser() -> argparse.ArgumentParser:
         "config", parents=[common], help="validate and print the effective config, secrets masked"
     )
 
+    report = sub.add_parser(
+        "report",
+        parents=[common],
+        help="uptime, SLO, MTTR and deployment figures from stored history",
+    )
+    report.add_argument(
+        "--target", action="append", metavar="NAME", help="only this target (repeatable)"
+    )
+    report.add_argument(
+        "--window",
+        default=None,
+        metavar="DURATION",
+        help="e.g. 7d, 30d (default: monitor.slo_window)",
+    )
+    report.add_argument(
+        "--since", type=_parse_when, metavar="DATE", help="window start (ISO date or time, UTC)"
+    )
+    report.add_argument(
+        "--until", type=_parse_when, metavar="DATE", help="window end (default: now)"
+    )
+    report.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    report.add_argument(
+        "--check-slo", action="store_true", help="exit 1 when an SLO or MTTR objective is missed"
+    )
+
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -89,11 +115,71 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(settings)
     if args.command == "check":
         return _check(settings, args.target, args.json, sys.stdout)
+    if args.command == "report":
+        return _report(settings, args, sys.stdout)
     if args.command == "config":
         json.dump(redacted(settings), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return EXIT_OK
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _parse_when(text: str) -> datetime:
+    try:
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an ISO date or time: {text!r}") from None
+    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+
+def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
+    from monitor.history import History, target_figures
+    from monitor.report import render_report
+    from monitor.slo import Span, parse_window
+    from monitor.store import Store, StoreError
+
+    narrowed = select_targets(settings, args.target)
+    if narrowed is None:
+        sys.stderr.write(f"monitor: unknown target in {args.target}\n")
+        return EXIT_CONFIG
+    path = settings.monitor.state_path
+    if not path.exists():
+        sys.stderr.write(
+            f"monitor: no state database at {path} (monitor.state_path); has the daemon run?\n"
+        )
+        return EXIT_CONFIG
+    now = datetime.now(UTC)
+    end = args.until or now
+    try:
+        length = parse_window(args.window) if args.window else settings.monitor.slo_window
+    except ValueError as exc:
+        sys.stderr.write(f"monitor: --window: {exc}\n")
+        return EXIT_CONFIG
+    start = args.since or end - timedelta(seconds=length)
+    if start >= end:
+        sys.stderr.write("monitor: --since must be before --until\n")
+        return EXIT_CONFIG
+    try:
+        store = Store(path)
+        try:
+            history = History(store, settings)
+            figures = [target_figures(history, t, Span(start, end), now) for t in narrowed.targets]
+        finally:
+            store.close()
+    except StoreError as exc:
+        sys.stderr.write(f"monitor: cannot read {path}: {exc}\n")
+        return EXIT_FAILED
+    if args.json:
+        json.dump(
+            {"generated_at": now.isoformat(), "targets": [f.as_dict() for f in figures]},
+            out,
+            indent=2,
+        )
+        out.write("\n")
+    else:
+        out.write(render_report(figures))
+    missed = [f for f in figures if f.slo_met is False or f.mttr_met is False]
+    return EXIT_FAILED if args.check_slo and missed else EXIT_OK
 
 
 def _config_failure(exc: ConfigError, stream: TextIO) -> int:

@@ -185,6 +185,7 @@ class MonitorSection(_Section):
     raw_retention: Duration = 7 * 86400.0
     rollup_retention: Duration = 400 * 86400.0
     failure_window: Duration = 3600.0
+    slo_window: Duration = 30 * 86400.0
     metrics_refresh: Duration = 60.0
 
 
@@ -281,6 +282,7 @@ class TargetConfig(_Section):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     url: str
     slo: float | None = Field(None, gt=0, lt=1)
+    mttr_objective: Duration | None = None
     checks: list[CheckConfig] = Field(min_length=1)
 
     @field_validator("url")
@@ -447,8 +449,21 @@ def _format_loc(loc: Sequence[int | str], *, keep_last: bool = False) -> str:
             part.startswith(_PYDANTIC_LOC_PREFIXES) or part in _PYDANTIC_LOC_NAMES
         ):
             continue
-        out += f".{part}" if out else part
+        out += f".{_toml_key(part)}" if out else _toml_key(part)
     return out or "config"
+
+
+def _toml_key(key: str) -> str:
+    # A key as TOML would write it: bare when it can be, else quoted, so that an unknown
+    # key such as "a.b", "" or one holding a newline still reads as one key on one line.
+    if re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        return key
+    return '"' + _printable(key.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+def _printable(text: str) -> str:
+    # A problem is one line of plain text: escape newlines and other control characters.
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
 def _format_errors(exc: ValidationError) -> list[str]:
@@ -466,7 +481,7 @@ def _format_errors(exc: ValidationError) -> list[str]:
             message = "expected a table"  # pydantic would name our class: MonitorSection
         elif error["type"] == "too_short" and error.get("ctx", {}).get("min_length") == 1:
             message = "must not be empty"  # rather than "... after validation, not 0"
-        line = f"{_format_loc(error['loc'], keep_last=keep_last)}: {message}"
+        line = f"{_format_loc(error['loc'], keep_last=keep_last)}: {_printable(message)}"
         if line not in lines:
             lines.append(line)
     return lines

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import math
 import os
 import signal
 import threading
@@ -18,15 +19,16 @@ from apscheduler.triggers.interval import IntervalTrigger
 from monitor import __version__
 from monitor import incident_text as text
 from monitor.config import Settings, TargetConfig
+from monitor.history import History, TargetFigures, target_figures
 from monitor.incidents import Incident, Policy, TrackerState, Transition, TransitionKind, step
 from monitor.journal import JournalSink
 from monitor.logging import get_logger, secrets
-from monitor.metrics import Metrics
+from monitor.metrics import BURN_WINDOWS, UPTIME_WINDOWS, Metrics
 from monitor.outbox import OutboxWorker
 from monitor.probe import Clock, Prober, utcnow
 from monitor.results import TargetResult
 from monitor.server import HttpServer, create_app
-from monitor.slo import Deployment, deployment_before
+from monitor.slo import WINDOWS, Deployment, Span, deployment_before
 from monitor.store import NewAction, Store, StoreError, dt
 from monitor.typing import IncidentSink
 
@@ -47,6 +49,11 @@ class _TargetRuntime:
     last_completed: float = field(default_factory=time.monotonic)
     last_result: TargetResult | None = None
     versions: dict[str, str] = field(default_factory=dict)  # last version seen per check
+
+
+def _nan(value: float | None) -> float:
+    """Prometheus has no null: an undefined ratio is NaN."""
+    return math.nan if value is None else value
 
 
 def make_sink(settings: Settings) -> IncidentSink:
@@ -100,6 +107,11 @@ class Daemon:
         self.store = store or Store(settings.monitor.state_path)
         self.sink = sink or make_sink(settings)
         self.outbox = OutboxWorker(self.store, self.sink, self.metrics, clock=clock)
+        self.history = History(self.store, settings)
+        self.figures: dict[
+            str, TargetFigures
+        ] = {}  # per target, over slo_window; refreshed on a timer
+        self._last_purge: datetime | None = None
         self._backlog: list[tuple[Any, ...]] = []
         self.store_problem: str | None = None
         self._session_id: int | None = None
@@ -426,6 +438,47 @@ class Daemon:
             self._persist_backlog()
         self._maybe_reconcile()
         self.outbox.refresh_metrics()
+        # rollups and SLO figures read many rows: off the event loop, never blocking probes
+        try:
+            await asyncio.get_running_loop().run_in_executor(None, self.refresh_figures)
+        except StoreError as exc:
+            self.metrics.store_errors.labels("figures").inc()
+            log.error("could not refresh figures", error=str(exc))
+
+    def refresh_figures(self) -> None:
+        """Roll up history, apply retention, and refresh the SLO gauges and figures."""
+        now = self._clock()
+        self.history.rollup(now, [t.name for t in self.settings.targets])
+        if self._last_purge is None or (now - self._last_purge).total_seconds() >= 3600:
+            removed = self.history.purge(now)
+            self._last_purge = now
+            if any(removed.values()):
+                log.info("retention", removed=removed)
+        m = self.metrics
+        for target in self.settings.targets:
+            name = target.name
+            for window in UPTIME_WINDOWS:
+                acct = self.history.account(name, Span.ending(now, WINDOWS[window]), now)
+                m.uptime.labels(name, window).set(_nan(acct.uptime))
+                m.coverage.labels(name, window).set(_nan(acct.coverage))
+            figures = target_figures(
+                self.history, target, Span.ending(now, self.settings.monitor.slo_window), now
+            )
+            self.figures[name] = figures
+            if figures.budget is not None:
+                m.budget_remaining.labels(name).set(figures.budget.remaining_ratio)
+            for window in BURN_WINDOWS:
+                rate = figures.burn_rates.get(window)
+                if target.slo is not None:
+                    m.burn_rate.labels(name, window).set(_nan(rate))
+            for window in UPTIME_WINDOWS[1:]:
+                span = Span.ending(now, WINDOWS[window])
+                windowed = target_figures(self.history, target, span, now)
+                m.mttr.labels(name, window).set(_nan(windowed.mttr.mean_s))
+                m.change_failure.labels(name, window).set(
+                    _nan(windowed.deployments.change_failure_ratio)
+                )
+            m.deployments.labels(name).set(len(self.store.deployments(name)))
 
     def _maybe_reconcile(self) -> None:
         """Once every target has a fresh result, compare GitHub's open issues with our state."""
@@ -507,6 +560,9 @@ class Daemon:
             IntervalTrigger(seconds=self.settings.monitor.metrics_refresh, timezone=UTC),
             id="housekeeping",
             name="housekeeping",
+            # soon after the first probes, so SLO gauges exist early
+            next_run_time=datetime.now(UTC)
+            + timedelta(seconds=min(5.0, self.settings.monitor.metrics_refresh)),
         )
         watchdog = threading.Thread(target=self._watchdog, name="watchdog", daemon=True)
         watchdog.start()

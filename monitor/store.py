@@ -311,16 +311,24 @@ class Store:
                 (ts(now), ts(now), session_id),
             )
 
-    def sessions(self, window: Span, now: datetime, current: int | None = None) -> list[Span]:
-        """Spans the monitor was running that overlap ``window``; the current one runs to now."""
+    def sessions(self, window: Span, now: datetime, live_grace_s: float = 180.0) -> list[Span]:
+        """Spans the monitor was running that overlap ``window``.
+
+        A session that never stopped ends at its last heartbeat, unless that
+        heartbeat is within ``live_grace_s`` of ``now``: then it is running and
+        its span reaches ``now``.
+        """
         rows = self._query(
-            "SELECT id, started_at, last_seen_at, stopped_at FROM sessions "
-            "WHERE started_at < ? AND COALESCE(stopped_at, last_seen_at) >= ? OR id = ?",
-            (ts(window.end), ts(window.start), current if current is not None else -1),
+            "SELECT started_at, last_seen_at, stopped_at FROM sessions"
+            " WHERE started_at < ? AND (stopped_at IS NULL OR stopped_at >= ?)",
+            (ts(window.end), ts(window.start)),
         )
         spans = []
         for row in rows:
-            end = ts(now) if row["id"] == current else row["stopped_at"] or row["last_seen_at"]
+            end = row["stopped_at"]
+            if end is None:
+                live = ts(now) - row["last_seen_at"] <= live_grace_s
+                end = ts(now) if live else row["last_seen_at"]
             if end > row["started_at"]:
                 spans.append(Span(dt(row["started_at"]), dt(end)))
         return spans
@@ -621,3 +629,109 @@ class Store:
         """The last version seen per check of a target."""
         rows = self._query("SELECT check_name, version FROM versions WHERE target = ?", (target,))
         return {row["check_name"]: row["version"] for row in rows}
+
+    # ---- rollups and retention ---------------------------------------------------------------
+
+    def meta(self, key: str) -> str | None:
+        """A value from the meta table."""
+        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
+        return str(rows[0]["value"]) if rows else None
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a value in the meta table."""
+        with self._tx() as db:
+            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
+
+    def first_sample_at(self) -> datetime | None:
+        """The oldest target sample still stored."""
+        rows = self._query("SELECT MIN(at) AS at FROM target_samples")
+        return _opt_dt(rows[0]["at"]) if rows else None
+
+    def check_names(self, target: str) -> list[str]:
+        """Checks with stored results for a target."""
+        rows = self._query(
+            "SELECT DISTINCT check_name FROM check_results WHERE target = ?", (target,)
+        )
+        return [row["check_name"] for row in rows]
+
+    def targets_with_samples(self) -> list[str]:
+        """Targets with stored samples."""
+        return [row["target"] for row in self._query("SELECT DISTINCT target FROM target_samples")]
+
+    def check_samples(
+        self, target: str, check: str, window: Span, max_hold_s: float
+    ) -> list[sqlite3.Row]:
+        """Raw results of one check in a window (and the holds reaching into it)."""
+        return self._query(
+            "SELECT started_at, duration_s, outcome FROM check_results"
+            " WHERE target = ? AND check_name = ? AND started_at >= ? AND started_at < ?"
+            " ORDER BY started_at",
+            (target, check, ts(window.start) - max_hold_s, ts(window.end)),
+        )
+
+    def write_rollups(self, rows: Sequence[Mapping[str, Any]], watermark: datetime | None) -> None:
+        """Upsert rollup rows and move the watermark, in one transaction."""
+        columns = (
+            "period", "target", "check_name", "bucket", "probes", "failures", "degraded",
+            "up_s", "degraded_s", "down_s", "unknown_s", "latency_sum", "latency_min",
+            "latency_max", "latency_hist",
+        )  # fmt: skip
+        sql = (
+            "INSERT OR REPLACE INTO rollups (period, target, check_name, bucket, probes,"
+            " failures, degraded, up_s, degraded_s, down_s, unknown_s, latency_sum, latency_min,"
+            " latency_max, latency_hist) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+        )
+        with self._tx() as db:
+            db.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
+            if watermark is not None:
+                db.execute(
+                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('rollup_watermark', ?)",
+                    (str(ts(watermark)),),
+                )
+
+    def rollups(
+        self, period: str, target: str, check: str, start: datetime, end: datetime
+    ) -> list[sqlite3.Row]:
+        """Rollup rows whose bucket starts in [start, end), oldest first."""
+        return self._query(
+            "SELECT * FROM rollups WHERE period = ? AND target = ? AND check_name = ?"
+            " AND bucket >= ? AND bucket < ? ORDER BY bucket",
+            (period, target, check, ts(start), ts(end)),
+        )
+
+    def rollups_any(
+        self, period: str, target: str, start: datetime, end: datetime
+    ) -> list[sqlite3.Row]:
+        """Rollup rows of every check of a target in [start, end)."""
+        return self._query(
+            "SELECT * FROM rollups WHERE period = ? AND target = ? AND bucket >= ? AND bucket < ?"
+            " ORDER BY bucket",
+            (period, target, ts(start), ts(end)),
+        )
+
+    def purge(self, raw_before: datetime, rollups_before: datetime) -> dict[str, int]:
+        """Delete raw history, finished outbox rows and rollups past their retention."""
+        raw = ts(raw_before)
+        counts: dict[str, int] = {}
+        with self._tx() as db:
+            counts["check_results"] = db.execute(
+                "DELETE FROM check_results WHERE started_at < ?", (raw,)
+            ).rowcount
+            counts["target_samples"] = db.execute(
+                "DELETE FROM target_samples WHERE at < ?", (raw,)
+            ).rowcount
+            counts["outbox"] = db.execute(
+                "DELETE FROM outbox WHERE done_at IS NOT NULL AND done_at < ?", (raw,)
+            ).rowcount
+            old = ts(rollups_before)
+            counts["rollups"] = db.execute("DELETE FROM rollups WHERE bucket < ?", (old,)).rowcount
+            counts["sessions"] = db.execute(
+                "DELETE FROM sessions WHERE COALESCE(stopped_at, last_seen_at) < ?", (old,)
+            ).rowcount
+            counts["deployments"] = db.execute(
+                "DELETE FROM deployments WHERE seen_at < ?", (old,)
+            ).rowcount
+            counts["incidents"] = db.execute(
+                "DELETE FROM incidents WHERE resolved_at IS NOT NULL AND resolved_at < ?", (old,)
+            ).rowcount
+        return counts

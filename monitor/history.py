@@ -1,0 +1,493 @@
+"""History: hourly and daily rollups, retention, and the figures an SLO review reads.
+
+Raw probe results live for ``raw_retention`` (7 days); before they go, each
+complete hour is rolled up per target (check ``*``) and per check: probe and
+failure counts, time up/degraded/down/unknown, latency sum/min/max and a
+latency histogram. Days are sums of their hours. A window's time account uses
+the hourly rollups for whole hours that are rolled up and the raw samples for
+the rest; both come from :func:`monitor.slo.account`, which is additive across
+adjacent spans, so the two agree to the microsecond.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from typing import Any
+
+from monitor.config import Settings, TargetConfig
+from monitor.metrics import PROBE_BUCKETS_S
+from monitor.results import Outcome
+from monitor.slo import (
+    WINDOWS,
+    BudgetReport,
+    DeploymentStats,
+    MttrStats,
+    Sample,
+    Span,
+    TimeAccount,
+    account,
+    burn_rate,
+    deployment_stats,
+    error_budget,
+    mttr,
+)
+from monitor.store import IncidentRow, Store, dt, ts
+
+RowLike = Mapping[str, Any] | sqlite3.Row  # stored rows and rows about to be stored
+
+HOUR_S = 3600
+DAY_S = 86400
+TARGET_LEVEL = "*"  # the check name of a target's own rollup rows
+ROLLUP_HOURS_PER_PASS = 24 * 8  # bounded work per housekeeping pass
+LATENCY_BOUNDS_S = (*PROBE_BUCKETS_S, math.inf)
+
+
+def floor_to(moment: datetime, seconds: int) -> datetime:
+    """The start of the hour/day (UTC) that contains ``moment``."""
+    return dt(math.floor(ts(moment) / seconds) * seconds)
+
+
+def ceil_to(moment: datetime, seconds: int) -> datetime:
+    """The first hour/day boundary at or after ``moment``."""
+    return dt(math.ceil(ts(moment) / seconds) * seconds)
+
+
+@dataclass(frozen=True, slots=True)
+class LatencySummary:
+    """Latency of a check over a span, from rollups and raw results."""
+
+    probes: int = 0
+    failures: int = 0
+    degraded: int = 0
+    latency_sum_s: float = 0.0
+    latency_min_s: float | None = None
+    latency_max_s: float | None = None
+    histogram: tuple[int, ...] = field(default_factory=lambda: (0,) * len(LATENCY_BOUNDS_S))
+
+    @property
+    def mean_s(self) -> float | None:
+        """Mean latency, None with no probes."""
+        return self.latency_sum_s / self.probes if self.probes else None
+
+    def quantile_s(self, q: float) -> float | None:
+        """Upper bound of the histogram bucket holding the q-quantile."""
+        total = sum(self.histogram)
+        if not total:
+            return None
+        rank = q * total
+        running = 0
+        for bound, count in zip(LATENCY_BOUNDS_S, self.histogram, strict=True):
+            running += count
+            if running >= rank:
+                return bound if not math.isinf(bound) else self.latency_max_s
+        return self.latency_max_s
+
+
+def _histogram(durations: Sequence[float]) -> list[int]:
+    counts = [0] * len(LATENCY_BOUNDS_S)
+    for duration in durations:
+        for index, bound in enumerate(LATENCY_BOUNDS_S):
+            if duration <= bound:
+                counts[index] += 1
+                break
+    return counts
+
+
+class History:
+    """Rollups, retention and windowed accounts over one store."""
+
+    def __init__(self, store: Store, settings: Settings) -> None:
+        self.store = store
+        self.settings = settings
+
+    @property
+    def max_hold_s(self) -> float:
+        """How long a result vouches for its target: two healthy cadences plus a timeout."""
+        monitor = self.settings.monitor
+        return 2 * monitor.interval + monitor.timeout
+
+    def watermark(self) -> datetime | None:
+        """The end of the rolled-up past."""
+        value = self.store.meta("rollup_watermark")
+        return None if value is None else dt(float(value))
+
+    # ---- windowed accounts -------------------------------------------------------------
+
+    def account(self, target: str, window: Span, now: datetime) -> TimeAccount:
+        """Up/degraded/down/unknown time of a target over any window."""
+        whole_start = ceil_to(window.start, HOUR_S)
+        whole_end = floor_to(window.end, HOUR_S)
+        watermark = self.watermark()
+        if watermark is not None:
+            whole_end = min(whole_end, watermark)
+        if watermark is None or whole_end <= whole_start:
+            return self._raw_account(target, window, now)
+        total = self._rolled_account(target, whole_start, whole_end)
+        if window.start < whole_start:
+            total = total + self._raw_account(target, Span(window.start, whole_start), now)
+        if whole_end < window.end:
+            total = total + self._raw_account(target, Span(whole_end, window.end), now)
+        return total
+
+    def _raw_account(self, target: str, window: Span, now: datetime) -> TimeAccount:
+        if window.end <= window.start:
+            return TimeAccount.zero()
+        samples = self.store.samples(target, window, self.max_hold_s)
+        sessions = self.store.sessions(window, now, live_grace_s=self._live_grace_s)
+        return account(samples, window, self.max_hold_s, sessions)
+
+    @property
+    def _live_grace_s(self) -> float:
+        return 3 * self.settings.monitor.metrics_refresh
+
+    def _rolled_account(self, target: str, start: datetime, end: datetime) -> TimeAccount:
+        rows = self.store.rollups("hour", target, TARGET_LEVEL, start, end)
+        covered = sum(HOUR_S for _ in rows)
+        total = TimeAccount(
+            up_s=sum(r["up_s"] for r in rows),
+            degraded_s=sum(r["degraded_s"] for r in rows),
+            down_s=sum(r["down_s"] for r in rows),
+            unknown_s=sum(r["unknown_s"] for r in rows),
+        )
+        missing = (end - start).total_seconds() - covered  # hours with no row: nobody watched
+        return total + TimeAccount(0.0, 0.0, 0.0, max(0.0, missing))
+
+    # ---- rollups ------------------------------------------------------------------------
+
+    def rollup(self, now: datetime, targets: Sequence[str] | None = None) -> int:
+        """Roll up complete hours (and days) since the watermark; return hours done."""
+        start = self.watermark()
+        if start is None:
+            first = self.store.first_sample_at()
+            if first is None:
+                return 0
+            start = floor_to(first, HOUR_S)
+        end = min(floor_to(now, HOUR_S), start + timedelta(hours=ROLLUP_HOURS_PER_PASS))
+        names = list(targets or self.store.targets_with_samples())
+        hours = 0
+        rows: list[dict[str, Any]] = []
+        hour = start
+        while hour < end:
+            span = Span(hour, hour + timedelta(hours=1))
+            for target in names:
+                rows += self._hour_rows(target, span, now)
+            hours += 1
+            hour = span.end
+        if hours:
+            rows += self._day_rows(names, start, end, rows)
+            self.store.write_rollups(rows, end)
+        return hours
+
+    def _hour_rows(self, target: str, span: Span, now: datetime) -> list[dict[str, Any]]:
+        sessions = self.store.sessions(span, now, live_grace_s=self._live_grace_s)
+        target_samples = self.store.samples(target, span, self.max_hold_s)
+        rows = []
+        check_rows = []
+        for check in self.store.check_names(target):
+            raw = self.store.check_samples(target, check, span, self.max_hold_s)
+            samples = [Sample(dt(r["started_at"]), Outcome(r["outcome"])) for r in raw]
+            inside = [r for r in raw if span.start <= dt(r["started_at"]) < span.end]
+            acct = account(samples, span, self.max_hold_s, sessions)
+            check_rows.append(self._row("hour", target, check, span.start, acct, inside))
+        target_inside = [s for s in target_samples if span.contains(s.at)]
+        acct = account(target_samples, span, self.max_hold_s, sessions)
+        rows.append(
+            self._row(
+                "hour",
+                target,
+                TARGET_LEVEL,
+                span.start,
+                acct,
+                [],
+                probes=len(target_inside),
+                failures=sum(1 for s in target_inside if s.outcome is Outcome.DOWN),
+                degraded=sum(1 for s in target_inside if s.outcome is Outcome.DEGRADED),
+            )
+        )
+        return rows + check_rows
+
+    @staticmethod
+    def _row(
+        period: str,
+        target: str,
+        check: str,
+        bucket: datetime,
+        acct: TimeAccount,
+        raw: Sequence[RowLike],
+        *,
+        probes: int | None = None,
+        failures: int | None = None,
+        degraded: int | None = None,
+    ) -> dict[str, Any]:
+        durations = [float(r["duration_s"]) for r in raw]
+        return {
+            "period": period,
+            "target": target,
+            "check_name": check,
+            "bucket": ts(bucket),
+            "probes": len(raw) if probes is None else probes,
+            "failures": sum(1 for r in raw if r["outcome"] == "down")
+            if failures is None
+            else failures,
+            "degraded": sum(1 for r in raw if r["outcome"] == "degraded")
+            if degraded is None
+            else degraded,
+            "up_s": acct.up_s,
+            "degraded_s": acct.degraded_s,
+            "down_s": acct.down_s,
+            "unknown_s": acct.unknown_s,
+            "latency_sum": sum(durations),
+            "latency_min": min(durations, default=None),
+            "latency_max": max(durations, default=None),
+            "latency_hist": json.dumps(_histogram(durations)),
+        }
+
+    def _day_rows(
+        self,
+        targets: Sequence[str],
+        start: datetime,
+        end: datetime,
+        fresh: Sequence[Mapping[str, Any]],
+    ) -> list[dict[str, Any]]:
+        """Daily rows for each day touched by [start, end), summed from hourly rows."""
+        rows = []
+        day = floor_to(start, DAY_S)
+        while day < end:
+            next_day = day + timedelta(days=1)
+            for target in targets:
+                stored = [dict(r) for r in self.store.rollups_any("hour", target, day, next_day)]
+                by_key = {(r["check_name"], r["bucket"]): r for r in stored}
+                for row in fresh:
+                    if row["target"] == target and ts(day) <= row["bucket"] < ts(next_day):
+                        by_key[(row["check_name"], row["bucket"])] = dict(row)
+                for check in sorted({check for check, _ in by_key}):
+                    hours = [r for (c, _), r in by_key.items() if c == check]
+                    rows.append(_sum_rows("day", target, check, day, hours))
+            day = next_day
+        return rows
+
+    # ---- retention ------------------------------------------------------------------------
+
+    def purge(self, now: datetime) -> dict[str, int]:
+        """Drop raw history past retention, but never what is not rolled up yet."""
+        monitor = self.settings.monitor
+        raw_before = now - timedelta(seconds=monitor.raw_retention)
+        watermark = self.watermark()
+        # keep the samples whose holds reach into the next hour to be rolled up
+        keep_from = (watermark or raw_before) - timedelta(seconds=self.max_hold_s)
+        raw_before = min(raw_before, keep_from)
+        return self.store.purge(raw_before, now - timedelta(seconds=monitor.rollup_retention))
+
+    # ---- per-check latency for charts ------------------------------------------------------
+
+    def latency(self, target: str, check: str, window: Span) -> LatencySummary:
+        """Probe counts and latency of one check over a window, from hourly rollups and raw."""
+        summary = LatencySummary()
+        for row in self.store.rollups("hour", target, check, window.start, window.end):
+            summary = _merge(summary, row)
+        watermark = self.watermark() or window.start
+        raw = self.store.check_results(
+            target, max(window.start, watermark), check=check, limit=1_000_000
+        )
+        durations = [float(r["duration_s"]) for r in raw if dt(r["started_at"]) < window.end]
+        if durations:
+            summary = _merge(
+                summary,
+                {
+                    "probes": len(durations),
+                    "failures": sum(1 for r in raw if r["outcome"] == "down"),
+                    "degraded": sum(1 for r in raw if r["outcome"] == "degraded"),
+                    "latency_sum": sum(durations),
+                    "latency_min": min(durations),
+                    "latency_max": max(durations),
+                    "latency_hist": json.dumps(_histogram(durations)),
+                },
+            )
+        return summary
+
+
+def _merge(summary: LatencySummary, row: RowLike) -> LatencySummary:
+    hist = json.loads(row["latency_hist"])
+    mins = [v for v in (summary.latency_min_s, row["latency_min"]) if v is not None]
+    maxs = [v for v in (summary.latency_max_s, row["latency_max"]) if v is not None]
+    return LatencySummary(
+        probes=summary.probes + int(row["probes"]),
+        failures=summary.failures + int(row["failures"]),
+        degraded=summary.degraded + int(row["degraded"]),
+        latency_sum_s=summary.latency_sum_s + float(row["latency_sum"]),
+        latency_min_s=min(mins) if mins else None,
+        latency_max_s=max(maxs) if maxs else None,
+        histogram=tuple(a + b for a, b in zip(summary.histogram, hist, strict=True)),
+    )
+
+
+def _sum_rows(
+    period: str, target: str, check: str, bucket: datetime, rows: Sequence[Mapping[str, Any]]
+) -> dict[str, Any]:
+    hist = [0] * len(LATENCY_BOUNDS_S)
+    for row in rows:
+        for index, count in enumerate(json.loads(row["latency_hist"])):
+            hist[index] += count
+    mins = [r["latency_min"] for r in rows if r["latency_min"] is not None]
+    maxs = [r["latency_max"] for r in rows if r["latency_max"] is not None]
+    known = sum(HOUR_S for _ in rows)
+    return {
+        "period": period,
+        "target": target,
+        "check_name": check,
+        "bucket": ts(bucket),
+        "probes": sum(int(r["probes"]) for r in rows),
+        "failures": sum(int(r["failures"]) for r in rows),
+        "degraded": sum(int(r["degraded"]) for r in rows),
+        "up_s": sum(float(r["up_s"]) for r in rows),
+        "degraded_s": sum(float(r["degraded_s"]) for r in rows),
+        "down_s": sum(float(r["down_s"]) for r in rows),
+        # hours of the day without a row are unknown too
+        "unknown_s": sum(float(r["unknown_s"]) for r in rows) + max(0, DAY_S - known),
+        "latency_sum": sum(float(r["latency_sum"]) for r in rows),
+        "latency_min": min(mins) if mins else None,
+        "latency_max": max(maxs) if maxs else None,
+        "latency_hist": json.dumps(hist),
+    }
+
+
+# ---- the figures an SLO review reads ----------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class TargetFigures:
+    """Everything ``monitor report`` and the status API say about one target and window."""
+
+    target: str
+    window: Span
+    account: TimeAccount
+    objective: float | None
+    budget: BudgetReport | None
+    burn_rates: Mapping[str, float | None]
+    mttr: MttrStats
+    mttr_objective_s: float | None
+    deployments: DeploymentStats
+    incidents: Sequence[IncidentRow]
+
+    @property
+    def slo_met(self) -> bool | None:
+        """Uptime at or above the objective; None without an objective or known time."""
+        uptime = self.account.uptime
+        if self.objective is None or uptime is None:
+            return None
+        return uptime >= self.objective
+
+    @property
+    def mttr_met(self) -> bool | None:
+        """Mean time to recovery under its objective; None without one or without incidents."""
+        if self.mttr_objective_s is None or self.mttr.mean_s is None:
+            return None
+        return self.mttr.mean_s < self.mttr_objective_s
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-safe form (infinities become null)."""
+        acct = self.account
+        return {
+            "target": self.target,
+            "window": {
+                "start": self.window.start.isoformat(),
+                "end": self.window.end.isoformat(),
+                "seconds": self.window.seconds,
+            },
+            "uptime_ratio": _finite(acct.uptime),
+            "coverage_ratio": _finite(acct.coverage),
+            "time_s": {
+                "up": acct.up_s,
+                "degraded": acct.degraded_s,
+                "down": acct.down_s,
+                "unknown": acct.unknown_s,
+            },
+            "slo": {
+                "objective_ratio": self.objective,
+                "met": self.slo_met,
+                "error_budget_remaining_ratio": _finite(self.budget.remaining_ratio)
+                if self.budget
+                else None,
+                "allowed_down_s": self.budget.allowed_down_s if self.budget else None,
+                "burn_rate": {k: _finite(v) for k, v in self.burn_rates.items()},
+            },
+            "incidents": {
+                "count": self.mttr.count,
+                "resolved": self.mttr.resolved,
+                "downtime_s": self.mttr.downtime_s,
+                "mttr_mean_s": self.mttr.mean_s,
+                "mttr_median_s": self.mttr.median_s,
+                "longest_s": self.mttr.longest_s,
+                "mttr_objective_s": self.mttr_objective_s,
+                "mttr_met": self.mttr_met,
+                "records": [_incident_dict(i) for i in self.incidents],
+            },
+            "deployments": {
+                "count": self.deployments.deployments,
+                "per_week": self.deployments.per_week,
+                "failed": self.deployments.failed,
+                "change_failure_ratio": self.deployments.change_failure_ratio,
+            },
+        }
+
+
+def _finite(value: float | None) -> float | None:
+    return value if value is not None and math.isfinite(value) else None
+
+
+def _incident_dict(incident: IncidentRow) -> dict[str, Any]:
+    return {
+        "id": incident.id,
+        "started_at": incident.started_at.isoformat(),
+        "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
+        "duration_s": (incident.resolved_at - incident.started_at).total_seconds()
+        if incident.resolved_at
+        else None,
+        "issue_number": incident.issue_number,
+        "issue_url": incident.issue_url,
+        "probes_total": incident.probes_total,
+        "probes_failed": incident.probes_failed,
+        "reopened": incident.reopened,
+        "deployment": dict(incident.deployment) if incident.deployment else None,
+    }
+
+
+def target_figures(
+    history: History, target: TargetConfig, window: Span, now: datetime
+) -> TargetFigures:
+    """Compute a target's figures over a window from stored samples and incidents."""
+    acct = history.account(target.name, window, now)
+    end = min(window.end, now)
+    burn = {}
+    for name in ("1h", "6h"):
+        recent = history.account(target.name, Span.ending(end, WINDOWS[name]), now)
+        burn[name] = burn_rate(target.slo, recent) if target.slo is not None else None
+    incidents = [
+        i
+        for i in history.store.incidents(target.name, since=window.start)
+        if i.started_at < window.end
+    ]
+    records = [i.record for i in incidents]
+    failure_window = history.settings.monitor.failure_window
+    deployments = history.store.deployments(target.name, since=window.start)
+    deployments = [d for d in deployments if d.seen_at < window.end]
+    later = history.store.incidents(target.name, since=window.start)
+    return TargetFigures(
+        target=target.name,
+        window=window,
+        account=acct,
+        objective=target.slo,
+        budget=error_budget(target.slo, acct) if target.slo is not None else None,
+        burn_rates=burn,
+        mttr=mttr(records, window, min(now, window.end) if now > window.start else now),
+        mttr_objective_s=target.mttr_objective,
+        deployments=deployment_stats(
+            deployments, [i.record for i in later], window, failure_window
+        ),
+        incidents=incidents,
+    )

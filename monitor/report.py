@@ -1,0 +1,75 @@
+"""The human-readable ``monitor report``: one block per target, every figure explained."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from monitor.config import format_duration
+from monitor.history import TargetFigures
+
+
+def _pct(ratio: float | None, digits: int = 3) -> str:
+    return "n/a" if ratio is None else f"{ratio * 100:.{digits}f} %"
+
+
+def _dur(seconds: float | None) -> str:
+    if seconds is None:
+        return "n/a"
+    return "0s" if seconds < 0.5 else format_duration(seconds)
+
+
+def _verdict(met: bool | None) -> str:
+    return {True: "met", False: "MISSED", None: "no data"}[met]
+
+
+def render_target(f: TargetFigures) -> str:
+    """One target's block."""
+    acct = f.account
+    w = f.window
+    lines = [
+        f"{f.target}  (window {w.start:%Y-%m-%d %H:%M} -> {w.end:%Y-%m-%d %H:%M} UTC, {_dur(w.seconds)})",
+        f"  uptime          {_pct(acct.uptime)}   up {_dur(acct.up_s)}, degraded {_dur(acct.degraded_s)},"
+        f" down {_dur(acct.down_s)}, unknown {_dur(acct.unknown_s)}",
+        f"  coverage        {_pct(acct.coverage, 1)}   (time the monitor could vouch for)",
+    ]
+    if f.objective is not None and f.budget is not None:
+        rates = ", ".join(
+            f"{name} {'n/a' if rate is None else f'{rate:.2f}'}"
+            for name, rate in f.burn_rates.items()
+        )
+        remaining = f.budget.remaining_ratio
+        left = "n/a" if remaining != remaining else _pct(remaining, 1)  # NaN guard
+        lines += [
+            f"  SLO             {_pct(f.objective, 2)}: {_verdict(f.slo_met)};"
+            f" error budget left {left} (allowed down {_dur(f.budget.allowed_down_s)})",
+            f"  burn rate       {rates}",
+        ]
+    m = f.mttr
+    lines += [
+        f"  incidents       {m.count} ({m.resolved} resolved), downtime {_dur(m.downtime_s)}",
+        f"  MTTR            mean {_dur(m.mean_s)}, median {_dur(m.median_s)}, longest {_dur(m.longest_s)}"
+        + (
+            f"  (objective < {_dur(f.mttr_objective_s)}: {_verdict(f.mttr_met)})"
+            if f.mttr_objective_s is not None
+            else ""
+        ),
+    ]
+    d = f.deployments
+    cfr = "n/a" if d.change_failure_ratio is None else _pct(d.change_failure_ratio, 1)
+    lines.append(
+        f"  deployments     {d.deployments} ({d.per_week:.1f} per week); change failure rate {cfr}"
+        f" ({d.failed} of {d.deployments})"
+    )
+    for incident in f.incidents[:10]:
+        end = incident.resolved_at
+        duration = _dur((end - incident.started_at).total_seconds()) if end else "ongoing"
+        issue = f" #{incident.issue_number}" if incident.issue_number else ""
+        lines.append(
+            f"    - {incident.started_at:%Y-%m-%d %H:%M:%S} UTC  {duration:>10}{issue}  {incident.id}"
+        )
+    return "\n".join(lines)
+
+
+def render_report(figures: Sequence[TargetFigures]) -> str:
+    """Every target's block, separated by blank lines."""
+    return "\n\n".join(render_target(f) for f in figures) + "\n"
