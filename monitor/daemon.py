@@ -30,7 +30,7 @@ from monitor.results import TargetResult
 from monitor.server import HttpServer, create_app
 from monitor.slo import WINDOWS, Deployment, Span, deployment_before
 from monitor.store import NewAction, Store, StoreError, dt
-from monitor.typing import IncidentSink
+from monitor.typing import IncidentSink, LiveTarget
 
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the loop stopped making progress
 STORE_EXIT_CODE = 74  # EX_IOERR: the state database cannot be opened at all
@@ -49,6 +49,7 @@ class _TargetRuntime:
     last_completed: float = field(default_factory=time.monotonic)
     last_result: TargetResult | None = None
     versions: dict[str, str] = field(default_factory=dict)  # last version seen per check
+    outcome_since: datetime | None = None  # when the current outcome began
 
 
 def _nan(value: float | None) -> float:
@@ -157,6 +158,9 @@ class Daemon:
         deployment = self._detect_deployment(runtime, result)
         actions = [a for t in transitions for a in self._actions_for(t, now, deployment)]
         incident = new_state.incident if (transitions or new_state.in_incident) else None
+        previous = runtime.last_result
+        if previous is None or previous.outcome is not result.outcome:
+            runtime.outcome_since = result.at
         runtime.state = new_state
         runtime.last_result = result
         runtime.last_completed = self._monotonic()
@@ -367,6 +371,17 @@ class Daemon:
         log.info("cadence", target=runtime.config.name, interval_s=wanted)
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.reschedule_job(runtime.config.name, trigger=self._trigger(wanted))
+
+    def live_targets(self) -> dict[str, LiveTarget]:
+        """A consistent view of every target for the status page, in config order."""
+        return {
+            name: LiveTarget(name, rt.state, rt.last_result, rt.outcome_since, rt.cadence_s)
+            for name, rt in self.targets.items()
+        }
+
+    def now(self) -> datetime:
+        """The daemon's clock (injected in tests)."""
+        return self._clock()
 
     # ---- health ------------------------------------------------------------------
 
