@@ -13,13 +13,19 @@ import os
 import sys
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, TextIO
+from typing import TextIO
 
 from monitor import __version__
-from monitor.config import ConfigError, Settings, load_settings, redacted, resolve_config_path
+from monitor.config import (
+    ConfigError,
+    Settings,
+    load_settings,
+    parse_duration,
+    redacted,
+    resolve_config_path,
+)
+from monitor.gates import run_check, run_verify
 from monitor.logging import configure, secrets
-from monitor.probe import Prober
-from monitor.results import Outcome, TargetResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -54,6 +60,47 @@ def build_parser() -> argparse.ArgumentParser:
         "--target", action="append", metavar="NAME", help="only this target (repeatable)"
     )
     check.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    check.add_argument(
+        "--wait",
+        type=_duration_arg,
+        default=0.0,
+        metavar="DURATION",
+        help="retry until healthy for up to this long (e.g. 5m)",
+    )
+    check.add_argument(
+        "--retry-every",
+        type=_duration_arg,
+        default=10.0,
+        metavar="DURATION",
+        help="pause between attempts with --wait (default 10s)",
+    )
+
+    verify = sub.add_parser(
+        "verify",
+        parents=[common],
+        help="post-deploy verification: probe for a while; exit 1 if the failure rule trips (roll back)",
+    )
+    verify.add_argument("--target", required=True, metavar="NAME")
+    verify.add_argument(
+        "--duration",
+        type=_duration_arg,
+        default=300.0,
+        metavar="DURATION",
+        help="how long to watch (default 5m)",
+    )
+    verify.add_argument(
+        "--interval",
+        type=_duration_arg,
+        default=None,
+        metavar="DURATION",
+        help="probe cadence (default: monitor.incident_interval)",
+    )
+    verify.add_argument(
+        "--file-incident",
+        action="store_true",
+        help="on failure, open the incident issue (the daemon adopts it)",
+    )
+    verify.add_argument("--json", action="store_true", help="print JSON instead of running lines")
 
     sub.add_parser(
         "config", parents=[common], help="validate and print the effective config, secrets masked"
@@ -114,7 +161,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "run":
         return _run(settings)
     if args.command == "check":
-        return _check(settings, args.target, args.json, sys.stdout)
+        narrowed = select_targets(settings, args.target)
+        if narrowed is None:
+            return _unknown_target(settings, args.target)
+        return run_check(
+            narrowed,
+            as_json=args.json,
+            wait_s=args.wait,
+            retry_every_s=args.retry_every,
+            out=sys.stdout,
+            progress=sys.stderr,
+        )
+    if args.command == "verify":
+        narrowed = select_targets(settings, [args.target])
+        if narrowed is None:
+            return _unknown_target(settings, [args.target])
+        return run_verify(
+            settings,
+            narrowed.targets[0],
+            duration_s=args.duration,
+            interval_s=args.interval or settings.monitor.incident_interval,
+            file_incident=args.file_incident,
+            as_json=args.json,
+            out=sys.stdout,
+        )
     if args.command == "report":
         return _report(settings, args, sys.stdout)
     if args.command == "config":
@@ -122,6 +192,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         sys.stdout.write("\n")
         return EXIT_OK
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _duration_arg(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _unknown_target(settings: Settings, names: Sequence[str] | None) -> int:
+    known = ", ".join(t.name for t in settings.targets)
+    sys.stderr.write(f"monitor: unknown target in {list(names or [])}; known: {known}\n")
+    return EXIT_CONFIG
 
 
 def _parse_when(text: str) -> datetime:
@@ -140,8 +223,7 @@ def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
 
     narrowed = select_targets(settings, args.target)
     if narrowed is None:
-        sys.stderr.write(f"monitor: unknown target in {args.target}\n")
-        return EXIT_CONFIG
+        return _unknown_target(settings, args.target)
     path = settings.monitor.state_path
     if not path.exists():
         sys.stderr.write(
@@ -206,84 +288,3 @@ def select_targets(settings: Settings, names: Sequence[str] | None) -> Settings 
     if any(name not in known for name in names):
         return None
     return settings.model_copy(update={"targets": [t for t in settings.targets if t.name in names]})
-
-
-def _check(settings: Settings, names: Sequence[str] | None, as_json: bool, out: TextIO) -> int:
-    narrowed = select_targets(settings, names)
-    if narrowed is None:
-        known = ", ".join(t.name for t in settings.targets)
-        sys.stderr.write(f"monitor: unknown target in {list(names or [])}; known: {known}\n")
-        return EXIT_CONFIG
-
-    async def probe_all() -> list[TargetResult]:
-        async with Prober(narrowed.monitor) as prober:
-            return await prober.probe_targets(narrowed.targets)
-
-    results = asyncio.run(probe_all())
-    if as_json:
-        json.dump(check_report(results), out, indent=2)
-        out.write("\n")
-    else:
-        out.write(check_table(results))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
-
-
-def check_report(results: Sequence[TargetResult]) -> dict[str, Any]:
-    """The JSON form of ``monitor check``."""
-    return {
-        "ok": all(r.ok for r in results),
-        "targets": [
-            {
-                "target": r.target,
-                "outcome": r.outcome.value,
-                "checked_at": r.at.isoformat(),
-                "checks": [
-                    {
-                        "check": c.check,
-                        "url": c.url,
-                        "outcome": c.outcome.value,
-                        "reason": c.reason.value,
-                        "status": c.status_code,
-                        "duration_ms": round(c.duration_s * 1000, 1),
-                        "detail": c.detail,
-                        "version": c.version,
-                    }
-                    for c in r.checks
-                ],
-            }
-            for r in results
-        ],
-    }
-
-
-def check_table(results: Sequence[TargetResult]) -> str:
-    """The table a reviewer reads in a workflow log, with a one-line verdict."""
-    rows = [("TARGET", "CHECK", "OUTCOME", "STATUS", "TIME", "DETAIL")]
-    for r in results:
-        for c in r.checks:
-            rows.append(
-                (
-                    r.target,
-                    c.check,
-                    c.outcome.value.upper() if c.outcome is Outcome.DOWN else c.outcome.value,
-                    str(c.status_code or "-"),
-                    f"{c.duration_s * 1000:.0f} ms",
-                    c.detail,
-                )
-            )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
-        for row in rows
-    ]
-    down = [r for r in results if not r.ok]
-    if down:
-        verdict = "FAIL: " + "; ".join(
-            f"{r.target} is down ({len(r.failing)} of {len(r.checks)} checks failing)" for r in down
-        )
-    else:
-        degraded = [r.target for r in results if r.outcome is Outcome.DEGRADED]
-        verdict = "PASS: every check is up" + (
-            f" (degraded: {', '.join(degraded)})" if degraded else ""
-        )
-    return "\n".join([*lines, "", verdict]) + "\n"

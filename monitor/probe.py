@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import socket
 import ssl
@@ -294,13 +293,10 @@ def _os_error(causes: Sequence[BaseException]) -> str:
     ReadError has no message at all; the errno at the bottom says what happened.
     """
     for cause in reversed(causes):
-        if (
-            isinstance(cause, OSError)
-            and not isinstance(cause, ssl.SSLError)
-            and (cause.errno or 0) > 0
-        ):
-            with contextlib.suppress(ValueError):
-                return os.strerror(cause.errno)
+        if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
+            errno = cause.errno
+            if errno is not None and errno > 0:  # gaierror's are negative: not errno values
+                return os.strerror(errno)
     return ""
 
 

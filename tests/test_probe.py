@@ -1,0 +1,563 @@
+"""Probing real local servers: every outcome and reason, bounds, and never an exception."""
+
+from __future__ import annotations
+
+import gzip
+import socket
+import ssl
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import pytest
+
+from monitor.config import CheckConfig, MonitorSection, TargetConfig
+from monitor.probe import EXCERPT_CHARS, USER_AGENT, Prober
+from monitor.results import CheckResult, Outcome, Reason
+from tests.targets import (
+    Handler,
+    TargetServer,
+    close_before_response,
+    delay,
+    huge_body,
+    json_body,
+    raw,
+    redirect,
+    redirect_loop,
+    refused_port,
+    reset_before_response,
+    reset_mid_body,
+    respond,
+    slow_body,
+    tls_identity,
+    truncated_chunked,
+    wrong_content_length,
+)
+
+MiB = 1024 * 1024
+PATH = "/health"
+
+
+def target_for(url: str, **check: Any) -> TargetConfig:
+    """A target with one check ``health`` on :data:`PATH`."""
+    return TargetConfig(name="t", url=url, checks=[CheckConfig(name="health", path=PATH, **check)])
+
+
+async def probe(
+    url: str,
+    *,
+    timeout_s: float = 2.0,
+    verify: ssl.SSLContext | bool = True,
+    **check: Any,
+) -> CheckResult:
+    """One probe of one check with a fresh :class:`Prober`."""
+    target = target_for(url, **check)
+    async with Prober(MonitorSection(timeout=timeout_s), verify=verify) as prober:
+        return await prober.probe_check(target, target.checks[0])
+
+
+def assert_readable(result: CheckResult) -> None:
+    """``detail`` is one short, printable line."""
+    assert result.detail, result
+    assert result.detail.isprintable(), result.detail
+    assert len(result.detail) <= 250, result.detail
+
+
+@dataclass(frozen=True)
+class Case:
+    """A scripted answer and the result it must produce."""
+
+    handler: Handler
+    outcome: Outcome
+    reason: Reason
+    status: int | None
+    detail: str  # a fragment the detail must contain
+    check: dict[str, Any] = field(default_factory=dict)
+    timeout_s: float = 2.0
+
+
+CONDITION = "status == 'healthy'"
+
+CASES = [
+    pytest.param(
+        Case(respond(200, b"ok"), Outcome.UP, Reason.OK, 200, "200 in"),
+        id="up-200",
+    ),
+    pytest.param(
+        Case(
+            redirect("/elsewhere"),
+            Outcome.UP,
+            Reason.OK,
+            302,
+            "302 in",
+            check={"expect_status": [200, 302]},
+        ),
+        id="up-302-expected-not-followed",
+    ),
+    pytest.param(
+        Case(
+            respond(200, b"x" * (5 * MiB)), Outcome.UP, Reason.OK, 200, "200 in", {"method": "HEAD"}
+        ),
+        id="up-head-of-large-resource",
+    ),
+    pytest.param(
+        Case(
+            respond(503, b"unavailable"), Outcome.DOWN, Reason.STATUS, 503, "expected 200, got 503"
+        ),
+        id="status-503",
+    ),
+    pytest.param(
+        Case(redirect("/elsewhere"), Outcome.DOWN, Reason.STATUS, 302, "expected 200, got 302"),
+        id="status-302-unexpected",
+    ),
+    pytest.param(
+        Case(
+            respond(503, b"x" * (2 * MiB)),
+            Outcome.DOWN,
+            Reason.STATUS,
+            503,
+            "expected 200, got 503",
+        ),
+        id="status-wins-over-too-large",
+    ),
+    pytest.param(
+        Case(
+            json_body({"status": "degraded"}),
+            Outcome.DOWN,
+            Reason.CONDITION,
+            200,
+            f"condition false: {CONDITION}",
+            check={"conditions": [CONDITION]},
+        ),
+        id="condition-false",
+    ),
+    pytest.param(
+        Case(
+            respond(200, b"<html>fine</html>"),
+            Outcome.DOWN,
+            Reason.INVALID_JSON,
+            200,
+            "not JSON",
+            check={"conditions": [CONDITION]},
+        ),
+        id="invalid-json",
+    ),
+    pytest.param(
+        Case(huge_body(5 * MiB), Outcome.DOWN, Reason.TOO_LARGE, 200, "read cap"),
+        id="too-large-content-length",
+    ),
+    pytest.param(
+        Case(huge_body(5 * MiB, chunked=True), Outcome.DOWN, Reason.TOO_LARGE, 200, "read cap"),
+        id="too-large-chunked",
+    ),
+    pytest.param(
+        Case(delay(3), Outcome.DOWN, Reason.TIMEOUT, None, "within 0.5s", timeout_s=0.5),
+        id="timeout-slow-headers",
+    ),
+    pytest.param(
+        # Each byte comes well within the per-read timeout; the whole body does not.
+        Case(
+            slow_body(40, chunk=1, every_s=0.05),
+            Outcome.DOWN,
+            Reason.TIMEOUT,
+            None,
+            "within 0.5s",
+            timeout_s=0.5,
+        ),
+        id="timeout-trickling-body",
+    ),
+    pytest.param(
+        Case(reset_before_response(), Outcome.DOWN, Reason.CONNECT, None, "reset by peer"),
+        id="connect-reset-before-response",
+    ),
+    pytest.param(
+        Case(
+            redirect_loop(),
+            Outcome.DOWN,
+            Reason.ERROR,
+            None,
+            "too many redirects",
+            check={"follow_redirects": True},
+        ),
+        id="error-redirect-loop",
+    ),
+    pytest.param(
+        Case(reset_mid_body(), Outcome.DOWN, Reason.ERROR, None, "reset by peer"),
+        id="error-reset-mid-body",
+    ),
+    pytest.param(
+        Case(close_before_response(), Outcome.DOWN, Reason.ERROR, None, "without sending"),
+        id="error-closed-before-response",
+    ),
+    pytest.param(
+        Case(truncated_chunked(), Outcome.DOWN, Reason.ERROR, None, "incomplete chunked read"),
+        id="error-truncated-chunked",
+    ),
+    pytest.param(
+        Case(
+            wrong_content_length(100, b"abc"),
+            Outcome.DOWN,
+            Reason.ERROR,
+            None,
+            "received 3 bytes, expected 100",
+        ),
+        id="error-content-length-beyond-body",
+    ),
+    pytest.param(
+        Case(
+            delay(0.3),
+            Outcome.DEGRADED,
+            Reason.SLOW,
+            200,
+            "budget 100 ms",
+            check={"max_response_time": 0.1},
+        ),
+        id="degraded-slow",
+    ),
+]
+
+
+@pytest.mark.parametrize("case", CASES)
+async def test_outcome_and_reason(target_server: TargetServer, case: Case) -> None:
+    """Each scripted answer ends as the pinned outcome, reason, status and detail."""
+    target_server.route(PATH, case.handler)
+
+    result = await probe(target_server.url, timeout_s=case.timeout_s, **case.check)
+
+    assert (result.outcome, result.reason, result.status_code) == (
+        case.outcome,
+        case.reason,
+        case.status,
+    ), result.detail
+    assert case.detail in result.detail
+    assert_readable(result)
+    assert result.url == target_server.url + PATH
+    assert 0 <= result.duration_s < case.timeout_s + 0.5
+
+
+async def test_content_length_shorter_than_body_goes_unnoticed(
+    target_server: TargetServer,
+) -> None:
+    """A Content-Length below the body length: httpx reads the declared bytes, all looks fine."""
+    target_server.route(PATH, wrong_content_length(2, b"abcdef"))
+
+    result = await probe(target_server.url)
+
+    assert (result.outcome, result.body_excerpt) == (Outcome.UP, "ab")
+
+
+async def test_connection_refused() -> None:
+    """A port where nothing listens is down for ``connect``, with the system's words."""
+    result = await probe(f"http://127.0.0.1:{refused_port()}")
+
+    assert (result.outcome, result.reason, result.status_code) == (
+        Outcome.DOWN,
+        Reason.CONNECT,
+        None,
+    )
+    assert result.detail == "cannot connect: Connection refused"
+
+
+async def test_unresolvable_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A name that does not resolve is down for ``dns``."""
+    # Tests talk to loopback only, so the resolver is the one part we stand in for:
+    # getaddrinfo fails exactly as it does for NXDOMAIN.
+    real_getaddrinfo = socket.getaddrinfo
+
+    def nxdomain(host: object, *args: object, **kwargs: object) -> object:
+        if host == "nonexistent.invalid":
+            raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+        return real_getaddrinfo(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", nxdomain)
+    result = await probe("http://nonexistent.invalid", timeout_s=2.0)
+
+    assert (result.outcome, result.reason, result.status_code) == (Outcome.DOWN, Reason.DNS, None)
+    assert result.detail.startswith("name resolution failed: ")
+    assert_readable(result)
+
+
+@pytest.mark.parametrize(
+    ("identity", "trusted", "outcome", "reason", "detail"),
+    [
+        pytest.param(
+            {}, False, Outcome.DOWN, Reason.TLS, "unable to get local issuer", id="self-signed"
+        ),
+        pytest.param({}, True, Outcome.UP, Reason.OK, "200 in", id="trusted-ca"),
+        pytest.param(
+            {"expired": True},
+            True,
+            Outcome.DOWN,
+            Reason.TLS,
+            "certificate has expired",
+            id="expired",
+        ),
+        pytest.param(
+            {"hostname": "other.example"},
+            True,
+            Outcome.DOWN,
+            Reason.TLS,
+            "mismatch",
+            id="other-hostname",
+        ),
+    ],
+)
+async def test_tls(
+    identity: dict[str, Any], trusted: bool, outcome: Outcome, reason: Reason, detail: str
+) -> None:
+    """Certificates are verified by default; a bad one is down for ``tls``."""
+    with TargetServer(tls=tls_identity(**identity)) as server:
+        server.route(PATH, respond(200, b"ok"))
+        assert server.tls is not None
+        verify = server.tls.client_context() if trusted else True
+
+        result = await probe(server.url, verify=verify)
+
+    assert (result.outcome, result.reason) == (outcome, reason)
+    assert detail in result.detail
+    assert_readable(result)
+
+
+async def test_tls_fixture_serves_https(target_server_tls: TargetServer) -> None:
+    """The ``target_server_tls`` fixture answers over HTTPS to a client trusting its CA."""
+    target_server_tls.route(PATH, respond(200, b"ok"))
+    assert target_server_tls.tls is not None
+
+    result = await probe(target_server_tls.url, verify=target_server_tls.tls.client_context())
+
+    assert result.url.startswith("https://")
+    assert result.outcome is Outcome.UP
+
+
+@pytest.mark.parametrize(
+    ("version_expression", "document", "version"),
+    [
+        pytest.param("version", {"version": "1.2.3"}, "1.2.3", id="string"),
+        pytest.param("build.number", {"build": {"number": 42}}, "42", id="number"),
+        pytest.param(
+            "join('+', [version, sha])",
+            {"version": "1.2", "sha": "abc"},
+            "1.2+abc",
+            id="expression",
+        ),
+        pytest.param("version", {"version": True}, None, id="bool-is-no-version"),
+        pytest.param("version", {"version": {"a": 1}}, None, id="object-is-no-version"),
+        pytest.param("version", {}, None, id="missing"),
+        pytest.param("version", {"version": "v" * 500}, "v" * 100, id="bounded"),
+    ],
+)
+async def test_version(
+    target_server: TargetServer,
+    version_expression: str,
+    document: dict[str, Any],
+    version: str | None,
+) -> None:
+    """The ``version`` expression yields a short string from a scalar, else None."""
+    target_server.route(PATH, json_body(document))
+
+    result = await probe(target_server.url, version=version_expression)
+
+    assert (result.outcome, result.version) == (Outcome.UP, version)
+
+
+async def test_selected_fields(target_server: TargetServer) -> None:
+    """The default health fields are picked from a JSON body; huge values are cut short."""
+    document = {
+        "status": "ok",
+        "errorRate": 0,
+        "activeAlerts": ["disk"],
+        "alerts": "a" * 10_000,
+        "unrelated": "not selected",
+    }
+    target_server.route(PATH, json_body(document))
+
+    result = await probe(target_server.url)
+
+    assert result.outcome is Outcome.UP
+    assert set(result.fields) == {"status", "errorRate", "activeAlerts", "alerts"}
+    assert result.fields["errorRate"] == 0
+    assert len(result.fields["alerts"]) <= 500
+
+
+async def test_fields_kept_when_a_condition_fails(target_server: TargetServer) -> None:
+    """A failed condition still reports the selected fields, for the incident text."""
+    target_server.route(PATH, json_body({"status": "degraded", "version": "2.0"}))
+
+    result = await probe(target_server.url, conditions=[CONDITION], version="version")
+
+    assert result.reason is Reason.CONDITION
+    assert (dict(result.fields), result.version) == (
+        {"status": "degraded", "version": "2.0"},
+        "2.0",
+    )
+
+
+async def test_custom_headers_are_sent(target_server: TargetServer) -> None:
+    """Configured headers reach the server next to the monitor's User-Agent."""
+    target_server.route(PATH, respond(200, b"ok"))
+
+    await probe(target_server.url, headers={"Authorization": "Bearer sekrit", "X-Probe": "monitor"})
+
+    (request,) = target_server.requests(PATH)
+    assert request.header("authorization") == "Bearer sekrit"
+    assert request.header("x-probe") == "monitor"
+    assert request.header("user-agent") == USER_AGENT
+
+
+async def test_head_method(target_server: TargetServer) -> None:
+    """``method = "HEAD"`` sends a HEAD request and reads no body."""
+    target_server.route(PATH, respond(200, b"body a GET would get"))
+
+    result = await probe(target_server.url, method="HEAD")
+
+    assert [r.method for r in target_server.requests(PATH)] == ["HEAD"]
+    assert (result.outcome, result.body_excerpt) == (Outcome.UP, "")
+
+
+async def test_body_excerpt_bounded_and_utf8_replaced(target_server: TargetServer) -> None:
+    """The excerpt is at most EXCERPT_CHARS long and invalid UTF-8 becomes U+FFFD."""
+    target_server.route(PATH, respond(503, b"\xff\xfe oops " + "é".encode() * 5000))
+
+    result = await probe(target_server.url)
+
+    assert result.body_excerpt.startswith("\ufffd\ufffd oops éé")
+    assert len(result.body_excerpt) == EXCERPT_CHARS
+
+
+async def test_route_flips_between_healthy_and_failing(target_server: TargetServer) -> None:
+    """``set`` changes a route at run time; one prober sees up, down, up."""
+    target = target_for(target_server.url)
+    outcomes = []
+    async with Prober(MonitorSection(timeout=2.0)) as prober:
+        for handler in (respond(200, b"ok"), respond(503), respond(200, b"ok")):
+            target_server.set(PATH, handler)
+            outcomes.append((await prober.probe_check(target, target.checks[0])).outcome)
+
+    assert outcomes == [Outcome.UP, Outcome.DOWN, Outcome.UP]
+    assert target_server.hits(PATH) == 3
+
+
+async def test_concurrency_is_bounded(target_server: TargetServer) -> None:
+    """No more than ``concurrency`` requests are in flight at once, across targets."""
+    target_server.route(PATH, delay(0.2))
+    targets = [
+        TargetConfig(name=f"t{i}", url=target_server.url, checks=[CheckConfig(name="c", path=PATH)])
+        for i in range(6)
+    ]
+
+    async with Prober(MonitorSection(timeout=5.0, concurrency=2)) as prober:
+        results = await prober.probe_targets(targets)
+
+    assert all(r.outcome is Outcome.UP for r in results)
+    assert target_server.peak_in_flight == 2
+    assert target_server.peak_connections <= 2
+
+
+async def test_checks_of_a_target_run_concurrently(target_server: TargetServer) -> None:
+    """Two 0.5 s checks of one target take well under their sum."""
+    target_server.route("/a", delay(0.5))
+    target_server.route("/b", delay(0.5))
+    target = TargetConfig(
+        name="t",
+        url=target_server.url,
+        checks=[CheckConfig(name="a", path="/a"), CheckConfig(name="b", path="/b")],
+    )
+
+    started = time.perf_counter()
+    async with Prober(MonitorSection(timeout=5.0)) as prober:
+        result = await prober.probe_target(target)
+    elapsed = time.perf_counter() - started
+
+    assert [c.outcome for c in result.checks] == [Outcome.UP, Outcome.UP]
+    assert elapsed < 0.9
+    assert result.at == min(c.started_at for c in result.checks)
+
+
+_GZIP_BOMB = gzip.compress(b"\0" * (20 * MiB))
+
+HOSTILE = [
+    pytest.param(raw(b"\x00\x01\x02 not http\r\n\r\n"), {}, Reason.ERROR, id="garbage"),
+    pytest.param(raw(b"HTTP/1.1 abc Nope\r\n\r\n"), {}, Reason.ERROR, id="bad-status-line"),
+    pytest.param(
+        raw(b"HTTP/1.1 999 Odd\r\nContent-Length: 2\r\n\r\nok"), {}, Reason.STATUS, id="status-999"
+    ),
+    pytest.param(
+        raw(b"HTTP/1.1 200 OK\r\nNoColon\r\nContent-Length: 0\r\n\r\n"),
+        {},
+        Reason.ERROR,
+        id="header-without-colon",
+    ),
+    pytest.param(
+        raw(b"HTTP/1.1 200 OK\r\nContent-Length: -5\r\n\r\nok"),
+        {},
+        Reason.ERROR,
+        id="negative-length",
+    ),
+    pytest.param(
+        raw(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nContent-Length: 3\r\n\r\nok!"),
+        {},
+        Reason.ERROR,
+        id="conflicting-lengths",
+    ),
+    pytest.param(
+        raw(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * 200_000 + b"\r\n\r\n"),
+        {},
+        Reason.ERROR,
+        id="huge-header",
+    ),
+    pytest.param(raw(b"a body without a head"), {}, Reason.ERROR, id="no-head"),
+    pytest.param(raw(b"HTTP/1.1 200 OK\r\n"), {}, Reason.ERROR, id="head-cut-short"),
+    pytest.param(
+        raw(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nhello\r\n0\r\n\r\n"),
+        {},
+        Reason.ERROR,
+        id="bad-chunk-size",
+    ),
+    pytest.param(
+        raw(b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"),
+        {},
+        Reason.ERROR,
+        id="bad-gzip",
+    ),
+    pytest.param(
+        respond(200, _GZIP_BOMB, {"Content-Encoding": "gzip"}), {}, Reason.TOO_LARGE, id="gzip-bomb"
+    ),
+    pytest.param(
+        respond(200, b"[" * 100_000),
+        {"conditions": [CONDITION]},
+        Reason.INVALID_JSON,
+        id="deep-json",
+    ),
+    pytest.param(
+        respond(200, b'{"latency": 1e999}'),
+        {"conditions": ["ceil(latency) < `5`"]},
+        Reason.CONDITION,
+        id="infinite-number",
+    ),
+    pytest.param(
+        respond(200, b'{"latency": NaN}'),
+        {"conditions": ["floor(latency) < `5`"], "version": "floor(latency)"},
+        Reason.CONDITION,
+        id="nan",
+    ),
+    pytest.param(
+        json_body({"status": "healthy"}),
+        {"conditions": ["status\n  == 'sick'"]},
+        Reason.CONDITION,
+        id="multi-line-condition",
+    ),
+]
+
+
+@pytest.mark.parametrize(("handler", "check", "reason"), HOSTILE)
+async def test_probe_never_raises(
+    target_server: TargetServer, handler: Handler, check: dict[str, Any], reason: Reason
+) -> None:
+    """Whatever bytes come back, the probe returns a down result with a readable detail."""
+    target_server.route(PATH, handler)
+
+    result = await probe(target_server.url, **check)
+
+    assert (result.outcome, result.reason) == (Outcome.DOWN, reason)
+    assert_readable(result)
+    assert target_server.errors == []
