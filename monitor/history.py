@@ -278,9 +278,11 @@ class History:
         monitor = self.settings.monitor
         raw_before = now - timedelta(seconds=monitor.raw_retention)
         watermark = self.watermark()
-        # keep the samples whose holds reach into the next hour to be rolled up
-        keep_from = (watermark or raw_before) - timedelta(seconds=self.max_hold_s)
-        raw_before = min(raw_before, keep_from)
+        if watermark is None:
+            raw_before = dt(0)  # nothing rolled up yet: every raw row is still needed
+        else:
+            # keep the samples whose holds reach into the next hour to be rolled up
+            raw_before = min(raw_before, watermark - timedelta(seconds=self.max_hold_s))
         return self.store.purge(raw_before, now - timedelta(seconds=monitor.rollup_retention))
 
     # ---- per-check latency for charts ------------------------------------------------------
