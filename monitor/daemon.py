@@ -277,10 +277,19 @@ class Daemon:
         now: datetime,
         new_deployment: Deployment | None,
     ) -> str:
-        deployments = self.store.deployments(
-            incident.target,
-            since=incident.started_at - timedelta(seconds=self.settings.monitor.failure_window),
-        )
+        try:
+            deployments = self.store.deployments(
+                incident.target,
+                since=incident.started_at - timedelta(seconds=self.settings.monitor.failure_window),
+            )
+            rows = self.store.recent_check_results(
+                incident.target, since=incident.started_at, limit=TIMELINE_ROWS
+            )
+        except StoreError as exc:
+            # the issue still gets written, from what this probe alone knows
+            self.metrics.store_errors.labels("read").inc()
+            log.error("state database read failed; issue text without history", error=str(exc))
+            deployments, rows = [], []
         if new_deployment is not None:
             deployments.append(new_deployment)
         deployment = deployment_before(
@@ -289,7 +298,6 @@ class Daemon:
             self.settings.monitor.failure_window,
             target=incident.target,
         )
-        rows = self.store.check_results(incident.target, since=incident.started_at)
         timeline = [
             text.TimelineRow(
                 dt(r["started_at"]),
@@ -299,7 +307,7 @@ class Daemon:
                 r["duration_s"],
                 r["detail"],
             )
-            for r in rows[-TIMELINE_ROWS:]
+            for r in rows
         ]
         timeline += [
             text.TimelineRow(
@@ -508,14 +516,14 @@ class Daemon:
 
         self._reconciled = True  # at most one attempt in flight; a failure re-arms it
         future = loop.run_in_executor(None, work)
-        future.add_done_callback(
-            lambda f: (
-                None
-                if f.exception() is None
-                else log.error("reconcile crashed", error=str(f.exception()))
-            )
-        )
+        future.add_done_callback(self._reconcile_done)
         self._reconcile_future = future
+
+    def _reconcile_done(self, future: asyncio.Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            self._reconciled = False  # try again at the next housekeeping
+            log.error("reconcile crashed", error=str(error))
 
     async def _job(self, name: str) -> None:
         task = asyncio.current_task()

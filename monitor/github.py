@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TypeVar
 
 import requests
@@ -41,7 +42,10 @@ def translate(exc: BaseException) -> SinkError:
         message = _message(exc)
         if status == 401:
             return SinkError("auth", f"401 bad credentials: {message}", auth=True)
-        if status in (403, 429) and (retry_after is not None or "rate limit" in message.lower()):
+        # 429 is a rate limit whatever its body says; a 403 only with a hint or the message
+        if status == 429 or (
+            status == 403 and (retry_after is not None or "rate limit" in message.lower())
+        ):
             return SinkError(
                 "rate_limited",
                 f"{status} rate limited: {message}",
@@ -66,7 +70,26 @@ def translate(exc: BaseException) -> SinkError:
         return SinkError("network", f"connection to GitHub failed: {_first_line(exc)}")
     if isinstance(exc, ValueError):  # JSON that is not JSON
         return SinkError("malformed", f"unreadable reply from GitHub: {_first_line(exc)}")
+    if isinstance(exc, RuntimeError) and "redirected" in str(exc):
+        # PyGithub follows a 301 only to the same scheme and host, and never to itself
+        return SinkError("redirect", f"GitHub redirected the request: {_first_line(exc)}")
+    if isinstance(exc, TypeError | KeyError | AttributeError) and _raised_in_pygithub(exc):
+        # valid JSON of the wrong shape (an unfollowed 302/307 to a list request, say)
+        return SinkError(
+            "malformed", f"reply from GitHub not understood: {type(exc).__name__}: {exc}"
+        )
     return SinkError("error", f"{type(exc).__name__}: {_first_line(exc)}")
+
+
+def _raised_in_pygithub(exc: BaseException) -> bool:
+    """True when the innermost frame of ``exc`` is PyGithub's own code (parsing a reply)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return isinstance(module, str) and (module == "github" or module.startswith("github."))
 
 
 def _retry_after(headers: dict[str, str]) -> float | None:
@@ -85,6 +108,23 @@ def _message(exc: GithubException) -> str:
     if isinstance(data, dict) and isinstance(data.get("message"), str):
         return str(data["message"])[:200]
     return _first_line(exc)
+
+
+def _answered(created_at: datetime | None, what: str) -> None:
+    """Check that GitHub's reply was the issue or comment; anything else did not act.
+
+    PyGithub raises only for status >= 400: a 302 or 307 (a renamed or transferred
+    repository answers writes with 307) comes back as a "success" whose body is
+    ``{"message": "Moved Permanently", "url": ...}``. Taken at its word, the outbox
+    would mark a close done while the issue stays open. ``created_at`` is checked
+    because PyGithub fills ``number`` and ``id`` from the URL when the reply lacks them.
+    """
+    if created_at is None:
+        raise SinkError(
+            "redirect",
+            f"GitHub's reply to the {what} carried no issue or comment (an unfollowed"
+            " redirect: was the repository renamed or transferred?)",
+        )
 
 
 def _first_line(exc: BaseException) -> str:
@@ -124,7 +164,9 @@ class GithubSink:
             if name in self._labels_ready:
                 continue
             try:
-                self._repo.get_label(name).name  # noqa: B018 - attribute access performs the GET
+                # With ``lazy=True`` the name is known without a request; the colour is not,
+                # so reading it performs the GET that tells whether the label exists.
+                self._repo.get_label(name).color  # noqa: B018
             except GithubException as exc:
                 if exc.status != 404:
                     raise translate(exc) from exc
@@ -160,8 +202,10 @@ class GithubSink:
         issue = self._call(
             lambda: self._repo.create_issue(title=title, body=body, labels=list(labels), **extra)
         )
-        log.info("github issue opened", number=issue.number, url=issue.html_url)
-        return IssueRef(issue.number, issue.html_url)
+        _answered(issue.created_at, "create issue")
+        number = issue.number
+        log.info("github issue opened", number=number, url=issue.html_url)
+        return IssueRef(number, issue.html_url)
 
     def comment(self, issue: IssueRef, body: str, key: str, *, maybe_posted: bool = False) -> None:
         """Post a comment; on a retry, first check whether the last attempt got through."""
@@ -178,7 +222,7 @@ class GithubSink:
                 if any(action_marker(key) in (c.body or "") for c in recent):
                     log.info("github comment already posted", number=number, key=key)
                     return
-            handle.create_comment(body)
+            _answered(handle.create_comment(body).created_at, "comment")
 
         self._call(post)
 
@@ -186,19 +230,23 @@ class GithubSink:
         """Replace the body (and title)."""
         number = self._number(issue)
         extra: dict[str, Any] = {"title": title} if title else {}
-        self._call(lambda: self._repo.get_issue(number).edit(body=body, **extra))
+        self._patch(number, "edit", body=body, **extra)
 
     def close(self, issue: IssueRef) -> None:
         """Close as completed."""
-        number = self._number(issue)
-        self._call(
-            lambda: self._repo.get_issue(number).edit(state="closed", state_reason="completed")
-        )
+        self._patch(self._number(issue), "close", state="closed", state_reason="completed")
 
     def reopen(self, issue: IssueRef) -> None:
         """Reopen."""
-        number = self._number(issue)
-        self._call(lambda: self._repo.get_issue(number).edit(state="open", state_reason="reopened"))
+        self._patch(self._number(issue), "reopen", state="open", state_reason="reopened")
+
+    def _patch(self, number: int, what: str, **fields: Any) -> None:
+        def patch() -> None:
+            handle = self._repo.get_issue(number)
+            handle.edit(**fields)
+            _answered(handle.created_at, what)  # the edit filled the handle from the reply
+
+        self._call(patch)
 
     def open_marked_issues(self) -> list[MarkedIssue]:
         """Open issues with our marker, across targets (labels filter on the common labels)."""

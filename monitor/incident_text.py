@@ -23,6 +23,7 @@ MARKER_RE = re.compile(
     r"<!-- monitor:incident target=(?P<target>[A-Za-z0-9_.-]+) id=(?P<id>[A-Za-z0-9_.:-]+) -->"
 )
 EXCERPT_LIMIT = 600
+BODY_LIMIT = 60_000  # GitHub refuses bodies over 65,536 characters (422): keep clear of it
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u202a-\u202e\u2066-\u2069]")
 ZWSP = "\u200b"  # breaks @mentions and #123 references without changing how text reads
 
@@ -43,16 +44,40 @@ def parse_marker(body: str | None) -> tuple[str, str] | None:
     return (match["target"], match["id"]) if match else None
 
 
+_INLINE_ESCAPES = {
+    "&": "&amp;",
+    "<": "&lt;",
+    ">": "&gt;",
+    "@": "@" + ZWSP,
+    "#": "#" + ZWSP,
+    "|": "\\|",
+    "`": "'",
+}
+_GH_REF = re.compile(r"\b(GH-)(?=\d)")
+
+
 def defuse(text: str, limit: int = 300) -> str:
-    """Inline text from outside: one line, no mentions, refs, HTML or table breaks."""
-    text = _CONTROL.sub("", " ".join(str(text).split()))
-    if len(text) > limit:
-        text = text[: limit - 1] + "…"
-    text = text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
-    text = text.replace("@", "@" + ZWSP).replace("#", "#" + ZWSP)
-    text = text.replace("|", "\\|").replace("`", "'")
-    text = re.sub(r"\b(GH-\d)", lambda m: m.group(1)[:3] + ZWSP + m.group(1)[3:], text)
-    return text
+    """Inline text from outside: one line, no mentions, refs, HTML or table breaks.
+
+    The result is at most ``limit`` characters, escapes included: escaping can grow
+    text five-fold, and GitHub refuses a title over 256 characters outright.
+    """
+    # Bodies of probed responses can be megabytes: what lies beyond 16 x limit could
+    # only show after a run of that much whitespace, so it is not even looked at.
+    text = _CONTROL.sub("", " ".join(str(text)[: limit * 16 + 64].split()))
+    # every character yields at least one: what lies beyond ``limit`` cannot show
+    text = _GH_REF.sub("GH-" + ZWSP, text[: limit + 1])
+    pieces = [_INLINE_ESCAPES.get(char, char) for char in text]
+    if sum(map(len, pieces)) <= limit:
+        return "".join(pieces)
+    kept: list[str] = []
+    size = 0
+    for piece in pieces:  # whole escapes only: half of "&amp;" would be a new entity
+        if size + len(piece) > limit - 1:
+            break
+        kept.append(piece)
+        size += len(piece)
+    return "".join(kept) + "…"
 
 
 def fenced(text: str, limit: int = EXCERPT_LIMIT) -> str:
@@ -174,7 +199,10 @@ def body(
         "",
         f"<sub>Maintained by fly-monitor; last updated {utc(now)}. Incident `{incident.id}`.</sub>",
     ]
-    return "\n".join(lines) + "\n"
+    text = "\n".join(lines) + "\n"
+    if len(text) > BODY_LIMIT:  # many checks and fields: a refused body would block the queue
+        text = text[:BODY_LIMIT] + "\n\n… (truncated to fit GitHub's limit)\n"
+    return text
 
 
 def _status_section(incident: Incident, result: TargetResult, now: datetime) -> list[str]:

@@ -30,6 +30,10 @@ log = get_logger("monitor.outbox")
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 600.0
+# GitHub abandons a request after 10 s. After a client timeout on a create, the first
+# request may still be running there: a retry sooner could miss the marker it is
+# about to write, and file a second issue (or comment).
+CREATE_SETTLE_S = 15.0
 
 
 def backoff_s(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -73,6 +77,9 @@ class OutboxWorker:
         self.metrics = metrics
         self.health = SinkHealth()
         self._clock = clock
+        # Rate limits belong to the token, not to one action: while GitHub asks us to
+        # wait, no action is attempted (more requests would only extend the limit).
+        self._hold_until: datetime | None = None
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -82,18 +89,25 @@ class OutboxWorker:
     def run_once(self) -> int:
         """Perform every due action once; return how many succeeded."""
         done = 0
+        if self._held():
+            self.refresh_metrics()
+            return 0
         try:
             due = self.store.due_actions(self._clock())
         except StoreError as exc:
             log.error("outbox read failed", error=str(exc))
             return 0
         for action in due:
-            if self._stop.is_set():
+            if self._stop.is_set() or self._held():
                 break
             if self._perform(action):
                 done += 1
         self.refresh_metrics()
         return done
+
+    def _held(self) -> bool:
+        """True while GitHub's rate limit asks us to send nothing."""
+        return self._hold_until is not None and self._clock() < self._hold_until
 
     def _perform(self, action: OutboxAction) -> bool:
         operation = action.kind
@@ -156,11 +170,14 @@ class OutboxWorker:
             )
             return None
         if action.kind == "comment":
+            # Always look for the comment's marker first: ``attempts`` cannot say whether
+            # an earlier try got through (killed between the POST and ``complete``, or
+            # ``complete`` itself failed), and a reminder posted twice is noise on a phone.
             self.sink.comment(
                 issue,
                 payload_text(payload, "body"),
                 payload_text(payload, "key"),
-                maybe_posted=action.attempts > 0,
+                maybe_posted=True,
             )
         elif action.kind == "edit":
             self.sink.edit(
@@ -191,9 +208,13 @@ class OutboxWorker:
     def _failed(self, action: OutboxAction, exc: SinkError) -> None:
         self.metrics.github_errors.labels(action.kind, exc.reason).inc()
         delay = backoff_s(action.attempts)
+        if exc.reason == "timeout" and action.kind in ("open", "comment"):
+            delay = max(delay, CREATE_SETTLE_S)
         if exc.retry_after_s is not None:
             delay = max(delay, exc.retry_after_s)
         next_at = self._clock() + timedelta(seconds=delay)
+        if exc.retry_after_s is not None:
+            self._hold_until = max(next_at, self._hold_until or next_at)
         self.health.last_error = str(exc)
         self.health.last_error_reason = exc.reason
         self.health.auth_problem = self.health.auth_problem or exc.auth
@@ -230,6 +251,8 @@ class OutboxWorker:
         Called once the first probe of every target is in, so ``states`` says who is
         healthy now. Returns False when GitHub could not be read (try again later).
         """
+        if self._held():
+            return False
         self.metrics.github_requests.labels("reconcile").inc()
         try:
             marked = self.sink.open_marked_issues()
@@ -237,12 +260,24 @@ class OutboxWorker:
             self.metrics.github_errors.labels("reconcile", exc.reason).inc()
             self.health.last_error, self.health.last_error_reason = str(exc), exc.reason
             self.health.auth_problem = self.health.auth_problem or exc.auth
+            if exc.retry_after_s is not None:
+                hold = self._clock() + timedelta(seconds=exc.retry_after_s)
+                self._hold_until = max(hold, self._hold_until or hold)
             log.warning("reconcile failed; will retry", reason=exc.reason, error=str(exc))
             return False
         now = self._clock()
-        pending = {a.incident_id for a in self.store.pending_actions()}
-        for issue in marked:
-            self._reconcile_one(issue, states.get(issue.target), pending, now)
+        try:
+            queued = self.store.pending_actions()
+            pending = {a.incident_id for a in queued}
+            # issues a queued action already names (an earlier reconcile that stopped half-way)
+            named = {a.payload.get("number") for a in queued}
+            for issue in marked:
+                if issue.number not in named:
+                    self._reconcile_one(issue, states.get(issue.target), pending, now)
+        except StoreError as exc:
+            # what was enqueued stays enqueued; the rest is found again on the next try
+            log.error("reconcile could not use the state database", error=str(exc))
+            return False
         log.info("reconciled", open_issues=len(marked), sink=self.sink.name)
         return True
 
@@ -250,14 +285,16 @@ class OutboxWorker:
         self, issue: MarkedIssue, state: TrackerState | None, pending: set[str], now: datetime
     ) -> None:
         row = self.store.incident(issue.incident_id)
+        if row is not None and row.issue_number not in (None, issue.number):
+            # before the pending check: the queue only ever acts on the recorded issue,
+            # so a second one would stay open however the queue drains
+            self._close_issue(issue, f"Duplicate of #{row.issue_number}: closing.", now)
+            return
         if issue.incident_id in pending:
             return  # the queue already knows what to do with it
         if row is not None and row.issue_number is None:
             log.warning("adopting issue", incident=row.id, number=issue.number)
             self.store.set_issue(row.id, issue.number, issue.url)
-        elif row is not None and row.issue_number != issue.number:
-            self._close_issue(issue, f"Duplicate of #{row.issue_number}: closing.", now)
-            return
         current = state.incident if state is not None and state.in_incident else None
         if current is not None and current.id == issue.incident_id:
             return  # still open, rightly
@@ -318,9 +355,24 @@ class OutboxWorker:
 
     def _sleep_s(self) -> float:
         try:
-            due = self.store.next_due_at()
+            due = self._next_due_at()
         except StoreError:
             return 5.0
         if due is None:
             return 30.0
         return min(30.0, max(0.05, (due - self._clock()).total_seconds()))
+
+    def _next_due_at(self) -> datetime | None:
+        """When the next action can run: only queue heads count, and never inside a hold.
+
+        ``Store.next_due_at`` also counts actions queued behind a head that is backing
+        off; those were due long ago, and the loop would spin at its 50 ms floor for as
+        long as GitHub keeps failing.
+        """
+        heads: dict[str, datetime] = {}
+        for action in self.store.pending_actions():
+            heads.setdefault(action.incident_id, action.next_attempt_at)
+        due = min(heads.values(), default=None)
+        if due is not None and self._hold_until is not None:
+            due = max(due, self._hold_until)
+        return due

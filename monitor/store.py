@@ -314,20 +314,24 @@ class Store:
     def sessions(self, window: Span, now: datetime, live_grace_s: float = 180.0) -> list[Span]:
         """Spans the monitor was running that overlap ``window``.
 
-        A session that never stopped ends at its last heartbeat, unless that
-        heartbeat is within ``live_grace_s`` of ``now``: then it is running and
-        its span reaches ``now``.
+        A session that never stopped ends at its last heartbeat, unless it is the
+        newest session and that heartbeat is within ``live_grace_s`` of ``now``:
+        then it is running and its span reaches ``now``.
         """
         rows = self._query(
-            "SELECT started_at, last_seen_at, stopped_at FROM sessions"
+            "SELECT id, started_at, last_seen_at, stopped_at FROM sessions"
             " WHERE started_at < ? AND (stopped_at IS NULL OR stopped_at >= ?)",
             (ts(window.end), ts(window.start)),
         )
+        latest = self._query("SELECT MAX(id) AS id FROM sessions")[0]["id"]
         spans = []
         for row in rows:
             end = row["stopped_at"]
             if end is None:
-                live = ts(now) - row["last_seen_at"] <= live_grace_s
+                # only the newest session can still be running: an older one without a
+                # stop was killed, and ends at its last heartbeat
+                recent = ts(now) - row["last_seen_at"] <= live_grace_s
+                live = row["id"] == latest and recent
                 end = ts(now) if live else row["last_seen_at"]
             if end > row["started_at"]:
                 spans.append(Span(dt(row["started_at"]), dt(end)))
@@ -539,7 +543,13 @@ class Store:
 
     def next_due_at(self) -> datetime | None:
         """When the earliest pending action becomes due."""
-        rows = self._query("SELECT MIN(next_attempt_at) AS at FROM outbox WHERE done_at IS NULL")
+        # only the head of each incident's queue can run: later actions wait behind it
+        rows = self._query(
+            "SELECT MIN(o.next_attempt_at) AS at FROM outbox o JOIN ("
+            "  SELECT incident_id, MIN(id) AS first_id FROM outbox WHERE done_at IS NULL"
+            "  GROUP BY incident_id"
+            ") heads ON o.id = heads.first_id"
+        )
         return _opt_dt(rows[0]["at"]) if rows else None
 
     def complete(
@@ -607,6 +617,16 @@ class Store:
             " AND (? IS NULL OR check_name = ?) ORDER BY started_at LIMIT ?",
             (target, ts(since), check, check, limit),
         )
+
+    def recent_check_results(self, target: str, since: datetime, limit: int) -> list[sqlite3.Row]:
+        """The newest ``limit`` raw results since a time, oldest first (for issue timelines)."""
+        rows = self._query(
+            "SELECT target, check_name, started_at, duration_s, outcome, reason, status, detail"
+            " FROM check_results WHERE target = ? AND started_at >= ?"
+            " ORDER BY started_at DESC LIMIT ?",
+            (target, ts(since), limit),
+        )
+        return rows[::-1]
 
     def deployments(self, target: str | None, since: datetime | None = None) -> list[Deployment]:
         """Version changes seen, oldest first."""

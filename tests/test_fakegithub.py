@@ -24,7 +24,6 @@ from github.GithubException import RateLimitExceededExceedsMaxWait
 from github.GithubRetry import GithubRetry
 from github.Repository import Repository
 
-from tests import fakegithub
 from tests.fakegithub import (
     DEFAULT_REPO,
     DEFAULT_TOKEN,

@@ -1,0 +1,671 @@
+"""The outbox worker against a local GitHub double: one issue per incident, whatever fails."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import replace
+from datetime import datetime, timedelta
+from typing import Any
+
+import pytest
+import structlog
+from github import Auth, Github
+
+from monitor import incident_text as text
+from monitor.config import GithubSection
+from monitor.github import GithubSink
+from monitor.incidents import Incident, Phase, TrackerState, incident_id
+from monitor.metrics import Metrics
+from monitor.outbox import OutboxWorker
+from monitor.results import TargetResult
+from monitor.store import NewAction, Store
+from tests import fakegithub as fg
+from tests.builders import T0, down, up
+from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
+
+LABELS = ["incident", "monitor"]
+TARGET = "production"
+ISSUES = r"/repos/acme/web/issues"
+ONE_ISSUE = r"/repos/acme/web/issues/\d+"
+COMMENTS = r"/repos/acme/web/issues/\d+/comments"
+BAD_TOKEN = "ghp_revokedRevokedRevokedRevoked0123"
+
+
+class Clock:
+    """A clock the test moves by hand, so backoff never needs sleeping."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += timedelta(seconds=seconds)
+
+
+@pytest.fixture
+def clock() -> Clock:
+    """Frozen at T0 until a test moves it."""
+    return Clock()
+
+
+@pytest.fixture
+def store(tmp_path: Any) -> Iterator[Store]:
+    """A real SQLite file."""
+    db = Store(tmp_path / "s.db")
+    yield db
+    db.close()
+
+
+@pytest.fixture
+def metrics() -> Metrics:
+    """A fresh registry per test."""
+    return Metrics()
+
+
+SinkFactory = Callable[..., GithubSink]
+
+
+@pytest.fixture
+def make_sink(fake_github: FakeGitHub) -> Iterator[SinkFactory]:
+    """GithubSinks on the fake, built like the real one but without PyGithub's throttling."""
+    clients: list[Github] = []
+
+    def build(
+        token: str = DEFAULT_TOKEN,
+        labels: Sequence[str] = LABELS,
+        assignees: Sequence[str] = (),
+    ) -> GithubSink:
+        settings = GithubSection(
+            repository=DEFAULT_REPO,
+            api_url=fake_github.url,
+            token=token,
+            labels=list(labels),
+            assignees=list(assignees),
+            timeout=1,
+        )
+        client = Github(
+            auth=Auth.Token(token),
+            base_url=fake_github.url,
+            timeout=1,
+            retry=None,
+            user_agent="fly-monitor",
+            lazy=True,
+            per_page=100,
+            seconds_between_requests=0,
+            seconds_between_writes=0,
+        )
+        clients.append(client)
+        return GithubSink(settings, client=client)
+
+    yield build
+    for client in clients:
+        client.close()
+
+
+@pytest.fixture
+def worker(store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock) -> OutboxWorker:
+    """The worker under test, on the fake GitHub and the frozen clock."""
+    return OutboxWorker(store, make_sink(), metrics, clock=clock)
+
+
+# ---- helpers ------------------------------------------------------------------------
+
+
+def open_incident(
+    store: Store,
+    clock: Clock,
+    target: str = TARGET,
+    assignees: Sequence[str] = (),
+) -> tuple[Incident, TargetResult]:
+    """Commit a confirmed incident and its ``open`` action, as the daemon does."""
+    result = down(clock(), target=target)
+    incident = Incident(
+        id=incident_id(target, clock()),
+        target=target,
+        started_at=clock(),
+        probes_total=3,
+        probes_failed=3,
+        last_notice_at=clock(),
+    )
+    state = TrackerState(
+        target, Phase.OPEN, fail_streak=3, streak_started_at=clock(), incident=incident
+    )
+    action = NewAction(
+        incident.id,
+        target,
+        "open",
+        {
+            "title": text.title(result),
+            "body": text.body(incident, result, clock()),
+            "labels": text.labels_for(target, LABELS),
+            "assignees": list(assignees),
+        },
+    )
+    store.commit_cycle(result, 60.0, state, incident, [action])
+    return incident, result
+
+
+def comment_action(incident: Incident, result: TargetResult, clock: Clock) -> NewAction:
+    """A reminder comment, keyed and marked as the daemon renders it."""
+    key = f"{incident.id}:reminder:{clock():%Y%m%dT%H%M%S}"
+    body = text.reminder_comment(incident, result, clock(), key)
+    return NewAction(incident.id, incident.target, "comment", {"body": body, "key": key})
+
+
+def action(incident: Incident, kind: str, **payload: Any) -> NewAction:
+    """Any other action of an incident."""
+    return NewAction(incident.id, incident.target, kind, payload)
+
+
+def drain(worker: OutboxWorker, clock: Clock, rounds: int = 20) -> None:
+    """Run the worker until the outbox is empty, jumping the clock past every backoff."""
+    for _ in range(rounds):
+        pending = worker.store.pending_actions()
+        if not pending:
+            return
+        latest = max(a.next_attempt_at for a in pending)
+        if latest >= clock():
+            clock.now = latest + timedelta(seconds=1)
+        worker.run_once()
+    raise AssertionError(f"outbox not drained: {worker.store.pending_actions()}")
+
+
+def errors(metrics: Metrics, operation: str, reason: str) -> float:
+    """``monitor_github_errors_total{operation, reason}``."""
+    value = metrics.registry.get_sample_value(
+        "monitor_github_errors_total", {"operation": operation, "reason": reason}
+    )
+    return value or 0.0
+
+
+def wait_for(condition: Callable[[], bool], timeout_s: float = 3.0) -> None:
+    """Poll (wall clock) until the fake has caught up, e.g. with a delayed request."""
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError("condition not met in time")
+        time.sleep(0.02)
+
+
+def marked(server: FakeGitHub, number: int, key: str) -> list[dict[str, Any]]:
+    """Comments on an issue carrying an action's marker."""
+    return [
+        c for c in server.comments(DEFAULT_REPO, number) if text.action_marker(key) in c["body"]
+    ]
+
+
+def marked_body(target: str, ident: str, note: str = "") -> str:
+    """An issue body carrying our marker (as a previous run would have written it)."""
+    return f"{text.marker(target, ident)}\n{note}"
+
+
+# ---- opening ------------------------------------------------------------------------
+
+
+def test_open_files_one_issue_with_labels_assignees_title_and_marker(
+    fake_github: FakeGitHub, store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock
+) -> None:
+    """An ``open`` files exactly one issue, labelled, assigned, marked, and records its number."""
+    fake_github.add_label(DEFAULT_REPO, "incident", "ffffff", "ours, already there")
+    worker = OutboxWorker(store, make_sink(assignees=["oncall-alice"]), metrics, clock=clock)
+    incident, result = open_incident(store, clock, assignees=["oncall-alice"])
+
+    assert worker.run_once() == 1
+
+    [issue] = fake_github.issues()
+    assert issue["title"] == text.title(result) == "production is down: /health returned 503"
+    assert [label["name"] for label in issue["labels"]] == [*LABELS, "target:production"]
+    assert [user["login"] for user in issue["assignees"]] == ["oncall-alice"]
+    assert issue["body"].startswith(
+        f"<!-- monitor:incident target=production id={incident.id} -->\n"
+    )
+    labels = {label["name"]: label for label in fake_github.labels()}
+    assert labels["incident"]["color"] == "ffffff"  # an existing label is left as it is
+    for name, colour in (("monitor", "0e8a16"), ("target:production", "fbca04")):
+        assert labels[name]["color"] == colour
+        assert labels[name]["description"] == "Opened and closed by fly-monitor"
+    row = store.incident(incident.id)
+    assert row is not None
+    assert (row.issue_number, row.issue_url) == (issue["number"], issue["html_url"])
+    assert store.pending_actions() == []
+    assert worker.health.last_success_at == clock()
+
+
+def test_lifecycle_open_remind_resolve_close_reopen(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """open -> reminder + edit -> resolve comment + edit + close -> reopen: always the same issue."""
+    incident, result = open_incident(store, clock)
+    drain(worker, clock)
+    [issue] = fake_github.issues()
+    number = issue["number"]
+
+    clock.advance(3600)
+    reminder = comment_action(incident, result, clock)
+    edited = text.body(incident, result, clock())
+    store.enqueue([reminder, action(incident, "edit", body=edited)], clock())
+    drain(worker, clock)
+    [comment] = fake_github.comments(DEFAULT_REPO, number)
+    assert "**Still open** after 1h" in comment["body"]
+    assert fake_github.issues()[0]["body"] == edited
+
+    clock.advance(600)
+    resolved = replace(incident, resolved_at=T0 + timedelta(minutes=62, seconds=5))
+    key = f"{incident.id}:resolved:{clock():%Y%m%dT%H%M%S}"
+    healthy = TrackerState(TARGET, Phase.HEALTHY, good_streak=2, incident=resolved)
+    store.commit_cycle(
+        up(clock()),
+        60.0,
+        healthy,
+        resolved,
+        [
+            action(incident, "comment", body=text.resolved_comment(resolved, key), key=key),
+            action(incident, "edit", body=text.body(resolved, up(clock()), clock())),
+            action(incident, "close"),
+        ],
+    )
+    drain(worker, clock)
+    [closed] = fake_github.issues()
+    assert (closed["number"], closed["state"], closed["state_reason"]) == (
+        number,
+        "closed",
+        "completed",
+    )
+    assert (
+        "was down for **1h2m5s** (3725 s)" in fake_github.comments(DEFAULT_REPO, number)[-1]["body"]
+    )
+    assert "RESOLVED" in closed["body"]
+
+    clock.advance(300)
+    reopened = replace(resolved, resolved_at=None, reopened=1)
+    key = f"{incident.id}:reopened:{clock():%Y%m%dT%H%M%S}"
+    again = down(clock())
+    store.enqueue(
+        [
+            action(incident, "reopen"),
+            action(incident, "comment", body=text.reopened_comment(reopened, again, key), key=key),
+            action(incident, "edit", body=text.body(reopened, again, clock())),
+        ],
+        clock(),
+    )
+    drain(worker, clock)
+    [issue] = fake_github.issues()
+    assert (issue["number"], issue["state"], issue["state_reason"]) == (number, "open", "reopened")
+    assert "**Failing again**" in fake_github.comments(DEFAULT_REPO, number)[-1]["body"]
+    assert len(fake_github.comments(DEFAULT_REPO, number)) == 3
+    row = store.incident(incident.id)
+    assert row is not None
+    assert row.issue_number == number
+
+
+# ---- faults -------------------------------------------------------------------------
+
+FAULTS = [
+    pytest.param(fg.status(500), "server_error", 0, id="500"),
+    pytest.param(fg.status(502, commit=True), "server_error", 0, id="502-after-commit"),
+    pytest.param(fg.cut_after_commit(), "network", 0, id="cut-after-commit"),
+    pytest.param(fg.cut_before_commit(), "network", 0, id="cut-before-commit"),
+    pytest.param(fg.secondary_rate_limit(120), "rate_limited", 120, id="secondary-rate-limit"),
+    pytest.param(fg.too_many_requests(90), "rate_limited", 90, id="429"),
+    pytest.param(fg.primary_rate_limit(300), "rate_limited", 295, id="primary-rate-limit"),
+    pytest.param(fg.delay(1.5), "timeout", 0, id="timeout"),
+    pytest.param(fg.malformed_json(), "malformed", 0, id="malformed-json"),
+    pytest.param(fg.redirect("/repositories/1001/issues", 307), "redirect", 0, id="307"),
+]
+
+
+def _setup_open(
+    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> tuple[Incident, Callable[[], None]]:
+    incident, _ = open_incident(store, clock)
+
+    def check() -> None:
+        [issue] = server.issues()
+        row = store.incident(incident.id)
+        assert row is not None
+        assert row.issue_number == issue["number"]
+
+    return incident, check
+
+
+def _setup_close(
+    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> tuple[Incident, Callable[[], None]]:
+    incident, _ = open_incident(store, clock)
+    drain(worker, clock)
+    store.enqueue([action(incident, "close")], clock())
+
+    def check() -> None:
+        [issue] = server.issues()
+        assert (issue["state"], issue["state_reason"]) == ("closed", "completed")
+
+    return incident, check
+
+
+def _setup_comment(
+    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> tuple[Incident, Callable[[], None]]:
+    incident, result = open_incident(store, clock)
+    drain(worker, clock)
+    comment = comment_action(incident, result, clock)
+    store.enqueue([comment], clock())
+
+    def check() -> None:
+        [issue] = server.issues()
+        assert len(server.comments(DEFAULT_REPO, issue["number"])) == 1
+        assert len(marked(server, issue["number"], comment.payload["key"])) == 1
+
+    return incident, check
+
+
+OPERATIONS = {
+    "open": ("POST", ISSUES, _setup_open),
+    "close": ("PATCH", ONE_ISSUE, _setup_close),
+    "comment": ("POST", COMMENTS, _setup_comment),
+}
+
+
+@pytest.mark.parametrize("operation", list(OPERATIONS))
+@pytest.mark.parametrize(("fault", "reason", "wait_s"), FAULTS)
+def test_fault_is_retried_to_exactly_one_effect(
+    fake_github: FakeGitHub,
+    store: Store,
+    worker: OutboxWorker,
+    metrics: Metrics,
+    clock: Clock,
+    operation: str,
+    fault: fg.Fault,
+    reason: str,
+    wait_s: float,
+) -> None:
+    """A fault on open/close/comment: counted, backed off (Retry-After kept), then done once."""
+    method, path, setup = OPERATIONS[operation]
+    _, check = setup(fake_github, store, worker, clock)
+    writes_before = fake_github.request_count(method)
+    fake_github.inject(method, path, fault)
+
+    assert worker.run_once() == 0
+
+    [failed] = store.pending_actions()
+    assert failed.kind == operation
+    assert failed.attempts == 1
+    assert (failed.last_error or "").startswith(f"{reason}:")
+    assert failed.next_attempt_at >= clock() + timedelta(seconds=wait_s)
+    assert errors(metrics, operation, reason) == 1
+    assert worker.health.last_error_reason == reason
+    assert not worker.health.auth_problem
+    if fault.kind is fg.FaultKind.DELAY:  # the slow request is still running at the fake
+        wait_for(lambda: fake_github.request_count(method) > writes_before)
+        wait_for(lambda: all(r.status != 0 for r in fake_github.requests))
+        if operation != "close":  # a create waits until GitHub has surely finished the first
+            assert failed.next_attempt_at >= clock() + timedelta(seconds=15)
+
+    drain(worker, clock)
+
+    check()
+    assert store.pending_actions() == []
+    assert fake_github.pending_faults == 0
+
+
+def test_comment_posted_before_a_crash_is_not_posted_again(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """Killed between GitHub's reply and ``complete`` (attempts still 0): no second comment."""
+    incident, result = open_incident(store, clock)
+    drain(worker, clock)
+    comment = comment_action(incident, result, clock)
+    store.enqueue([comment], clock())
+    [issue] = fake_github.issues()
+    fake_github.add_comment(DEFAULT_REPO, issue["number"], comment.payload["body"])
+
+    assert worker.run_once() == 1
+
+    assert len(fake_github.comments(DEFAULT_REPO, issue["number"])) == 1
+    assert store.pending_actions() == []
+
+
+def test_bad_token_keeps_the_action_and_flags_auth(
+    fake_github: FakeGitHub, store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock
+) -> None:
+    """401: nothing dropped, auth_problem raised, counted; a good token then files once."""
+    bad = OutboxWorker(store, make_sink(token=BAD_TOKEN), metrics, clock=clock)
+    open_incident(store, clock)
+
+    assert bad.run_once() == 0
+    clock.advance(3600)
+    assert bad.run_once() == 0
+
+    [queued] = store.pending_actions()
+    assert (queued.kind, queued.attempts) == ("open", 2)
+    assert bad.health.auth_problem
+    assert "401" in (bad.health.last_error or "")
+    assert errors(metrics, "open", "auth") == 2
+    assert fake_github.issues() == []
+
+    good = OutboxWorker(store, make_sink(), metrics, clock=clock)
+    drain(good, clock)
+
+    assert len(fake_github.issues()) == 1
+    assert store.pending_actions() == []
+    assert not good.health.auth_problem
+    assert set(fake_github.tokens_seen) == {BAD_TOKEN, DEFAULT_TOKEN}
+
+
+def test_actions_of_one_incident_wait_for_its_open(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """A comment behind a failing open waits; another incident's actions go ahead."""
+    first, first_result = open_incident(store, clock, target="production")
+    second, second_result = open_incident(store, clock, target="staging")
+    first_comment = comment_action(first, first_result, clock)
+    second_comment = comment_action(second, second_result, clock)
+    store.enqueue([first_comment, second_comment], clock())
+    fake_github.inject("POST", ISSUES, fg.status(500))  # the first create only
+
+    worker.run_once()  # production's open fails; staging's open succeeds
+    worker.run_once()  # staging's comment; production's comment must not be tried
+
+    [staging_issue] = fake_github.issues()
+    assert "staging is down" in staging_issue["title"]
+    assert len(marked(fake_github, staging_issue["number"], second_comment.payload["key"])) == 1
+    assert [a.kind for a in store.pending_actions()] == ["open", "comment"]
+    assert fake_github.request_count("POST", "/repos/acme/web/issues/") == 1  # one comment
+
+    drain(worker, clock)
+
+    production_issue = next(i for i in fake_github.issues() if "production" in i["title"])
+    assert len(marked(fake_github, production_issue["number"], first_comment.payload["key"])) == 1
+    assert len(fake_github.issues()) == 2
+
+
+def test_rate_limit_pauses_every_incident_until_retry_after(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, metrics: Metrics, clock: Clock
+) -> None:
+    """Rate limits are per token: after a 403 + Retry-After no action is tried until it passes."""
+    open_incident(store, clock, target="production")
+    open_incident(store, clock, target="staging")
+    fake_github.inject("POST", ISSUES, fg.secondary_rate_limit(120))
+
+    assert worker.run_once() == 0
+    requests_after_limit = len(fake_github.requests)
+    clock.advance(60)
+    assert worker.run_once() == 0
+
+    assert len(fake_github.requests) == requests_after_limit  # not one request while held
+    assert [a.attempts for a in store.pending_actions()] == [1, 0]
+    clock.advance(61)
+    assert worker.run_once() == 2
+    assert len(fake_github.issues()) == 2
+    assert errors(metrics, "open", "rate_limited") == 1
+
+
+def test_idle_worker_sleeps_until_the_head_of_a_queue_is_due(
+    store: Store, worker: OutboxWorker, fake_github: FakeGitHub, clock: Clock
+) -> None:
+    """Actions queued behind a backing-off open do not make the loop spin at its 50 ms floor."""
+    incident, result = open_incident(store, clock)
+    store.enqueue([comment_action(incident, result, clock)], clock())
+    fake_github.inject("POST", ISSUES, fg.status(503))
+
+    worker.run_once()
+
+    [head, _] = store.pending_actions()
+    wanted = (head.next_attempt_at - clock()).total_seconds()
+    assert worker._sleep_s() == pytest.approx(min(30.0, wanted))
+    assert worker._sleep_s() > 1.0
+
+
+# ---- reconcile ---------------------------------------------------------------------
+
+
+def _state(incident: Incident | None, phase: Phase) -> TrackerState:
+    return TrackerState(TARGET, phase, incident=incident)
+
+
+def _seed_issue(server: FakeGitHub, ident: str, note: str = "") -> int:
+    issue = server.add_issue(
+        title=f"{TARGET} is down",
+        body=marked_body(TARGET, ident, note),
+        labels=[*LABELS, f"target:{TARGET}"],
+    )
+    return int(issue["number"])
+
+
+def _commit(store: Store, clock: Clock, incident: Incident, state: TrackerState) -> None:
+    result = up(clock()) if incident.resolved_at else down(clock())
+    store.commit_cycle(result, 60.0, state, incident, [])
+
+
+def _incident(resolved_after_s: float | None = None) -> Incident:
+    resolved = None if resolved_after_s is None else T0 + timedelta(seconds=resolved_after_s)
+    return Incident(incident_id(TARGET, T0), TARGET, T0, resolved_at=resolved)
+
+
+def test_reconcile_adopts_an_issue_the_store_lost(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """An open marked issue for an incident without issue number is adopted, left open."""
+    incident = _incident()
+    _commit(store, clock, incident, _state(incident, Phase.OPEN))
+    number = _seed_issue(fake_github, incident.id)
+
+    assert worker.reconcile({TARGET: _state(incident, Phase.OPEN)})
+
+    row = store.incident(incident.id)
+    assert row is not None
+    assert row.issue_number == number
+    assert store.pending_actions() == []
+    assert fake_github.issues()[0]["state"] == "open"
+
+
+def test_reconcile_closes_the_issue_of_a_resolved_incident(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """An incident resolved in the store but open on GitHub is closed with its true duration."""
+    incident = _incident(resolved_after_s=754)
+    healthy = _state(incident, Phase.HEALTHY)
+    _commit(store, clock, incident, healthy)
+    number = _seed_issue(fake_github, incident.id)
+    store.set_issue(incident.id, number, None)
+
+    assert worker.reconcile({TARGET: healthy})
+    drain(worker, clock)
+
+    [issue] = fake_github.issues()
+    assert (issue["state"], issue["state_reason"]) == ("closed", "completed")
+    [comment] = fake_github.comments(DEFAULT_REPO, number)
+    assert "was down for **12m34s** (754 s)" in comment["body"]
+
+
+def test_reconcile_closes_a_duplicate_issue(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """A second open issue for an incident that has one recorded is closed as a duplicate."""
+    incident = _incident()
+    state = _state(incident, Phase.OPEN)
+    _commit(store, clock, incident, state)
+    first = _seed_issue(fake_github, incident.id)
+    second = _seed_issue(fake_github, incident.id)
+    store.set_issue(incident.id, first, None)
+    store.enqueue([action(incident, "edit", body=marked_body(TARGET, incident.id))], clock())
+
+    assert worker.reconcile({TARGET: state})
+    drain(worker, clock)
+
+    states = {i["number"]: i["state"] for i in fake_github.issues()}
+    assert states == {first: "open", second: "closed"}
+    [comment] = fake_github.comments(DEFAULT_REPO, second)
+    assert f"Duplicate of #{first}" in comment["body"]
+
+
+def test_reconcile_closes_an_issue_of_an_unknown_incident_on_a_healthy_target(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """A marked issue for an incident the store never heard of is closed when the target is up."""
+    number = _seed_issue(fake_github, "production-20260101T000000Z")
+
+    assert worker.reconcile({TARGET: TrackerState(TARGET)})
+    drain(worker, clock)
+
+    assert fake_github.issues()[0]["state"] == "closed"
+    [comment] = fake_github.comments(DEFAULT_REPO, number)
+    assert "production is healthy" in comment["body"]
+
+
+def test_reconcile_leaves_the_current_incident_open(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """The issue of the incident that is open right now is left alone."""
+    incident = _incident()
+    state = _state(incident, Phase.OPEN)
+    _commit(store, clock, incident, state)
+    number = _seed_issue(fake_github, incident.id)
+    store.set_issue(incident.id, number, None)
+    requests_before = len(fake_github.requests)
+
+    assert worker.reconcile({TARGET: state})
+
+    assert store.pending_actions() == []
+    assert fake_github.issues()[0]["state"] == "open"
+    assert len(fake_github.requests) == requests_before + 1  # the listing, nothing else
+
+
+# ---- secrets ------------------------------------------------------------------------
+
+
+def test_token_only_ever_travels_in_the_authorization_header(
+    fake_github: FakeGitHub,
+    store: Store,
+    make_sink: SinkFactory,
+    metrics: Metrics,
+    clock: Clock,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Through failures and successes, the token is in no request part, log line, metric or row."""
+    caplog.set_level(logging.DEBUG)
+    with structlog.testing.capture_logs() as events:
+        bad = OutboxWorker(store, make_sink(token=BAD_TOKEN), metrics, clock=clock)
+        incident, result = open_incident(store, clock)
+        bad.run_once()
+        worker = OutboxWorker(store, make_sink(), metrics, clock=clock)
+        for fault in (fg.cut_after_commit(), fg.malformed_json(), fg.status(502, commit=True)):
+            fake_github.inject("*", r"/repos/.*", fault)
+            worker.run_once()
+            clock.advance(3600)
+        store.enqueue([comment_action(incident, result, clock), action(incident, "close")], clock())
+        drain(worker, clock)
+        worker.reconcile({TARGET: TrackerState(TARGET)})
+
+    assert fake_github.issues()[0]["state"] == "closed"
+    assert fake_github.tokens_seen  # it was used...
+    for token in (DEFAULT_TOKEN, BAD_TOKEN):  # ...and shown nowhere else
+        assert fake_github.leaks(token) == []
+        assert token not in repr(events)
+        assert token not in caplog.text
+        assert token not in metrics.exposition()[0].decode()
+        assert token not in repr(bad.health.as_dict()) + repr(worker.health.as_dict())
+    assert any(e["event"] == "outbox action failed; will retry" for e in events)
