@@ -19,6 +19,7 @@ from monitor import __version__
 from monitor.config import (
     ConfigError,
     Settings,
+    daemon_problems,
     load_settings,
     parse_duration,
     redacted,
@@ -159,6 +160,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except ConfigError as exc:
         return _config_failure(exc, sys.stderr)
     if args.command == "run":
+        problems = daemon_problems(settings)
+        if problems:
+            return _config_failure(ConfigError(problems), sys.stderr)
         return _run(settings)
     if args.command == "check":
         narrowed = select_targets(settings, args.target)

@@ -518,9 +518,23 @@ def _semantic_problems(settings: Settings) -> list[str]:
     for index, name in enumerate(settings.status_page.targets or []):
         if name not in target_names:
             problems.append(f"status_page.targets[{index}]: no target named {name!r}")
-    if settings.github.enabled and settings.github.token and not settings.github.repository:
-        problems.append("github.repository: required when a GitHub token is set")
     return problems
+
+
+def daemon_problems(settings: Settings) -> list[str]:
+    """Problems that only matter to ``monitor run``.
+
+    A token without a repository cannot file issues. One-shot commands (check,
+    verify, report) do not file issues and must work in CI, where GITHUB_TOKEN
+    is often set for other reasons, so only the daemon refuses it.
+    """
+    github = settings.github
+    if github.enabled and github.token and not github.repository:
+        return [
+            "github.repository: required when a GitHub token is set"
+            " (or set github.enabled = false to keep incidents in the journal)"
+        ]
+    return []
 
 
 def redacted(settings: Settings) -> dict[str, Any]:

@@ -199,9 +199,21 @@ class GithubSink:
         """Create the issue with labels (made if missing) and assignees."""
         self._ensure_labels(labels)
         extra: dict[str, Any] = {"assignees": list(assignees)} if assignees else {}
-        issue = self._call(
-            lambda: self._repo.create_issue(title=title, body=body, labels=list(labels), **extra)
-        )
+        try:
+            issue = self._call(
+                lambda: self._repo.create_issue(
+                    title=title, body=body, labels=list(labels), **extra
+                )
+            )
+        except SinkError as exc:
+            if exc.reason != "invalid" or not assignees:
+                raise
+            # 422 with assignees: usually someone who cannot be assigned (left the org).
+            # GitHub created nothing, so filing without them is safe and beats never filing.
+            log.warning("assignees rejected; filing the issue without them", error=str(exc))
+            issue = self._call(
+                lambda: self._repo.create_issue(title=title, body=body, labels=list(labels))
+            )
         _answered(issue.created_at, "create issue")
         number = issue.number
         log.info("github issue opened", number=number, url=issue.html_url)

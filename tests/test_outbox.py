@@ -235,6 +235,21 @@ def test_open_files_one_issue_with_labels_assignees_title_and_marker(
     assert worker.health.last_success_at == clock()
 
 
+def test_unassignable_assignee_still_files_the_issue(
+    fake_github: FakeGitHub, store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock
+) -> None:
+    """A 422 for the assignees (someone left the org) files the issue without them, once."""
+    fake_github.inject("POST", ISSUES, fg.status(422, {"message": "Validation Failed"}))
+    worker = OutboxWorker(store, make_sink(assignees=["former-employee"]), metrics, clock=clock)
+    open_incident(store, clock, assignees=["former-employee"])
+
+    assert worker.run_once() == 1
+
+    [issue] = fake_github.issues()
+    assert issue["assignees"] == []
+    assert store.pending_actions() == []
+
+
 def test_lifecycle_open_remind_resolve_close_reopen(
     fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
 ) -> None:
