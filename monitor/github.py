@@ -181,13 +181,29 @@ class GithubSink:
                 raise translate(exc) from exc
             self._labels_ready.add(name)
 
-    def find_issue(self, target: str, incident_id: str) -> IssueRef | None:
-        """Open issues labelled for the target, searched for our marker (list, not search)."""
+    def find_issue(
+        self,
+        target: str,
+        incident_id: str,
+        adoptable: Callable[[str], bool] | None = None,
+    ) -> IssueRef | None:
+        """Our open issue for this incident (list filtered by label, never search).
+
+        Failing an exact match, an open issue of the same target whose incident id
+        ``adoptable`` accepts (one filed by ``monitor verify --file-incident``, or
+        by a store that was lost) is the same outage: one open incident per target.
+        """
 
         def lookup() -> IssueRef | None:
+            candidates = []
             for issue in self._repo.get_issues(state="open", labels=[target_label(target)]):
                 found = parse_marker(issue.body)
                 if found == (target, incident_id):
+                    return IssueRef(issue.number, issue.html_url)
+                if found is not None and found[0] == target:
+                    candidates.append((issue, found[1]))
+            for issue, other_id in candidates:
+                if adoptable is not None and adoptable(other_id):
                     return IssueRef(issue.number, issue.html_url)
             return None
 

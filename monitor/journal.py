@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from monitor.incident_text import parse_marker
 from monitor.logging import get_logger
@@ -16,7 +16,12 @@ class JournalSink:
 
     name = "journal"
 
-    def find_issue(self, target: str, incident_id: str) -> IssueRef | None:
+    def find_issue(
+        self,
+        target: str,
+        incident_id: str,
+        adoptable: Callable[[str], bool] | None = None,
+    ) -> IssueRef | None:
         """The journal has no issues to find."""
         return None
 

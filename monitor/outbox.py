@@ -145,7 +145,9 @@ class OutboxWorker:
         """Perform one action; for an open, return the issue to record."""
         payload = action.payload
         if action.kind == "open":
-            existing = self.sink.find_issue(action.target, action.incident_id)
+            existing = self.sink.find_issue(
+                action.target, action.incident_id, adoptable=self._unknown_incident
+            )
             if existing is not None:
                 log.warning(
                     "adopting existing issue instead of creating one",
@@ -190,6 +192,10 @@ class OutboxWorker:
         else:
             raise SinkError("invalid", f"unknown outbox action kind {action.kind!r}")
         return None
+
+    def _unknown_incident(self, incident_id: str) -> bool:
+        """An issue for an incident we never recorded may be adopted (see find_issue)."""
+        return self.store.incident(incident_id) is None
 
     def _issue_for(self, action: OutboxAction) -> IssueRef | None:
         if isinstance(action.payload.get("number"), int):  # reconcile names the issue itself

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
@@ -62,8 +62,14 @@ class IncidentSink(Protocol):
 
     name: str
 
-    def find_issue(self, target: str, incident_id: str) -> IssueRef | None:
-        """The open issue carrying this incident's marker, if one exists."""
+    def find_issue(
+        self,
+        target: str,
+        incident_id: str,
+        adoptable: Callable[[str], bool] | None = None,
+    ) -> IssueRef | None:
+        """The open issue carrying this incident's marker, else one of the target's
+        open marked issues whose incident id ``adoptable`` accepts."""
         ...
 
     def open_issue(

@@ -235,6 +235,43 @@ def test_open_files_one_issue_with_labels_assignees_title_and_marker(
     assert worker.health.last_success_at == clock()
 
 
+def test_issue_filed_by_verify_is_adopted_not_duplicated(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """An open marked issue for an incident we never recorded (verify --file-incident) is adopted."""
+    filed = fake_github.add_issue(
+        title="production is down: /health returned 503",
+        body=text.marker(TARGET, "production-20261101T115500Z") + "\nfiled by monitor verify",
+        labels=[*LABELS, "target:production"],
+    )
+    incident, _ = open_incident(store, clock)
+
+    assert worker.run_once() == 1
+
+    assert len(fake_github.issues()) == 1
+    row = store.incident(incident.id)
+    assert row is not None
+    assert row.issue_number == filed["number"]
+
+
+def test_issue_of_a_known_earlier_incident_is_not_adopted(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+) -> None:
+    """An open issue of an incident we know (its close still queued) is not taken for a new one."""
+    earlier, _ = open_incident(store, clock)
+    assert worker.run_once() == 1
+    clock.advance(3600)
+    later, _ = open_incident(store, clock)
+
+    assert worker.run_once() == 1
+
+    assert len(fake_github.issues()) == 2
+    first, second = store.incident(earlier.id), store.incident(later.id)
+    assert first is not None
+    assert second is not None
+    assert first.issue_number != second.issue_number
+
+
 def test_unassignable_assignee_still_files_the_issue(
     fake_github: FakeGitHub, store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock
 ) -> None:
