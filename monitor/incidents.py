@@ -278,7 +278,8 @@ def _on_good(
             transitions,
         )
     assert recovering_since is not None
-    resolved = replace(incident, resolved_at=recovering_since)
+    # a wall clock stepped backwards must not produce a negative duration
+    resolved = replace(incident, resolved_at=max(recovering_since, incident.started_at))
     transitions.append(
         Transition(TransitionKind.RESOLVED, state.target, result.at, resolved, result)
     )

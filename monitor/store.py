@@ -245,11 +245,13 @@ class Store:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
             self._db = sqlite3.connect(
-                str(path), check_same_thread=False, isolation_level=None, timeout=5.0
+                str(path), check_same_thread=False, isolation_level=None, timeout=1.0
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.execute("PRAGMA busy_timeout=5000")
+            # writes run on the event loop: a lock held elsewhere may delay a cycle by
+            # one second, then the write fails, is counted, and the cycle is retried
+            self._db.execute("PRAGMA busy_timeout=1000")
             self._db.executescript(_SCHEMA)
             self._db.execute(
                 "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",

@@ -165,3 +165,16 @@ def test_properties(
         assert state.in_incident == bool(open_now)
     assert not open_now, "an incident stayed open after close_after good probes"
     assert state.phase is Phase.HEALTHY
+
+
+def test_clock_stepping_backwards_never_gives_a_negative_duration() -> None:
+    """NTP stepping the clock back mid-incident: the duration is clamped at zero, not negative."""
+    state = TrackerState(target="production")
+    for minute in (10, 11, 12):
+        state, _ = step(state, down(at(minute)), at(minute), POLICY)
+    for minute in (5, 6):  # the clock jumped back seven minutes
+        state, transitions = step(state, up(at(minute)), at(minute), POLICY)
+    [resolved] = transitions
+    assert resolved.kind is TransitionKind.RESOLVED
+    assert resolved.incident is not None
+    assert resolved.incident.duration_s == 0
