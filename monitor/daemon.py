@@ -29,6 +29,7 @@ from monitor.probe import Clock, Prober, utcnow
 from monitor.results import TargetResult
 from monitor.server import HttpServer, create_app
 from monitor.slo import WINDOWS, Deployment, Span, deployment_before
+from monitor.status import status_routes
 from monitor.store import NewAction, Store, StoreError, dt
 from monitor.typing import IncidentSink, LiveTarget
 
@@ -569,7 +570,7 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        app = create_app(self.metrics, self)
+        app = create_app(self.metrics, self, extra_routes=status_routes(self))
         self.http = HttpServer(app, self.settings.monitor.listen)
         server_task = asyncio.create_task(self.http.serve(), name="http")
         for runtime in self.targets.values():
