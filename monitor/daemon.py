@@ -365,7 +365,10 @@ class Daemon:
                 self.metrics.incidents.labels(target).inc()
             if transition.kind is TransitionKind.RESOLVED and transition.incident:
                 duration = transition.incident.duration_s
-                if duration is not None:
+                # one observation per incident (its first resolve), so the histogram's
+                # count matches monitor_incidents_total; a reopened incident's full
+                # duration is in the store and in monitor_mttr_seconds
+                if duration is not None and transition.incident.reopened == 0:
                     self.metrics.incident_duration.labels(target).observe(duration)
 
     def _wanted_cadence(self, runtime: _TargetRuntime) -> float:

@@ -16,6 +16,7 @@ from typing import Any
 
 from monitor.config import format_duration
 from monitor.incidents import Incident
+from monitor.logging import secrets
 from monitor.results import CheckResult, Outcome, Reason, TargetResult
 from monitor.slo import Deployment
 
@@ -65,6 +66,9 @@ def defuse(text: str, limit: int = 300) -> str:
     # Bodies of probed responses can be megabytes: what lies beyond 16 x limit could
     # only show after a run of that much whitespace, so it is not even looked at.
     text = _CONTROL.sub("", " ".join(str(text)[: limit * 16 + 64].split()))
+    # a target may echo our request headers back: secrets go before any escaping can
+    # split them (escapes insert zero-width spaces)
+    text = secrets.redact(text)
     # every character yields at least one: what lies beyond ``limit`` cannot show
     text = _GH_REF.sub("GH-" + ZWSP, text[: limit + 1])
     pieces = [_INLINE_ESCAPES.get(char, char) for char in text]
@@ -82,7 +86,7 @@ def defuse(text: str, limit: int = 300) -> str:
 
 def fenced(text: str, limit: int = EXCERPT_LIMIT) -> str:
     """A code block that ``text`` cannot escape: the fence is longer than any backtick run."""
-    text = _CONTROL.sub("", text.replace("\r\n", "\n"))
+    text = secrets.redact(_CONTROL.sub("", text.replace("\r\n", "\n")))
     if len(text) > limit:
         text = text[:limit] + "\n… (truncated)"
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)

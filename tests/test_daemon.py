@@ -1,0 +1,122 @@
+"""The daemon's wiring, fed results by hand: cadence, metrics, deployments in issue bodies."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+from collections.abc import Iterator
+from dataclasses import replace
+from datetime import datetime, timedelta
+from pathlib import Path
+
+import pytest
+
+from monitor.config import Settings, load_settings
+from monitor.daemon import Daemon
+from monitor.journal import JournalSink
+from monitor.metrics import Metrics
+from monitor.results import TargetResult
+from monitor.store import Store
+from tests.builders import T0, down, up
+
+
+class Clock:
+    """A clock moved by hand."""
+
+    def __init__(self) -> None:
+        self.now = T0
+
+    def __call__(self) -> datetime:
+        return self.now
+
+
+@pytest.fixture
+def settings(tmp_path: Path) -> Settings:
+    """One target; 15-minute and 1-minute cadences as shipped."""
+    return load_settings(
+        None,
+        monitor={"state_path": str(tmp_path / "state.db"), "reopen_window": "30m"},
+        github={"enabled": False},
+        targets=[
+            {"name": "production", "url": "http://127.0.0.1:9", "checks": [{"name": "health"}]}
+        ],
+    )
+
+
+@pytest.fixture
+def daemon(settings: Settings) -> Iterator[Daemon]:
+    """A daemon with a hand-moved clock, its real store and the journal sink."""
+    store = Store(settings.monitor.state_path)
+    yield Daemon(settings, metrics=Metrics(), clock=Clock(), store=store, sink=JournalSink())
+    store.close()
+
+
+def feed(daemon: Daemon, script: str, start_min: float = 0) -> None:
+    """F = down, U = up, one probe a minute."""
+    clock = daemon._clock
+    assert isinstance(clock, Clock)
+    for index, letter in enumerate(script):
+        clock.now = T0 + timedelta(minutes=start_min + index)
+        daemon.record(down(clock.now) if letter == "F" else up(clock.now))
+
+
+def value(daemon: Daemon, metric: str, **labels: str) -> float:
+    """A sample's value from the daemon's registry."""
+    found = daemon.metrics.registry.get_sample_value(metric, labels)
+    assert found is not None, metric
+    return found
+
+
+def test_cadence_follows_the_first_failure_and_the_resolve(
+    daemon: Daemon, settings: Settings
+) -> None:
+    """Fast cadence from the first failed probe until resolved, then back to the interval."""
+    runtime = daemon.targets["production"]
+    assert runtime.cadence_s == settings.monitor.interval
+    feed(daemon, "F")
+    assert runtime.cadence_s == settings.monitor.incident_interval
+    feed(daemon, "FFUU", start_min=1)
+    assert runtime.cadence_s == settings.monitor.interval
+
+
+def test_reopened_incident_counts_once(daemon: Daemon) -> None:
+    """A flap that reopens the incident is one incident in every counter."""
+    feed(daemon, "FFFUU" + "FFFUU")
+    assert value(daemon, "monitor_incidents_total", target="production") == 1
+    assert value(daemon, "monitor_incident_duration_seconds_count", target="production") == 1
+    assert value(daemon, "monitor_incident_open", target="production") == 0
+
+
+def test_incident_metrics_while_open(daemon: Daemon) -> None:
+    """While open: incident_open is 1 and the start is the first failed probe."""
+    feed(daemon, "UFFF")
+    assert value(daemon, "monitor_incident_open", target="production") == 1
+    started = value(daemon, "monitor_incident_started_timestamp_seconds", target="production")
+    assert started == (T0 + timedelta(minutes=1)).timestamp()
+
+
+def with_version(result: TargetResult, version: str) -> TargetResult:
+    """The same result, its check reporting a deployed version."""
+    return replace(result, checks=tuple(replace(c, version=version) for c in result.checks))
+
+
+def test_issue_body_names_the_deployment_before_the_failure(
+    daemon: Daemon, settings: Settings
+) -> None:
+    """A version change shortly before the first failure is named in the new issue's body."""
+    clock = daemon._clock
+    assert isinstance(clock, Clock)
+    for minute, version, healthy in [(0, "1.4.2", True), (10, "1.4.3", True)] + [
+        (16 + i, "1.4.3", False) for i in range(3)
+    ]:
+        clock.now = T0 + timedelta(minutes=minute)
+        result = up(clock.now) if healthy else down(clock.now)
+        daemon.record(with_version(result, version))
+    with sqlite3.connect(settings.monitor.state_path) as db:
+        [(payload,)] = db.execute("SELECT payload FROM outbox WHERE kind = 'open'").fetchall()
+        deployments = db.execute("SELECT from_version, to_version FROM deployments").fetchall()
+    assert deployments == [("1.4.2", "1.4.3")]
+    assert (
+        "version 1.4.2 -> 1.4.3 was first seen 6m before the first failure"
+        in json.loads(payload)["body"]
+    )
