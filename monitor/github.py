@@ -8,6 +8,7 @@ for our marker before any create.
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Callable, Sequence
 from datetime import datetime
@@ -24,6 +25,11 @@ from monitor.logging import get_logger
 from monitor.typing import IssueRef, MarkedIssue, SinkError
 
 log = get_logger("monitor.github")
+
+# PyGithub attaches its own stderr handler at import; its records must go through our
+# pipeline only (one JSON line each, redacted), so detach it.
+for _handler in list(logging.getLogger("github").handlers):
+    logging.getLogger("github").removeHandler(_handler)
 T = TypeVar("T")
 
 LABEL_COLOURS = {"incident": "d73a4a", "monitor": "0e8a16"}

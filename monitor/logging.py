@@ -94,7 +94,8 @@ def configure(fmt: LogFormat = "auto", level: str = "INFO", stream: TextIO | Non
     renderer: Processor
     if use_console:
         renderer = structlog.dev.ConsoleRenderer(colors=False)
-        exc: list[Processor] = []
+        # the traceback becomes text before redaction, so it is redacted too
+        exc: list[Processor] = [structlog.processors.format_exc_info]
     else:
         renderer = structlog.processors.JSONRenderer(sort_keys=False)
         # plain tracebacks: never the local variables, which may hold the token
