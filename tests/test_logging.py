@@ -87,3 +87,12 @@ def test_tracebacks_carry_no_local_variables() -> None:
     except ValueError:
         get_logger("monitor.test").exception("crash")
     assert "hunter2-not-registered" not in buffer.getvalue()
+
+
+def test_pygithub_records_go_through_our_pipeline_only() -> None:
+    """PyGithub's own stderr handler is detached: its lines are ours, JSON and redacted."""
+    assert logging.getLogger("github").handlers == []
+    buffer = capture("json")
+    logging.getLogger("github.Requester").warning("Authorization: token %s", TOKEN)
+    [record] = [json.loads(line) for line in buffer.getvalue().splitlines()]
+    assert record["event"] == f"Authorization: token {REDACTED}"
