@@ -47,7 +47,7 @@ class _TargetRuntime:
     config: TargetConfig
     state: TrackerState
     cadence_s: float
-    last_completed: float = field(default_factory=time.monotonic)
+    last_completed: float  # monotonic time of the last completed cycle (or of start-up)
     last_result: TargetResult | None = None
     versions: dict[str, str] = field(default_factory=dict)  # last version seen per check
     outcome_since: datetime | None = None  # when the current outcome began
@@ -103,7 +103,9 @@ class Daemon:
             reminder_interval_s=settings.monitor.reminder_interval,
         )
         self.targets = {
-            t.name: _TargetRuntime(t, TrackerState(target=t.name), settings.monitor.interval)
+            t.name: _TargetRuntime(
+                t, TrackerState(target=t.name), settings.monitor.interval, monotonic()
+            )
             for t in settings.targets
         }
         self.store = store or Store(settings.monitor.state_path)
@@ -549,7 +551,7 @@ class Daemon:
                 "coalesce": True,  # after a pause, one catch-up run, not a burst
                 "max_instances": 1,  # never two cycles of one target at once
                 # a run that is late (busy loop) still runs rather than being dropped
-                "misfire_grace_time": int(self.settings.monitor.interval),
+                "misfire_grace_time": max(1, int(self.settings.monitor.interval)),
             },
         )
         first = datetime.now(UTC)
