@@ -196,6 +196,9 @@ class Metrics:
                         self.probe_failures.labels(*labels, reason.value)
         for operation in GITHUB_OPERATIONS:
             self.github_requests.labels(operation)
+            # the errors an alert watches exist from start-up, so increase() sees the first
+            for sink_reason in ("auth", "forbidden", "not_found"):
+                self.github_errors.labels(operation, sink_reason)
 
     def observe(self, result: TargetResult, completed_at: float) -> None:
         """Record one target's probe cycle."""

@@ -7,6 +7,7 @@ probe, the store's writers or GitHub.
 from __future__ import annotations
 
 import contextlib
+import socket
 from collections.abc import Generator
 from typing import Any, Protocol
 
@@ -88,6 +89,17 @@ class _Server(uvicorn.Server):
         yield
 
 
+def _dual_stack_socket(port: int) -> socket.socket:
+    """``[::]:port`` serving IPv4 too: Fly's checks and scrapes may come over either."""
+    sock = socket.socket(socket.AF_INET6, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 0)
+    sock.bind(("::", port))
+    sock.listen(128)
+    sock.setblocking(False)
+    return sock
+
+
 class HttpServer:
     """uvicorn serving the app inside the daemon's event loop."""
 
@@ -106,10 +118,14 @@ class HttpServer:
             server_header=False,
         )
         self._server = _Server(config)
+        self._host, self._port = host, port
 
     async def serve(self) -> None:
         """Run until :meth:`stop`."""
-        await self._server.serve()
+        if self._host == "::":
+            await self._server.serve(sockets=[_dual_stack_socket(self._port)])
+        else:
+            await self._server.serve()
 
     @property
     def started(self) -> bool:

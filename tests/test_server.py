@@ -117,3 +117,24 @@ async def test_huge_headers_are_refused(served: tuple[str, Health, Metrics]) -> 
     payload = b"GET /metrics HTTP/1.1\r\nHost: x\r\n" + b"X-Big: " + b"a" * 200_000 + b"\r\n\r\n"
     answer = await asyncio.to_thread(_raw_request, port, payload)
     assert not answer.startswith(b"HTTP/1.1 200")
+
+
+async def test_ipv6_any_address_serves_ipv4_too() -> None:
+    """listen = "[::]:PORT" answers on 127.0.0.1 and on ::1 (Fly checks may use either)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = HttpServer(create_app(Metrics(), Health()), f"[::]:{port}")
+    task = asyncio.create_task(server.serve())
+    try:
+        while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+            await asyncio.sleep(0.01)
+        async with httpx.AsyncClient() as client:
+            v4 = await client.get(f"http://127.0.0.1:{port}/healthz")
+            v6 = await client.get(f"http://[::1]:{port}/healthz")
+        assert (v4.status_code, v6.status_code) == (200, 200)
+    finally:
+        server.stop()
+        await asyncio.wait_for(task, 5)
