@@ -130,6 +130,8 @@ class Daemon:
         self.http: HttpServer | None = None
         register_secrets(settings)
         self.metrics.declare(settings.targets)
+        for name, runtime in self.targets.items():
+            self.metrics.probe_interval.labels(name).set(runtime.cadence_s)
 
     def _restore(self) -> None:
         """Tracker state and last versions from the store: incidents survive restarts."""
@@ -382,6 +384,7 @@ class Daemon:
         if wanted == runtime.cadence_s:
             return
         runtime.cadence_s = wanted
+        self.metrics.probe_interval.labels(runtime.config.name).set(wanted)
         log.info("cadence", target=runtime.config.name, interval_s=wanted)
         if self._scheduler is not None and self._scheduler.running:
             self._scheduler.reschedule_job(runtime.config.name, trigger=self._trigger(wanted))

@@ -76,6 +76,12 @@ class Metrics:
         self.build_info = Gauge(
             "monitor_build_info", "Always 1; the version as a label", ("version",), registry=r
         )
+        self.probe_interval = Gauge(
+            "monitor_probe_interval_seconds",
+            "The cadence the target is probed at now (interval, or incident_interval)",
+            ("target",),
+            registry=r,
+        )
         self.cycle_completed = Gauge(
             "monitor_cycle_last_completed_timestamp_seconds",
             "Unix time a probe cycle of this target last completed",
