@@ -9,6 +9,20 @@ from monitor.results import CheckResult, Outcome, Reason, TargetResult
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 
 
+class ManualClock:
+    """A clock the test moves by hand: time-dependent logic without sleeping."""
+
+    def __init__(self, now: datetime = T0) -> None:
+        self.now = now
+
+    def __call__(self) -> datetime:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        """Move forward (or back, with a negative number)."""
+        self.now += timedelta(seconds=seconds)
+
+
 def at(minutes: float) -> datetime:
     """T0 plus some minutes."""
     return T0 + timedelta(minutes=minutes)

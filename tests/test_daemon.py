@@ -6,7 +6,7 @@ import json
 import sqlite3
 from collections.abc import Iterator
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from pathlib import Path
 
 import pytest
@@ -17,17 +17,7 @@ from monitor.journal import JournalSink
 from monitor.metrics import Metrics
 from monitor.results import TargetResult
 from monitor.store import Store
-from tests.builders import T0, down, up
-
-
-class Clock:
-    """A clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.builders import T0, ManualClock, down, up
 
 
 @pytest.fixture
@@ -47,14 +37,14 @@ def settings(tmp_path: Path) -> Settings:
 def daemon(settings: Settings) -> Iterator[Daemon]:
     """A daemon with a hand-moved clock, its real store and the journal sink."""
     store = Store(settings.monitor.state_path)
-    yield Daemon(settings, metrics=Metrics(), clock=Clock(), store=store, sink=JournalSink())
+    yield Daemon(settings, metrics=Metrics(), clock=ManualClock(), store=store, sink=JournalSink())
     store.close()
 
 
 def feed(daemon: Daemon, script: str, start_min: float = 0) -> None:
     """F = down, U = up, one probe a minute."""
     clock = daemon._clock
-    assert isinstance(clock, Clock)
+    assert isinstance(clock, ManualClock)
     for index, letter in enumerate(script):
         clock.now = T0 + timedelta(minutes=start_min + index)
         daemon.record(down(clock.now) if letter == "F" else up(clock.now))
@@ -105,7 +95,7 @@ def test_issue_body_names_the_deployment_before_the_failure(
 ) -> None:
     """A version change shortly before the first failure is named in the new issue's body."""
     clock = daemon._clock
-    assert isinstance(clock, Clock)
+    assert isinstance(clock, ManualClock)
     for minute, version, healthy in [(0, "1.4.2", True), (10, "1.4.3", True)] + [
         (16 + i, "1.4.3", False) for i in range(3)
     ]:

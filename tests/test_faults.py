@@ -17,17 +17,7 @@ from monitor.daemon import Daemon
 from monitor.journal import JournalSink
 from monitor.metrics import Metrics
 from monitor.store import Store
-from tests.builders import T0, down, up
-
-
-class Clock:
-    """A clock moved by hand."""
-
-    def __init__(self) -> None:
-        self.now = T0
-
-    def __call__(self) -> datetime:
-        return self.now
+from tests.builders import T0, ManualClock, down, up
 
 
 @pytest.fixture
@@ -46,7 +36,7 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def daemon(settings: Settings) -> Iterator[Daemon]:
     """A daemon fed by hand through record(), with its real store."""
-    clock = Clock()
+    clock = ManualClock()
     store = Store(settings.monitor.state_path)
     daemon = Daemon(settings, metrics=Metrics(), clock=clock, store=store, sink=JournalSink())
     yield daemon
@@ -56,7 +46,7 @@ def daemon(settings: Settings) -> Iterator[Daemon]:
 def feed(daemon: Daemon, make: Callable[[datetime], object], minutes: range) -> None:
     """Record one result per minute, moving the daemon's clock along."""
     clock = daemon._clock
-    assert isinstance(clock, Clock)
+    assert isinstance(clock, ManualClock)
     for minute in minutes:
         clock.now = T0 + timedelta(minutes=minute)
         daemon.record(make(clock.now))  # type: ignore[arg-type]
@@ -155,13 +145,13 @@ def test_restart_resumes_the_open_incident(settings: Settings) -> None:
     path = settings.monitor.state_path
     first_store = Store(path)
     first = Daemon(
-        settings, metrics=Metrics(), clock=Clock(), store=first_store, sink=JournalSink()
+        settings, metrics=Metrics(), clock=ManualClock(), store=first_store, sink=JournalSink()
     )
     feed(first, lambda at: down(at), range(0, 4))
     first_store.close()  # as after kill -9: nothing else is flushed
 
     second_store = Store(path)
-    clock = Clock()
+    clock = ManualClock()
     second = Daemon(
         settings, metrics=Metrics(), clock=clock, store=second_store, sink=JournalSink()
     )

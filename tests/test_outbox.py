@@ -6,7 +6,7 @@ import logging
 import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
-from datetime import datetime, timedelta
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -22,7 +22,7 @@ from monitor.outbox import OutboxWorker
 from monitor.results import TargetResult
 from monitor.store import NewAction, Store
 from tests import fakegithub as fg
-from tests.builders import T0, down, up
+from tests.builders import T0, ManualClock, down, up
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 
 LABELS = ["incident", "monitor"]
@@ -33,23 +33,10 @@ COMMENTS = r"/repos/acme/web/issues/\d+/comments"
 BAD_TOKEN = "ghp_revokedRevokedRevokedRevoked0123"
 
 
-class Clock:
-    """A clock the test moves by hand, so backoff never needs sleeping."""
-
-    def __init__(self, now: datetime = T0) -> None:
-        self.now = now
-
-    def __call__(self) -> datetime:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += timedelta(seconds=seconds)
-
-
 @pytest.fixture
-def clock() -> Clock:
+def clock() -> ManualClock:
     """Frozen at T0 until a test moves it."""
-    return Clock()
+    return ManualClock()
 
 
 @pytest.fixture
@@ -107,7 +94,9 @@ def make_sink(fake_github: FakeGitHub) -> Iterator[SinkFactory]:
 
 
 @pytest.fixture
-def worker(store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock) -> OutboxWorker:
+def worker(
+    store: Store, make_sink: SinkFactory, metrics: Metrics, clock: ManualClock
+) -> OutboxWorker:
     """The worker under test, on the fake GitHub and the frozen clock."""
     return OutboxWorker(store, make_sink(), metrics, clock=clock)
 
@@ -117,7 +106,7 @@ def worker(store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock)
 
 def open_incident(
     store: Store,
-    clock: Clock,
+    clock: ManualClock,
     target: str = TARGET,
     assignees: Sequence[str] = (),
 ) -> tuple[Incident, TargetResult]:
@@ -149,7 +138,7 @@ def open_incident(
     return incident, result
 
 
-def comment_action(incident: Incident, result: TargetResult, clock: Clock) -> NewAction:
+def comment_action(incident: Incident, result: TargetResult, clock: ManualClock) -> NewAction:
     """A reminder comment, keyed and marked as the daemon renders it."""
     key = f"{incident.id}:reminder:{clock():%Y%m%dT%H%M%S}"
     body = text.reminder_comment(incident, result, clock(), key)
@@ -161,7 +150,7 @@ def action(incident: Incident, kind: str, **payload: Any) -> NewAction:
     return NewAction(incident.id, incident.target, kind, payload)
 
 
-def drain(worker: OutboxWorker, clock: Clock, rounds: int = 20) -> None:
+def drain(worker: OutboxWorker, clock: ManualClock, rounds: int = 20) -> None:
     """Run the worker until the outbox is empty, jumping the clock past every backoff."""
     for _ in range(rounds):
         pending = worker.store.pending_actions()
@@ -207,7 +196,11 @@ def marked_body(target: str, ident: str, note: str = "") -> str:
 
 
 def test_open_files_one_issue_with_labels_assignees_title_and_marker(
-    fake_github: FakeGitHub, store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock
+    fake_github: FakeGitHub,
+    store: Store,
+    make_sink: SinkFactory,
+    metrics: Metrics,
+    clock: ManualClock,
 ) -> None:
     """An ``open`` files exactly one issue, labelled, assigned, marked, and records its number."""
     fake_github.add_label(DEFAULT_REPO, "incident", "ffffff", "ours, already there")
@@ -236,7 +229,7 @@ def test_open_files_one_issue_with_labels_assignees_title_and_marker(
 
 
 def test_issue_filed_by_verify_is_adopted_not_duplicated(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """An open marked issue for an incident we never recorded (verify --file-incident) is adopted."""
     filed = fake_github.add_issue(
@@ -255,7 +248,7 @@ def test_issue_filed_by_verify_is_adopted_not_duplicated(
 
 
 def test_issue_of_a_known_earlier_incident_is_not_adopted(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """An open issue of an incident we know (its close still queued) is not taken for a new one."""
     earlier, _ = open_incident(store, clock)
@@ -273,7 +266,11 @@ def test_issue_of_a_known_earlier_incident_is_not_adopted(
 
 
 def test_unassignable_assignee_still_files_the_issue(
-    fake_github: FakeGitHub, store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock
+    fake_github: FakeGitHub,
+    store: Store,
+    make_sink: SinkFactory,
+    metrics: Metrics,
+    clock: ManualClock,
 ) -> None:
     """A 422 for the assignees (someone left the org) files the issue without them, once."""
     fake_github.inject("POST", ISSUES, fg.status(422, {"message": "Validation Failed"}))
@@ -288,7 +285,7 @@ def test_unassignable_assignee_still_files_the_issue(
 
 
 def test_lifecycle_open_remind_resolve_close_reopen(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """open -> reminder + edit -> resolve comment + edit + close -> reopen: always the same issue."""
     incident, result = open_incident(store, clock)
@@ -371,7 +368,7 @@ FAULTS = [
 
 
 def _setup_open(
-    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> tuple[Incident, Callable[[], None]]:
     incident, _ = open_incident(store, clock)
 
@@ -385,7 +382,7 @@ def _setup_open(
 
 
 def _setup_close(
-    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> tuple[Incident, Callable[[], None]]:
     incident, _ = open_incident(store, clock)
     drain(worker, clock)
@@ -399,7 +396,7 @@ def _setup_close(
 
 
 def _setup_comment(
-    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> tuple[Incident, Callable[[], None]]:
     incident, result = open_incident(store, clock)
     drain(worker, clock)
@@ -428,7 +425,7 @@ def test_fault_is_retried_to_exactly_one_effect(
     store: Store,
     worker: OutboxWorker,
     metrics: Metrics,
-    clock: Clock,
+    clock: ManualClock,
     operation: str,
     fault: fg.Fault,
     reason: str,
@@ -464,7 +461,7 @@ def test_fault_is_retried_to_exactly_one_effect(
 
 
 def test_comment_posted_before_a_crash_is_not_posted_again(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """Killed between GitHub's reply and ``complete`` (attempts still 0): no second comment."""
     incident, result = open_incident(store, clock)
@@ -481,7 +478,11 @@ def test_comment_posted_before_a_crash_is_not_posted_again(
 
 
 def test_bad_token_keeps_the_action_and_flags_auth(
-    fake_github: FakeGitHub, store: Store, make_sink: SinkFactory, metrics: Metrics, clock: Clock
+    fake_github: FakeGitHub,
+    store: Store,
+    make_sink: SinkFactory,
+    metrics: Metrics,
+    clock: ManualClock,
 ) -> None:
     """401: nothing dropped, auth_problem raised, counted; a good token then files once."""
     bad = OutboxWorker(store, make_sink(token=BAD_TOKEN), metrics, clock=clock)
@@ -508,7 +509,7 @@ def test_bad_token_keeps_the_action_and_flags_auth(
 
 
 def test_actions_of_one_incident_wait_for_its_open(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """A comment behind a failing open waits; another incident's actions go ahead."""
     first, first_result = open_incident(store, clock, target="production")
@@ -535,7 +536,11 @@ def test_actions_of_one_incident_wait_for_its_open(
 
 
 def test_rate_limit_pauses_every_incident_until_retry_after(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, metrics: Metrics, clock: Clock
+    fake_github: FakeGitHub,
+    store: Store,
+    worker: OutboxWorker,
+    metrics: Metrics,
+    clock: ManualClock,
 ) -> None:
     """Rate limits are per token: after a 403 + Retry-After no action is tried until it passes."""
     open_incident(store, clock, target="production")
@@ -556,7 +561,7 @@ def test_rate_limit_pauses_every_incident_until_retry_after(
 
 
 def test_idle_worker_sleeps_until_the_head_of_a_queue_is_due(
-    store: Store, worker: OutboxWorker, fake_github: FakeGitHub, clock: Clock
+    store: Store, worker: OutboxWorker, fake_github: FakeGitHub, clock: ManualClock
 ) -> None:
     """Actions queued behind a backing-off open do not make the loop spin at its 50 ms floor."""
     incident, result = open_incident(store, clock)
@@ -587,7 +592,7 @@ def _seed_issue(server: FakeGitHub, ident: str, note: str = "") -> int:
     return int(issue["number"])
 
 
-def _commit(store: Store, clock: Clock, incident: Incident, state: TrackerState) -> None:
+def _commit(store: Store, clock: ManualClock, incident: Incident, state: TrackerState) -> None:
     result = up(clock()) if incident.resolved_at else down(clock())
     store.commit_cycle(result, 60.0, state, incident, [])
 
@@ -598,7 +603,7 @@ def _incident(resolved_after_s: float | None = None) -> Incident:
 
 
 def test_reconcile_adopts_an_issue_the_store_lost(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """An open marked issue for an incident without issue number is adopted, left open."""
     incident = _incident()
@@ -615,7 +620,7 @@ def test_reconcile_adopts_an_issue_the_store_lost(
 
 
 def test_reconcile_closes_the_issue_of_a_resolved_incident(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """An incident resolved in the store but open on GitHub is closed with its true duration."""
     incident = _incident(resolved_after_s=754)
@@ -634,7 +639,7 @@ def test_reconcile_closes_the_issue_of_a_resolved_incident(
 
 
 def test_reconcile_closes_a_duplicate_issue(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """A second open issue for an incident that has one recorded is closed as a duplicate."""
     incident = _incident()
@@ -655,7 +660,7 @@ def test_reconcile_closes_a_duplicate_issue(
 
 
 def test_reconcile_closes_an_issue_of_an_unknown_incident_on_a_healthy_target(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """A marked issue for an incident the store never heard of is closed when the target is up."""
     number = _seed_issue(fake_github, "production-20260101T000000Z")
@@ -669,7 +674,7 @@ def test_reconcile_closes_an_issue_of_an_unknown_incident_on_a_healthy_target(
 
 
 def test_reconcile_leaves_the_current_incident_open(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: Clock
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """The issue of the incident that is open right now is left alone."""
     incident = _incident()
@@ -694,7 +699,7 @@ def test_token_only_ever_travels_in_the_authorization_header(
     store: Store,
     make_sink: SinkFactory,
     metrics: Metrics,
-    clock: Clock,
+    clock: ManualClock,
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     """Through failures and successes, the token is in no request part, log line, metric or row."""
