@@ -285,13 +285,21 @@ def _config_failure(exc: ConfigError, stream: TextIO) -> int:
     return EXIT_CONFIG
 
 
+EXIT_STORE = 74  # EX_IOERR: the state database cannot be opened at all
+
+
 def _run(settings: Settings) -> int:
     from monitor.daemon import Daemon  # the scheduler and server load only for `run`
+    from monitor.store import StoreError
 
     async def go() -> int:
         return await Daemon(settings).run()
 
-    return asyncio.run(go())
+    try:
+        return asyncio.run(go())
+    except StoreError as exc:
+        sys.stderr.write(f"monitor: {secrets.redact(str(exc))} (monitor.state_path)\n")
+        return EXIT_STORE
 
 
 def select_targets(settings: Settings, names: Sequence[str] | None) -> Settings | None:

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
@@ -19,7 +19,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 from monitor import __version__
 from monitor import incident_text as text
 from monitor.config import Settings, TargetConfig
-from monitor.history import History, TargetFigures, target_figures
+from monitor.history import History, target_figures
 from monitor.incidents import Incident, Policy, TrackerState, Transition, TransitionKind, step
 from monitor.journal import JournalSink
 from monitor.logging import get_logger, secrets
@@ -34,10 +34,20 @@ from monitor.store import NewAction, Store, StoreError, dt
 from monitor.typing import IncidentSink, LiveTarget
 
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the loop stopped making progress
-STORE_EXIT_CODE = 74  # EX_IOERR: the state database cannot be opened at all
 BACKLOG_LIMIT = 5_000  # cycles kept in memory while the database refuses writes
 TIMELINE_ROWS = 20
 log = get_logger("monitor.daemon")
+
+
+class PendingCycle(NamedTuple):
+    """One target's probe cycle as ``Store.commit_cycle`` takes it, kept while writes fail."""
+
+    result: TargetResult
+    hold_s: float
+    state: TrackerState
+    incident: Incident | None
+    actions: list[NewAction]
+    deployment: Deployment | None
 
 
 @dataclass
@@ -112,15 +122,11 @@ class Daemon:
         self.sink = sink or make_sink(settings)
         self.outbox = OutboxWorker(self.store, self.sink, self.metrics, clock=clock)
         self.history = History(self.store, settings)
-        self.figures: dict[
-            str, TargetFigures
-        ] = {}  # per target, over slo_window; refreshed on a timer
         self._last_purge: datetime | None = None
-        self._backlog: list[tuple[Any, ...]] = []
+        self._backlog: list[PendingCycle] = []
         self.store_problem: str | None = None
         self._session_id: int | None = None
         self._reconciled = False
-        self._reconcile_future: asyncio.Future[None] | None = None
         self._restore()
         self._scheduler: AsyncIOScheduler | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -171,7 +177,7 @@ class Daemon:
         runtime.last_completed = self._monotonic()
         cadence = self._wanted_cadence(runtime)
         hold_s = 2 * cadence + self.settings.monitor.timeout
-        self._persist((result, hold_s, new_state, incident, actions, deployment))
+        self._persist(PendingCycle(result, hold_s, new_state, incident, actions, deployment))
         if actions:
             self.outbox.wake()
         self._log_cycle(result)
@@ -181,13 +187,13 @@ class Daemon:
         self._adjust_cadence(runtime)
         return transitions
 
-    def _persist(self, cycle: tuple[Any, ...]) -> None:
+    def _persist(self, cycle: PendingCycle) -> None:
         """Write a cycle; while the database refuses, keep cycles in memory and retry."""
         self._backlog.append(cycle)
         if len(self._backlog) > BACKLOG_LIMIT:
             # shed the oldest cycle that carries no GitHub action: actions are never dropped
             for index, pending in enumerate(self._backlog):
-                if not pending[4]:
+                if not pending.actions:
                     del self._backlog[index]
                     break
         self._persist_backlog()
@@ -496,7 +502,6 @@ class Daemon:
             figures = target_figures(
                 self.history, target, Span.ending(now, self.settings.monitor.slo_window), now
             )
-            self.figures[name] = figures
             if figures.budget is not None:
                 m.budget_remaining.labels(name).set(figures.budget.remaining_ratio)
             for window in BURN_WINDOWS:
@@ -526,7 +531,6 @@ class Daemon:
         self._reconciled = True  # at most one attempt in flight; a failure re-arms it
         future = loop.run_in_executor(None, work)
         future.add_done_callback(self._reconcile_done)
-        self._reconcile_future = future
 
     def _reconcile_done(self, future: asyncio.Future[None]) -> None:
         error = future.exception()
