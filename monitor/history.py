@@ -146,16 +146,11 @@ class History:
         return 3 * self.settings.monitor.metrics_refresh
 
     def _rolled_account(self, target: str, start: datetime, end: datetime) -> TimeAccount:
-        rows = self.store.rollups("hour", target, TARGET_LEVEL, start, end)
-        covered = sum(HOUR_S for _ in rows)
-        total = TimeAccount(
-            up_s=sum(r["up_s"] for r in rows),
-            degraded_s=sum(r["degraded_s"] for r in rows),
-            down_s=sum(r["down_s"] for r in rows),
-            unknown_s=sum(r["unknown_s"] for r in rows),
+        rows, up, degraded, down, unknown = self.store.rollup_totals(
+            "hour", target, TARGET_LEVEL, start, end
         )
-        missing = (end - start).total_seconds() - covered  # hours with no row: nobody watched
-        return total + TimeAccount(0.0, 0.0, 0.0, max(0.0, missing))
+        missing = (end - start).total_seconds() - rows * HOUR_S  # hours with no row: unwatched
+        return TimeAccount(up, degraded, down, unknown + max(0.0, missing))
 
     # ---- rollups ------------------------------------------------------------------------
 

@@ -21,7 +21,6 @@ import hashlib
 import html
 import math
 import re
-import statistics
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -362,7 +361,7 @@ def _days(
     today = floor_to(now, DAY_S)
     first = today - timedelta(days=DAYS - 1)
     watermark = history.watermark()
-    first_sample = store.first_sample_at()
+    first_sample = store.first_sample_at(name)
     rows = {
         float(r["bucket"]): r
         for r in store.rollups("day", name, TARGET_LEVEL, first, today + timedelta(days=1))
@@ -403,60 +402,51 @@ def _days(
 
 
 def _charts(source: StatusSource, config: TargetConfig, now: datetime) -> list[dict[str, Any]]:
-    """Response time per check over the last 24 hours, from raw results."""
+    """Response time per check over the last 24 hours.
+
+    A busy day (more probes than CHART_POINTS) is downsampled in SQL to the slowest
+    probe of each slot, so a spike survives; a quiet one is charted probe by probe.
+    """
     start = now - timedelta(seconds=CHART_WINDOW_S)
-    rows = source.store.check_results(config.name, start, limit=1_000_000)
-    by_check: dict[str, list[tuple[datetime, float, Outcome]]] = {}
-    for row in rows:
-        at = dt(row["started_at"])
-        if at <= now:
-            by_check.setdefault(row["check_name"], []).append(
-                (at, float(row["duration_s"]) * 1000, Outcome(row["outcome"]))
-            )
+    slot_s = CHART_WINDOW_S / CHART_POINTS
+    slots = source.store.latency_slots(config.name, start, now, slot_s)
     monitor = source.settings.monitor
     max_gap_s = 2 * monitor.interval + monitor.timeout
     names = [c.name for c in config.checks]
-    names += sorted(set(by_check) - set(names))  # a check renamed since: its history still shows
-    return [_chart(name, by_check.get(name, []), start, now, max_gap_s) for name in names]
+    names += sorted(set(slots) - set(names))  # a check renamed since: its history still shows
+    charts = []
+    for name in names:
+        check_slots = slots.get(name, [])
+        probes = sum(n for _, _, n, _, _ in check_slots)
+        points = [
+            (dt(at), slowest * 1000, _worst(down, degraded))
+            for at, slowest, _, down, degraded in check_slots
+        ]
+        median = source.store.median_duration(config.name, name, start, now, probes)
+        charts.append(
+            {
+                "check": name,
+                "start": _iso(start),
+                "end": _iso(now),
+                "probes": probes,
+                "failed": sum(down for _, _, _, down, _ in check_slots),
+                "median_ms": None if median is None else round(median * 1000, 1),
+                "max_ms": round(max(ms for _, ms, _ in points), 1) if points else None,
+                # with one probe per slot every probe is a point: nothing was sampled away
+                "slot_s": slot_s if probes > len(points) else None,
+                "max_gap_s": max_gap_s,
+                "points": [
+                    {"at": _iso(at), "ms": round(ms, 1), "outcome": o.value} for at, ms, o in points
+                ],
+            }
+        )
+    return charts
 
 
-def _chart(
-    check: str,
-    probes: Sequence[tuple[datetime, float, Outcome]],
-    start: datetime,
-    end: datetime,
-    max_gap_s: float,
-) -> dict[str, Any]:
-    slot_s: float | None = None
-    points = list(probes)
-    if len(points) > CHART_POINTS:
-        # the slowest probe of each slot, so a spike survives downsampling; worst outcome too
-        slot_s = (end - start).total_seconds() / CHART_POINTS
-        slots: dict[int, tuple[datetime, float, Outcome]] = {}
-        for at, ms, outcome in points:
-            key = min(CHART_POINTS - 1, int((at - start).total_seconds() / slot_s))
-            kept = slots.get(key)
-            if kept is None:
-                slots[key] = (at, ms, outcome)
-            else:
-                worst = max(kept[2], outcome, key=lambda o: o.severity)
-                slots[key] = (at, ms, worst) if ms > kept[1] else (kept[0], kept[1], worst)
-        points = [slots[key] for key in sorted(slots)]
-    durations = [ms for _, ms, _ in probes]
-    return {
-        "check": check,
-        "start": _iso(start),
-        "end": _iso(end),
-        "probes": len(probes),
-        "failed": sum(1 for _, _, o in probes if o is Outcome.DOWN),
-        "median_ms": round(statistics.median(durations), 1) if durations else None,
-        "max_ms": round(max(durations), 1) if durations else None,
-        "slot_s": slot_s,
-        "max_gap_s": max_gap_s,
-        "points": [
-            {"at": _iso(at), "ms": round(ms, 1), "outcome": o.value} for at, ms, o in points
-        ],
-    }
+def _worst(down: int, degraded: int) -> Outcome:
+    if down:
+        return Outcome.DOWN
+    return Outcome.DEGRADED if degraded else Outcome.UP
 
 
 def _slo(source: StatusSource, config: TargetConfig, now: datetime) -> dict[str, Any]:

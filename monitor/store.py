@@ -54,6 +54,7 @@ CREATE TABLE IF NOT EXISTS target_samples (
     hold_s REAL NOT NULL,
     PRIMARY KEY (target, at)
 ) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS target_samples_at ON target_samples (at);
 CREATE TABLE IF NOT EXISTS tracker_state (
     target TEXT PRIMARY KEY,
     state TEXT NOT NULL,
@@ -249,6 +250,8 @@ class Store:
             )
             self._db.execute("PRAGMA journal_mode=WAL")
             self._db.execute("PRAGMA synchronous=NORMAL")
+            # 512 KiB of page cache: queries are short, and the machine has 256 MB
+            self._db.execute("PRAGMA cache_size=-512")
             # writes run on the event loop: a lock held elsewhere may delay a cycle by
             # one second, then the write fails, is counted, and the cycle is retried
             self._db.execute("PRAGMA busy_timeout=1000")
@@ -664,9 +667,14 @@ class Store:
         with self._tx() as db:
             db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
-    def first_sample_at(self) -> datetime | None:
-        """The oldest target sample still stored."""
-        rows = self._query("SELECT MIN(at) AS at FROM target_samples")
+    def first_sample_at(self, target: str | None = None) -> datetime | None:
+        """The oldest target sample still stored (of one target, or of any)."""
+        if target is None:
+            rows = self._query("SELECT MIN(at) AS at FROM target_samples")
+        else:
+            rows = self._query(
+                "SELECT MIN(at) AS at FROM target_samples WHERE target = ?", (target,)
+            )
         return _opt_dt(rows[0]["at"]) if rows else None
 
     def check_names(self, target: str) -> list[str]:
@@ -720,6 +728,53 @@ class Store:
             " AND bucket >= ? AND bucket < ? ORDER BY bucket",
             (period, target, check, ts(start), ts(end)),
         )
+
+    def rollup_totals(
+        self, period: str, target: str, check: str, start: datetime, end: datetime
+    ) -> tuple[int, float, float, float, float]:
+        """(rows, up_s, degraded_s, down_s, unknown_s) summed over buckets in [start, end)."""
+        row = self._query(
+            "SELECT COUNT(*) AS n, TOTAL(up_s) AS up, TOTAL(degraded_s) AS degraded,"
+            " TOTAL(down_s) AS down, TOTAL(unknown_s) AS unknown FROM rollups"
+            " WHERE period = ? AND target = ? AND check_name = ? AND bucket >= ? AND bucket < ?",
+            (period, target, check, ts(start), ts(end)),
+        )[0]
+        return int(row["n"]), row["up"], row["degraded"], row["down"], row["unknown"]
+
+    def latency_slots(
+        self, target: str, start: datetime, end: datetime, slot_s: float
+    ) -> dict[str, list[tuple[float, float, int, int, int]]]:
+        """Per check, per time slot: (time of the slowest probe, its duration, probes,
+        down, degraded), oldest first. The status page's charts, downsampled in SQL."""
+        rows = self._query(
+            # SQLite returns the bare column started_at from the row that holds MAX()
+            "SELECT check_name, CAST((started_at - ?) / ? AS INTEGER) AS slot,"
+            " MAX(duration_s) AS slowest, started_at, COUNT(*) AS n,"
+            " SUM(outcome = 'down') AS down, SUM(outcome = 'degraded') AS degraded"
+            " FROM check_results WHERE target = ? AND started_at >= ? AND started_at <= ?"
+            " GROUP BY check_name, slot ORDER BY check_name, slot",
+            (ts(start), slot_s, target, ts(start), ts(end)),
+        )
+        slots: dict[str, list[tuple[float, float, int, int, int]]] = {}
+        for row in rows:
+            slots.setdefault(row["check_name"], []).append(
+                (row["started_at"], row["slowest"], row["n"], row["down"], row["degraded"])
+            )
+        return slots
+
+    def median_duration(
+        self, target: str, check: str, start: datetime, end: datetime, count: int
+    ) -> float | None:
+        """The median probe duration of one check over [start, end] with ``count`` probes."""
+        if count <= 0:
+            return None
+        middle = self._query(
+            "SELECT duration_s FROM check_results WHERE target = ? AND check_name = ?"
+            " AND started_at >= ? AND started_at <= ? ORDER BY duration_s LIMIT ? OFFSET ?",
+            (target, check, ts(start), ts(end), 2 - count % 2, (count - 1) // 2),
+        )
+        values = [float(row["duration_s"]) for row in middle]
+        return sum(values) / len(values) if values else None
 
     def rollups_any(
         self, period: str, target: str, start: datetime, end: datetime
