@@ -24,6 +24,7 @@ from monitor.config import (
     parse_duration,
     redacted,
     resolve_config_path,
+    secret_values,
 )
 from monitor.gates import run_check, run_verify
 from monitor.logging import configure, secrets
@@ -169,6 +170,7 @@ def _main(argv: Sequence[str] | None) -> int:
         settings = load_settings(resolve_config_path(args.config, os.environ))
     except ConfigError as exc:
         return _config_failure(exc, sys.stderr)
+    secrets.add(secret_values(settings))  # every command's logs and output are redacted
     if args.command == "run":
         problems = daemon_problems(settings)
         if problems:

@@ -537,6 +537,19 @@ def daemon_problems(settings: Settings) -> list[str]:
     return []
 
 
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the configuration holds: the token and each check header value."""
+    values = [
+        header.get_secret_value()
+        for target in settings.targets
+        for check in target.checks
+        for header in check.headers.values()
+    ]
+    if settings.github.token is not None:
+        values.append(settings.github.token.get_secret_value())
+    return values
+
+
 def redacted(settings: Settings) -> dict[str, Any]:
     """The effective configuration as plain data, every secret masked."""
     data: dict[str, Any] = settings.model_dump(mode="json")

@@ -18,7 +18,7 @@ from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import __version__
 from monitor import incident_text as text
-from monitor.config import Settings, TargetConfig
+from monitor.config import Settings, TargetConfig, secret_values
 from monitor.history import History, target_figures
 from monitor.incidents import Incident, Policy, TrackerState, Transition, TransitionKind, step
 from monitor.journal import JournalSink
@@ -77,16 +77,6 @@ def make_sink(settings: Settings) -> IncidentSink:
     return JournalSink()
 
 
-def register_secrets(settings: Settings) -> None:
-    """Tell the log redactor every secret value the configuration holds."""
-    values = [
-        h.get_secret_value() for t in settings.targets for c in t.checks for h in c.headers.values()
-    ]
-    if settings.github.token is not None:
-        values.append(settings.github.token.get_secret_value())
-    secrets.add(values)
-
-
 class Daemon:
     """Probes every target on its cadence, exports metrics, tracks incidents."""
 
@@ -134,7 +124,7 @@ class Daemon:
         self._started_at = clock()
         self.exit_code = 0
         self.http: HttpServer | None = None
-        register_secrets(settings)
+        secrets.add(secret_values(settings))
         self.metrics.declare(settings.targets)
         for name, runtime in self.targets.items():
             self.metrics.probe_interval.labels(name).set(runtime.cadence_s)
@@ -620,10 +610,17 @@ class Daemon:
 
     async def _shutdown(self, server_task: asyncio.Task[None]) -> None:
         log.info("stopping", inflight=len(self._inflight))
-        if self._scheduler is not None and self._scheduler.running:
-            self._scheduler.shutdown(wait=False)
+        running = self._scheduler is not None and self._scheduler.running
+        if running:
+            # pause, not shutdown: APScheduler's shutdown cancels the jobs in flight, and
+            # a probe that is half done should finish and be recorded
+            assert self._scheduler is not None
+            self._scheduler.pause()
         if self._inflight:
             await asyncio.wait(set(self._inflight), timeout=self.settings.monitor.shutdown_grace)
+        if running:
+            assert self._scheduler is not None
+            self._scheduler.shutdown(wait=False)
         await self._prober.aclose()
         self.outbox.stop()
         if self._session_id is not None:

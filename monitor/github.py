@@ -258,7 +258,7 @@ class GithubSink:
                     return
             _answered(handle.create_comment(body).created_at, "comment")
 
-        self._call(post)
+        self._issue_call(number, post)
 
     def edit(self, issue: IssueRef, body: str, title: str | None = None) -> None:
         """Replace the body (and title)."""
@@ -280,7 +280,19 @@ class GithubSink:
             handle.edit(**fields)
             _answered(handle.created_at, what)  # the edit filled the handle from the reply
 
-        self._call(patch)
+        self._issue_call(number, patch)
+
+    def _issue_call(self, number: int, operation: Callable[[], None]) -> None:
+        """An action on one issue; a 404 for the issue alone means it was deleted."""
+        try:
+            self._call(operation)
+        except SinkError as exc:
+            if exc.reason != "not_found":
+                raise
+            # 404 names no culprit: if the repository still answers, the issue is gone,
+            # and retrying would block the target's queue for ever
+            self._call(lambda: self._client.get_repo(self._settings.repository or "").id)
+            raise SinkError("issue_gone", f"issue #{number} no longer exists (deleted?)") from exc
 
     def open_marked_issues(self) -> list[MarkedIssue]:
         """Open issues with our marker, across targets (labels filter on the common labels)."""

@@ -309,9 +309,15 @@ def reopened_comment(incident: Incident, result: TargetResult, key: str) -> str:
         [
             action_marker(key),
             f"**Failing again** at {utc(result.at)}: {defuse(failing, 300)}. Reopened"
-            f" (reopen #{incident.reopened}); the incident still counts from {utc(incident.started_at)}.",
+            f" ({_times(incident.reopened)} reopened); the incident still counts from"
+            f" {utc(incident.started_at)}.",
         ]
     )
+
+
+def _times(count: int) -> str:
+    # never "#1": GitHub would render it as a link to issue 1
+    return "once" if count == 1 else f"{count} times"
 
 
 def labels_for(target: str, configured: Sequence[str]) -> list[str]:

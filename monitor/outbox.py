@@ -112,11 +112,28 @@ class OutboxWorker:
     def _perform(self, action: OutboxAction) -> bool:
         operation = action.kind
         self.metrics.github_requests.labels(operation).inc()
+        if action.kind in ("open", "comment") and self.sink.name != "journal":
+            # if this process dies mid-request, GitHub may still act on it: nobody
+            # retries before the request has surely settled (then the marker shows)
+            try:
+                self.store.lease(action, self._clock() + timedelta(seconds=CREATE_SETTLE_S))
+            except StoreError as exc:
+                log.error(
+                    "outbox lease not recorded; not sending", action=action.id, error=str(exc)
+                )
+                return False
         try:
             issue = self._execute(action)
         except SinkError as exc:
-            self._failed(action, exc)
-            return False
+            if exc.reason == "issue_gone":
+                # nothing left to comment on or close: done, or the target's queue stalls
+                log.warning(
+                    "issue gone; action dropped", action=action.id, kind=action.kind, error=str(exc)
+                )
+                issue = None
+            else:
+                self._failed(action, exc)
+                return False
         except Exception as exc:  # a bug in a sink must not kill the worker or lose the action
             log.exception("outbox action crashed", action=action.id, kind=action.kind)
             self._failed(action, SinkError("error", f"{type(exc).__name__}: {exc}"))
@@ -377,7 +394,7 @@ class OutboxWorker:
         """
         heads: dict[str, datetime] = {}
         for action in self.store.pending_actions():
-            heads.setdefault(action.incident_id, action.next_attempt_at)
+            heads.setdefault(action.target, action.next_attempt_at)
         due = min(heads.values(), default=None)
         if due is not None and self._hold_until is not None:
             due = max(due, self._hold_until)

@@ -8,6 +8,7 @@ import socket
 import ssl
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import UTC, datetime
 from types import TracebackType
 from typing import Any
@@ -15,7 +16,7 @@ from typing import Any
 import httpx
 
 from monitor.conditions import InvalidJSON, failed_conditions, parse_json, search, select_fields
-from monitor.config import CheckConfig, MonitorSection, TargetConfig
+from monitor.config import MASK, CheckConfig, MonitorSection, TargetConfig
 from monitor.results import CheckResult, Outcome, Reason, TargetResult
 
 EXCERPT_CHARS = 300
@@ -90,6 +91,10 @@ class Prober:
 
     async def probe_check(self, target: TargetConfig, check: CheckConfig) -> CheckResult:
         """Probe one check; whatever happens ends in a classified :class:`CheckResult`."""
+        result = await self._probe(target, check)
+        return mask_headers(result, check) if check.headers else result
+
+    async def _probe(self, target: TargetConfig, check: CheckConfig) -> CheckResult:
         async with self._limit:
             url = target.check_url(check)
             started_at = self._clock()
@@ -237,6 +242,28 @@ def judge(
         f"{status} in {duration_s * 1000:.0f} ms",
         fields=fields,
         version=version,
+    )
+
+
+def mask_headers(result: CheckResult, check: CheckConfig) -> CheckResult:
+    """The result with the check's header values masked: a target may echo our request
+    (an error page quoting headers, a parser complaining about a header line), and what
+    a result says reaches logs, issues, the status page and CI output."""
+    values = [v.get_secret_value() for v in check.headers.values()]
+    values = sorted((v for v in values if v), key=len, reverse=True)
+
+    def clean(text: str) -> str:
+        for value in values:
+            text = text.replace(value, MASK)
+        return text
+
+    fields = {k: clean(v) if isinstance(v, str) else v for k, v in result.fields.items()}
+    return replace(
+        result,
+        detail=clean(result.detail),
+        body_excerpt=clean(result.body_excerpt),
+        fields=fields,
+        version=None if result.version is None else clean(result.version),
     )
 
 

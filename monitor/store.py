@@ -531,11 +531,16 @@ class Store:
         )
 
     def due_actions(self, now: datetime, limit: int = 20) -> list[OutboxAction]:
-        """The oldest pending action of each incident, if due: per-incident order is kept."""
+        """The oldest pending action of each target, if due.
+
+        A target's actions run in the order they were decided: a new incident's
+        ``open`` waits behind the previous incident's close, so a target never has
+        two open issues at once.
+        """
         rows = self._query(
             "SELECT o.* FROM outbox o JOIN ("
-            "  SELECT incident_id, MIN(id) AS first_id FROM outbox WHERE done_at IS NULL"
-            "  GROUP BY incident_id"
+            "  SELECT target, MIN(id) AS first_id FROM outbox WHERE done_at IS NULL"
+            "  GROUP BY target"
             ") heads ON o.id = heads.first_id WHERE o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
             (ts(now), limit),
         )
@@ -548,11 +553,11 @@ class Store:
 
     def next_due_at(self) -> datetime | None:
         """When the earliest pending action becomes due."""
-        # only the head of each incident's queue can run: later actions wait behind it
+        # only the head of each target's queue can run: later actions wait behind it
         rows = self._query(
             "SELECT MIN(o.next_attempt_at) AS at FROM outbox o JOIN ("
-            "  SELECT incident_id, MIN(id) AS first_id FROM outbox WHERE done_at IS NULL"
-            "  GROUP BY incident_id"
+            "  SELECT target, MIN(id) AS first_id FROM outbox WHERE done_at IS NULL"
+            "  GROUP BY target"
             ") heads ON o.id = heads.first_id"
         )
         return _opt_dt(rows[0]["at"]) if rows else None
@@ -575,6 +580,12 @@ class Store:
                     "UPDATE incidents SET issue_number = ?, issue_url = ? WHERE id = ?",
                     (issue[0], issue[1], action.incident_id),
                 )
+
+    def lease(self, action: OutboxAction, until: datetime) -> None:
+        """No process may retry ``action`` before ``until``: a create or comment sent by a
+        process killed mid-request may still land on GitHub's side meanwhile."""
+        with self._tx() as db:
+            db.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ?", (ts(until), action.id))
 
     def retry_later(self, action: OutboxAction, error: str, next_attempt_at: datetime) -> None:
         """Count a failed attempt and schedule the next one."""

@@ -284,6 +284,23 @@ def test_unassignable_assignee_still_files_the_issue(
     assert store.pending_actions() == []
 
 
+def test_deleted_issue_does_not_block_the_target(
+    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+) -> None:
+    """A close for an issue someone deleted is dropped, and the target's next open proceeds."""
+    incident, _ = open_incident(store, clock)
+    drain(worker, clock)
+    store.enqueue([action(incident, "close")], clock())
+    fake_github.inject("PATCH", ONE_ISSUE, fg.status(404, {"message": "Not Found"}))
+    clock.advance(7200)
+    open_incident(store, clock)
+
+    drain(worker, clock)
+
+    assert store.pending_actions() == []
+    assert len(fake_github.issues()) == 2
+
+
 def test_lifecycle_open_remind_resolve_close_reopen(
     fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
 ) -> None:

@@ -466,19 +466,6 @@ async def _echo_in_a_broken_header(request: Request, conn: Connection) -> None:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "gates bug: `monitor check` / `check --json` (and verify's JSON) print each check's"
-        " detail and version exactly as the probe made them, and a probe's detail can quote"
-        " the target's bytes (h11 'illegal header line: ...'). The CLI never registers the"
-        " config's secrets (register_secrets is only called by Daemon) nor redacts its output,"
-        " so a target that reflects the check's Authorization header puts the secret in the CI"
-        " log. Fix: register the config's secrets in cli._main for every command, and mask"
-        " secrets in CheckResult.detail/version/body_excerpt/fields at the probe boundary"
-        " (Prober.probe_check knows the check's header values)."
-    ),
-)
 def test_check_output_masks_a_secret_the_target_reflects(
     tmp_path: Path, target_server: TargetServer
 ) -> None:
@@ -521,15 +508,6 @@ def test_issue_text_masks_a_secret_quoted_in_a_probe_detail() -> None:
     assert all(HEADER not in t for t in texts), texts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "incident_text bug: reopened_comment writes '(reopen #1)', which GitHub renders as a"
-        " live reference to issue #1 (a link, and a 'mentioned this' event in issue #1's"
-        " timeline, for every reopen of any incident). Fix: say '(reopened 1 time)' or"
-        " 'reopen no. 1' (or put a ZWSP after the '#', as defuse() does)."
-    ),
-)
 def test_reopen_comment_has_no_live_issue_reference() -> None:
     """Pins our own comment text free of accidental #N issue references."""
     failing = check(Outcome.DOWN, Reason.STATUS, target="web", status=503)

@@ -41,12 +41,9 @@ ISSUES = r"/repos/acme/web/issues"
 COMMENTS = r"/repos/acme/web/issues/\d+/comments"
 LABELS = ("incident", "monitor", "target:web")
 
-# Failures of the soak that a strict xfail below already pins. They are allowed here so
-# that the soak keeps guarding everything else; when the bug is fixed its xfail passes,
-# pytest reports XPASS(strict) as a failure, and the entry is removed from this list.
-KNOWN_SOAK_FAILURES = {
-    "never two open at once for a target": "test_new_incident_waits_for_the_previous_issue_to_close",
-}
+# Failures of the soak that a strict xfail pins, allowed here so the soak keeps guarding
+# everything else meanwhile. None today: each entry names its xfail and goes with the fix.
+KNOWN_SOAK_FAILURES: dict[str, str] = {}
 SOAK_SECONDS = 45
 SOAK_SEED = 7
 SOAK_LIMIT_S = 180  # chaos + start-up + a drain that may include a 15 s create settle
@@ -61,9 +58,6 @@ def test_soak(tmp_path: Path) -> None:
         str(REPO_ROOT / "bench" / "soak.py"),
         f"--seconds={SOAK_SECONDS}",
         f"--seed={SOAK_SEED}",
-        # a create GitHub completes after a kill -9 is the race that
-        # test_kill_during_a_slow_create_files_one_issue pins; left out here
-        "--exclude-fault=delay-past-timeout@create",
         f"--workdir={tmp_path / 'work'}",
         f"--out={out}",
     ]
@@ -141,18 +135,6 @@ def _context(github: FakeGitHub, daemons: Daemons) -> str:
     return f"issues: {issues}\nrequests: {requests}\n{daemons.logs()}"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "daemon bug: a create that GitHub completes after the daemon was killed -9 is filed"
-        " twice. The restarted worker retries the queued 'open' at once: its marker look-up"
-        " runs before the first request lands, so it creates a second issue for the same"
-        " incident (both stay open until a later restart's reconcile closes one). The outbox"
-        " settles CREATE_SETTLE_S only after a timeout it saw itself. Fix: before sending a"
-        " create or comment, persist next_attempt_at = now + CREATE_SETTLE_S on the outbox"
-        " row (a lease), so any process retries only after the settle time."
-    ),
-)
 def test_kill_during_a_slow_create_files_one_issue(
     tmp_path: Path, daemons: Daemons, target_server: TargetServer, github: FakeGitHub
 ) -> None:
@@ -181,17 +163,6 @@ def test_kill_during_a_slow_create_files_one_issue(
     assert len(open_issues) == 1, _context(github, daemons)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "daemon bug: the outbox keeps one queue per incident, so a new incident's 'open'"
-        " overtakes the previous incident's resolve (comment, edit, close) while that is"
-        " backing off after a GitHub error: two issues of one target are open at once, the"
-        " older still saying DOWN. Fix: order the outbox per target (Store.due_actions and"
-        " OutboxWorker._next_due_at take the head of each target's queue, not each"
-        " incident's), so a target's actions run in the order they were decided."
-    ),
-)
 def test_new_incident_waits_for_the_previous_issue_to_close(
     tmp_path: Path, daemons: Daemons, target_server: TargetServer, github: FakeGitHub
 ) -> None:
@@ -232,18 +203,6 @@ def test_new_incident_waits_for_the_previous_issue_to_close(
     assert most_open == 1, context()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason=(
-        "daemon bug: on SIGTERM Daemon._shutdown calls AsyncIOScheduler.shutdown(wait=False)"
-        " first, and APScheduler's AsyncIOExecutor.shutdown cancels every running job task:"
-        " a probe in flight is cancelled (its answer never recorded, shutdown_grace never"
-        " used) and APScheduler logs 'Job ... raised an exception' at ERROR with a"
-        " CancelledError traceback on an orderly stop. Fix: pause the scheduler"
-        " (self._scheduler.pause()) before waiting for self._inflight, and shut it down"
-        " only after the wait."
-    ),
-)
 def test_sigterm_lets_an_inflight_probe_finish(
     tmp_path: Path, daemons: Daemons, target_server: TargetServer
 ) -> None:

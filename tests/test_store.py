@@ -44,7 +44,7 @@ def store(path: Path) -> Iterator[Store]:
 
 
 def _act(kind: str, incident: str = INCIDENT.id, **payload: object) -> NewAction:
-    return NewAction(incident, "production", kind, payload)
+    return NewAction(incident, incident.rsplit("-", 1)[0], kind, payload)
 
 
 # ---- tracker state ------------------------------------------------------------------------
@@ -148,8 +148,8 @@ def test_commit_cycle_on_a_closed_database_raises_store_error(store: Store) -> N
 # ---- outbox queues ------------------------------------------------------------------------
 
 
-def test_due_actions_are_the_heads_of_each_incidents_queue(store: Store) -> None:
-    """Per-incident order: only the oldest pending action of each incident is due."""
+def test_due_actions_are_the_heads_of_each_targets_queue(store: Store) -> None:
+    """Per-target order: only the oldest pending action of each target is due."""
     other = "staging-20261101T120000Z"
     store.enqueue(
         [_act("open"), _act("comment", key="a"), _act("open", other), _act("close", other)], T0
@@ -168,6 +168,18 @@ def test_due_actions_are_the_heads_of_each_incidents_queue(store: Store) -> None
     ]
     [retried] = [a for a in store.pending_actions() if a.incident_id == other and a.kind == "open"]
     assert (retried.attempts, retried.last_error) == (1, "server_error: 502")
+
+
+def test_a_new_incident_waits_for_the_previous_close(store: Store) -> None:
+    """Two incidents of one target: the new open is not due before the old close is done."""
+    later = "production-20261101T130000Z"
+    store.enqueue([_act("close"), _act("open", later)], T0)
+
+    [head] = store.due_actions(T0)
+    assert (head.incident_id, head.kind) == (INCIDENT.id, "close")
+    store.retry_later(head, "server_error: 502", at(10))
+    assert store.due_actions(at(1)) == []
+    assert store.next_due_at() == at(10)
 
 
 def test_completing_an_open_records_the_issue(store: Store) -> None:
