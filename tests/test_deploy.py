@@ -609,6 +609,7 @@ def test_workflows_are_valid_workflow_yaml() -> None:
         "deployment-gate.yml",
         "deploy-production.yml",
         "slo-report.yml",
+        "security.yml",
     }
     for path in WORKFLOWS:
         data = workflow(path)
