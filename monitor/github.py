@@ -35,6 +35,7 @@ T = TypeVar("T")
 LABEL_COLOURS = {"incident": "d73a4a", "monitor": "0e8a16"}
 TARGET_LABEL_COLOUR = "fbca04"
 RECENT_COMMENTS = 30  # how far back a retried comment looks for itself
+WRITE_GAP_S = 0.25  # pause between two writes (PyGithub's default is 1 s)
 
 
 def translate(exc: BaseException) -> SinkError:
@@ -155,6 +156,12 @@ class GithubSink:
             user_agent="fly-monitor",
             lazy=True,  # no GET before a PATCH or POST: fewer requests per action
             per_page=100,
+            # PyGithub's defaults (0.25 s between requests, 1 s between writes) pace bulk
+            # scripts; an incident is a handful of requests, sent one at a time by the
+            # outbox, which also honours Retry-After. A short gap keeps the spirit of
+            # GitHub's "pause between writes" without making recovery wait seconds.
+            seconds_between_requests=None,
+            seconds_between_writes=WRITE_GAP_S,
         )
         self._repo: Repository = self._client.get_repo(settings.repository)
         self._labels_ready: set[str] = set()
@@ -266,9 +273,10 @@ class GithubSink:
         extra: dict[str, Any] = {"title": title} if title else {}
         self._patch(number, "edit", body=body, **extra)
 
-    def close(self, issue: IssueRef) -> None:
-        """Close as completed."""
-        self._patch(self._number(issue), "close", state="closed", state_reason="completed")
+    def close(self, issue: IssueRef, body: str | None = None) -> None:
+        """Close as completed, with the final body in the same request when given."""
+        extra: dict[str, Any] = {"body": body} if body else {}
+        self._patch(self._number(issue), "close", state="closed", state_reason="completed", **extra)
 
     def reopen(self, issue: IssueRef) -> None:
         """Reopen."""

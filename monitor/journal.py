@@ -47,7 +47,7 @@ class JournalSink:
         """Body edits are noise in a log: debug level."""
         log.debug("journal: incident status refreshed", title=title)
 
-    def close(self, issue: IssueRef) -> None:
+    def close(self, issue: IssueRef, body: str | None = None) -> None:
         """Log the close."""
         log.warning("journal: incident closed")
 

@@ -203,7 +203,7 @@ class OutboxWorker:
                 issue, payload_text(payload, "body"), payload_text(payload, "title") or None
             )
         elif action.kind == "close":
-            self.sink.close(issue)
+            self.sink.close(issue, payload_text(payload, "body") or None)
         elif action.kind == "reopen":
             self.sink.reopen(issue)
         else:

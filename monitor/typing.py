@@ -86,8 +86,8 @@ class IncidentSink(Protocol):
         """Replace the body (and title)."""
         ...
 
-    def close(self, issue: IssueRef) -> None:
-        """Close as completed."""
+    def close(self, issue: IssueRef, body: str | None = None) -> None:
+        """Close as completed (replacing the body too, when given)."""
         ...
 
     def reopen(self, issue: IssueRef) -> None:

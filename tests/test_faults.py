@@ -160,7 +160,7 @@ def test_restart_resumes_the_open_incident(settings: Settings) -> None:
     feed(second, lambda at: down(at), range(10, 12))
     feed(second, up, range(12, 14))
     second_store.close()
-    assert stored_actions(path) == ["open", "comment", "edit", "close"]
+    assert stored_actions(path) == ["open", "comment", "close"]
     with sqlite3.connect(path) as db:
         started, resolved = db.execute("SELECT started_at, resolved_at FROM incidents").fetchone()
     assert resolved - started == 12 * 60  # from the first failure before the restart
