@@ -26,7 +26,6 @@ from monitor.config import (
     resolve_config_path,
     secret_values,
 )
-from monitor.gates import run_check, run_verify
 from monitor.logging import configure, secrets
 
 EXIT_OK = 0
@@ -177,6 +176,8 @@ def _main(argv: Sequence[str] | None) -> int:
             return _config_failure(ConfigError(problems), sys.stderr)
         return _run(settings)
     if args.command == "check":
+        from monitor.gates import run_check  # httpx and the probe load only for the gates
+
         narrowed = select_targets(settings, args.target)
         if narrowed is None:
             return _unknown_target(settings, args.target)
@@ -189,6 +190,8 @@ def _main(argv: Sequence[str] | None) -> int:
             progress=sys.stderr,
         )
     if args.command == "verify":
+        from monitor.gates import run_verify
+
         narrowed = select_targets(settings, [args.target])
         if narrowed is None:
             return _unknown_target(settings, [args.target])

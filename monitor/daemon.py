@@ -117,6 +117,7 @@ class Daemon:
         self.store_problem: str | None = None
         self._session_id: int | None = None
         self._reconciled = False
+        self._unprobed = set(self.targets)  # reconcile waits until every target has a result
         self._restore()
         self._scheduler: AsyncIOScheduler | None = None
         self._inflight: set[asyncio.Task[Any]] = set()
@@ -164,6 +165,7 @@ class Daemon:
             runtime.outcome_since = result.at
         runtime.state = new_state
         runtime.last_result = result
+        self._unprobed.discard(result.target)
         runtime.last_completed = self._monotonic()
         cadence = self._wanted_cadence(runtime)
         hold_s = 2 * cadence + self.settings.monitor.timeout
@@ -510,7 +512,7 @@ class Daemon:
 
     def _maybe_reconcile(self) -> None:
         """Once every target has a fresh result, compare GitHub's open issues with our state."""
-        if self._reconciled or any(rt.last_result is None for rt in self.targets.values()):
+        if self._reconciled or self._unprobed:
             return
         states = {name: rt.state for name, rt in self.targets.items()}
         loop = asyncio.get_running_loop()
