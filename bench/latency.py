@@ -17,8 +17,8 @@ first good probe, which the healthy cadence does not affect). Per incident:
 Bars: detect <= (open_after - 1) x incident_interval + 1 s; recover <= (close_after - 1)
 x incident_interval + 1 s. The first incident of a run also creates the labels on a new
 repository; it is reported apart. Modes, run one after the other: ``subprocess`` (the real
-``monitor run``, the headline), and in process with PyGithub's built-in throttle on
-(its default) and off, to measure the throttle's share of the GitHub path side by side.
+``monitor run``, the headline), and in process with the sink's write pacing on (as
+shipped: 0.25 s between writes) and off, to measure its share of the GitHub path side by side.
 """
 
 from __future__ import annotations

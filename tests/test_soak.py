@@ -3,8 +3,8 @@
 ``test_soak`` runs ``bench/soak.py`` for under a minute of chaos (marked ``slow``):
 the real daemon against flapping targets, a fake GitHub with random faults and
 ``kill -9`` restarts; the bar is that of ``docs/reliability.md``. The other tests
-replay, deterministically and in seconds, what the soak caught: each is a strict
-xfail naming the daemon's bug until it is fixed.
+replay, deterministically and in seconds, the races the soak caught, so each fix stays
+pinned on its own.
 """
 
 from __future__ import annotations
