@@ -14,7 +14,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -28,6 +27,7 @@ from typing import IO, Any, TypeVar
 import pytest
 import yaml
 
+from tests.daemon_process import free_port, http_get
 from tests.targets import TargetServer, respond
 from tests.test_deploy import dashboard_expressions, exported_sample_names, promql_metric_names
 
@@ -168,24 +168,6 @@ def test_every_alert_is_unit_tested_firing_and_quiet() -> None:
 
 
 # -- end to end: the daemon, a target, a real Prometheus -------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
-
-
-def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, str]:
-    """(status, body); an HTTP error status is an answer, not an exception."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout_s) as response:
-            return response.status, response.read().decode("utf-8")
-    except urllib.error.HTTPError as exc:
-        with exc:
-            return exc.code, exc.read().decode("utf-8")
 
 
 def wait_for(
