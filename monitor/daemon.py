@@ -47,7 +47,8 @@ class PendingCycle(NamedTuple):
     state: TrackerState
     incident: Incident | None
     actions: list[NewAction]
-    deployment: Deployment | None
+    deployment: Deployment | None  # a version change seen in this cycle
+    incident_deployment: Deployment | None  # the deployment a newly opened incident followed
 
 
 @dataclass
@@ -158,7 +159,15 @@ class Daemon:
         self.metrics.observe(result, now.timestamp())
         new_state, transitions = step(runtime.state, result, now, self.policy)
         deployment = self._detect_deployment(runtime, result)
-        actions = [a for t in transitions for a in self._actions_for(t, now, deployment)]
+        actions: list[NewAction] = []
+        followed: Deployment | None = None  # the deployment a newly opened incident followed
+        for transition in transitions:
+            if transition.incident is None or transition.kind is TransitionKind.CANCELLED:
+                continue
+            before = self._deployment_before(transition.incident, deployment)
+            if transition.kind is TransitionKind.OPENED:
+                followed = before
+            actions += self._actions_for(transition, now, before)
         incident = new_state.incident if (transitions or new_state.in_incident) else None
         previous = runtime.last_result
         if previous is None or previous.outcome is not result.outcome:
@@ -169,7 +178,9 @@ class Daemon:
         runtime.last_completed = self._monotonic()
         cadence = self._wanted_cadence(runtime)
         hold_s = 2 * cadence + self.settings.monitor.timeout
-        self._persist(PendingCycle(result, hold_s, new_state, incident, actions, deployment))
+        self._persist(
+            PendingCycle(result, hold_s, new_state, incident, actions, deployment, followed)
+        )
         if actions:
             self.outbox.wake()
         self._log_cycle(result)
@@ -227,8 +238,25 @@ class Daemon:
             runtime.versions[check.check] = check.version
         return deployment
 
+    def _deployment_before(
+        self, incident: Incident, new_deployment: Deployment | None
+    ) -> Deployment | None:
+        """The version change first seen within failure_window before the first failure."""
+        window = self.settings.monitor.failure_window
+        try:
+            deployments = self.store.deployments(
+                incident.target, since=incident.started_at - timedelta(seconds=window)
+            )
+        except StoreError as exc:
+            self.metrics.store_errors.labels("read").inc()
+            log.error("state database read failed; deployments unknown", error=str(exc))
+            deployments = []
+        if new_deployment is not None:
+            deployments.append(new_deployment)
+        return deployment_before(incident.started_at, deployments, window, target=incident.target)
+
     def _actions_for(
-        self, transition: Transition, now: datetime, new_deployment: Deployment | None
+        self, transition: Transition, now: datetime, deployment: Deployment | None
     ) -> list[NewAction]:
         """The GitHub actions a transition implies, rendered now (bodies are data in the outbox)."""
         incident = transition.incident
@@ -240,7 +268,7 @@ class Daemon:
         def act(kind: str, **payload: Any) -> NewAction:
             return NewAction(incident.id, incident.target, kind, payload)
 
-        body = self._issue_body(incident, result, now, new_deployment)
+        body = self._issue_body(incident, result, now, deployment)
         kind = transition.kind
         if kind is TransitionKind.OPENED:
             return [
@@ -279,13 +307,9 @@ class Daemon:
         incident: Incident,
         result: TargetResult,
         now: datetime,
-        new_deployment: Deployment | None,
+        deployment: Deployment | None,
     ) -> str:
         try:
-            deployments = self.store.deployments(
-                incident.target,
-                since=incident.started_at - timedelta(seconds=self.settings.monitor.failure_window),
-            )
             rows = self.store.recent_check_results(
                 incident.target, since=incident.started_at, limit=TIMELINE_ROWS
             )
@@ -293,15 +317,7 @@ class Daemon:
             # the issue still gets written, from what this probe alone knows
             self.metrics.store_errors.labels("read").inc()
             log.error("state database read failed; issue text without history", error=str(exc))
-            deployments, rows = [], []
-        if new_deployment is not None:
-            deployments.append(new_deployment)
-        deployment = deployment_before(
-            incident.started_at,
-            deployments,
-            self.settings.monitor.failure_window,
-            target=incident.target,
-        )
+            rows = []
         timeline = [
             text.TimelineRow(
                 dt(r["started_at"]),

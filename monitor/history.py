@@ -15,7 +15,7 @@ import json
 import math
 import sqlite3
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -55,37 +55,6 @@ def floor_to(moment: datetime, seconds: int) -> datetime:
 def ceil_to(moment: datetime, seconds: int) -> datetime:
     """The first hour/day boundary at or after ``moment``."""
     return dt(math.ceil(ts(moment) / seconds) * seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class LatencySummary:
-    """Latency of a check over a span, from rollups and raw results."""
-
-    probes: int = 0
-    failures: int = 0
-    degraded: int = 0
-    latency_sum_s: float = 0.0
-    latency_min_s: float | None = None
-    latency_max_s: float | None = None
-    histogram: tuple[int, ...] = field(default_factory=lambda: (0,) * len(LATENCY_BOUNDS_S))
-
-    @property
-    def mean_s(self) -> float | None:
-        """Mean latency, None with no probes."""
-        return self.latency_sum_s / self.probes if self.probes else None
-
-    def quantile_s(self, q: float) -> float | None:
-        """Upper bound of the histogram bucket holding the q-quantile."""
-        total = sum(self.histogram)
-        if not total:
-            return None
-        rank = q * total
-        running = 0
-        for bound, count in zip(LATENCY_BOUNDS_S, self.histogram, strict=True):
-            running += count
-            if running >= rank:
-                return bound if not math.isinf(bound) else self.latency_max_s
-        return self.latency_max_s
 
 
 def _histogram(durations: Sequence[float]) -> list[int]:
@@ -279,48 +248,6 @@ class History:
             # keep the samples whose holds reach into the next hour to be rolled up
             raw_before = min(raw_before, watermark - timedelta(seconds=self.max_hold_s))
         return self.store.purge(raw_before, now - timedelta(seconds=monitor.rollup_retention))
-
-    # ---- per-check latency for charts ------------------------------------------------------
-
-    def latency(self, target: str, check: str, window: Span) -> LatencySummary:
-        """Probe counts and latency of one check over a window, from hourly rollups and raw."""
-        summary = LatencySummary()
-        for row in self.store.rollups("hour", target, check, window.start, window.end):
-            summary = _merge(summary, row)
-        watermark = self.watermark() or window.start
-        raw = self.store.check_results(
-            target, max(window.start, watermark), check=check, limit=1_000_000
-        )
-        durations = [float(r["duration_s"]) for r in raw if dt(r["started_at"]) < window.end]
-        if durations:
-            summary = _merge(
-                summary,
-                {
-                    "probes": len(durations),
-                    "failures": sum(1 for r in raw if r["outcome"] == "down"),
-                    "degraded": sum(1 for r in raw if r["outcome"] == "degraded"),
-                    "latency_sum": sum(durations),
-                    "latency_min": min(durations),
-                    "latency_max": max(durations),
-                    "latency_hist": json.dumps(_histogram(durations)),
-                },
-            )
-        return summary
-
-
-def _merge(summary: LatencySummary, row: RowLike) -> LatencySummary:
-    hist = json.loads(row["latency_hist"])
-    mins = [v for v in (summary.latency_min_s, row["latency_min"]) if v is not None]
-    maxs = [v for v in (summary.latency_max_s, row["latency_max"]) if v is not None]
-    return LatencySummary(
-        probes=summary.probes + int(row["probes"]),
-        failures=summary.failures + int(row["failures"]),
-        degraded=summary.degraded + int(row["degraded"]),
-        latency_sum_s=summary.latency_sum_s + float(row["latency_sum"]),
-        latency_min_s=min(mins) if mins else None,
-        latency_max_s=max(maxs) if maxs else None,
-        histogram=tuple(a + b for a, b in zip(summary.histogram, hist, strict=True)),
-    )
 
 
 def _sum_rows(

@@ -194,6 +194,16 @@ class NewAction:
     payload: Mapping[str, Any]
 
 
+def _deployment_json(deployment: Deployment) -> str:
+    return json.dumps(
+        {
+            "from_version": deployment.from_version,
+            "to_version": deployment.to_version,
+            "seen_at": deployment.seen_at.isoformat(),
+        }
+    )
+
+
 def state_to_json(state: TrackerState) -> str:
     """The tracker state as JSON (datetimes as ISO strings)."""
 
@@ -352,8 +362,13 @@ class Store:
         incident: Incident | None,
         actions: Sequence[NewAction],
         deployment: Deployment | None = None,
+        incident_deployment: Deployment | None = None,
     ) -> None:
-        """Everything one target's probe implies, in one transaction."""
+        """Everything one target's probe implies, in one transaction.
+
+        ``deployment`` is a version change seen by this probe; ``incident_deployment``
+        the one a newly opened ``incident`` followed (what change failure rate blames).
+        """
         now_ts = ts(result.at)
         with self._tx() as db:
             db.executemany(
@@ -400,6 +415,11 @@ class Store:
                         deployment.to_version,
                         ts(deployment.seen_at),
                     ),
+                )
+            if incident is not None and incident_deployment is not None:
+                db.execute(
+                    "UPDATE incidents SET deployment = ? WHERE id = ?",
+                    (_deployment_json(incident_deployment), incident.id),
                 )
             self._enqueue(db, actions, now_ts)
 
@@ -448,21 +468,6 @@ class Store:
         """Add actions outside a probe cycle (reconcile, ``verify --file-incident``)."""
         with self._tx() as db:
             self._enqueue(db, actions, ts(now))
-
-    def set_deployment(self, incident_id: str, deployment: Deployment) -> None:
-        """Remember the deployment an incident followed."""
-        payload = {
-            "from_version": deployment.from_version,
-            "to_version": deployment.to_version,
-            "seen_at": deployment.seen_at.isoformat(),
-        }
-        with self._tx() as db:
-            db.execute(
-                "UPDATE incidents SET deployment = ? WHERE id = ?",
-                (json.dumps(payload), incident_id),
-            )
-
-    # ---- tracker state --------------------------------------------------------------------
 
     def load_states(self) -> dict[str, TrackerState]:
         """The tracker state of every target seen before."""
@@ -616,24 +621,6 @@ class Store:
         )
         return [Sample(dt(row["at"]), Outcome(row["outcome"])) for row in rows]
 
-    def max_hold(self, target: str) -> float:
-        """The longest hold recorded for a target (2 x its slowest cadence)."""
-        rows = self._query(
-            "SELECT MAX(hold_s) AS h FROM target_samples WHERE target = ?", (target,)
-        )
-        return float(rows[0]["h"] or 0.0)
-
-    def check_results(
-        self, target: str, since: datetime, check: str | None = None, limit: int = 10_000
-    ) -> list[sqlite3.Row]:
-        """Raw check results since a time, oldest first (for timelines and charts)."""
-        return self._query(
-            "SELECT target, check_name, started_at, duration_s, outcome, reason, status, detail"
-            " FROM check_results WHERE target = ? AND started_at >= ?"
-            " AND (? IS NULL OR check_name = ?) ORDER BY started_at LIMIT ?",
-            (target, ts(since), check, check, limit),
-        )
-
     def recent_check_results(self, target: str, since: datetime, limit: int) -> list[sqlite3.Row]:
         """The newest ``limit`` raw results since a time, oldest first (for issue timelines)."""
         rows = self._query(
@@ -672,11 +659,6 @@ class Store:
         """A value from the meta table."""
         rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
         return str(rows[0]["value"]) if rows else None
-
-    def set_meta(self, key: str, value: str) -> None:
-        """Store a value in the meta table."""
-        with self._tx() as db:
-            db.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (key, value))
 
     def first_sample_at(self, target: str | None = None) -> datetime | None:
         """The oldest target sample still stored (of one target, or of any)."""

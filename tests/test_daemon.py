@@ -105,7 +105,9 @@ def test_issue_body_names_the_deployment_before_the_failure(
     with sqlite3.connect(settings.monitor.state_path) as db:
         [(payload,)] = db.execute("SELECT payload FROM outbox WHERE kind = 'open'").fetchall()
         deployments = db.execute("SELECT from_version, to_version FROM deployments").fetchall()
+        [(followed,)] = db.execute("SELECT deployment FROM incidents").fetchall()
     assert deployments == [("1.4.2", "1.4.3")]
+    assert json.loads(followed)["to_version"] == "1.4.3"  # what change failure rate blames
     assert (
         "version 1.4.2 -> 1.4.3 was first seen 6m before the first failure"
         in json.loads(payload)["body"]
