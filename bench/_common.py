@@ -362,7 +362,7 @@ def target_settings(
 
 def null_logging() -> None:
     """The daemon's JSON log pipeline, writing to /dev/null (rendering cost kept, I/O not)."""
-    from monitor.logging import configure
+    from monitor.logs import configure
 
     configure("json", "INFO", stream=open(os.devnull, "w"))  # noqa: SIM115 - lives as long as the process
 

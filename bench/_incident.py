@@ -148,7 +148,7 @@ def servers(labels_exist: bool = False) -> Iterator[tuple[Switch, TimedFakeGitHu
     with TargetServer(connection_limit_s=900.0) as target, TimedFakeGitHub() as github:
         target.route("/health", switch)
         if labels_exist:
-            from monitor.incident_text import target_label
+            from monitor.incidents.text import target_label
 
             for name in ("incident", "monitor", target_label("web")):
                 github.add_label(DEFAULT_REPO, name)
@@ -182,8 +182,8 @@ def run_in_process(config: Path, throttle: bool, work: Callable[[], Any]) -> Any
     from github import Auth, Github
 
     from monitor.config import load_settings
-    from monitor.daemon import Daemon
-    from monitor.github import GithubSink
+    from monitor.daemon.daemon import Daemon
+    from monitor.incidents.channels.github import GithubSink
 
     os.environ["GITHUB_TOKEN"] = DEFAULT_TOKEN
     try:

@@ -97,11 +97,11 @@ async def run(
 ) -> dict[str, Any]:
     import httpx
 
-    from monitor.daemon import Daemon
-    from monitor.journal import JournalSink
+    from monitor.daemon.daemon import Daemon
+    from monitor.incidents.channels.journal import JournalSink
     from monitor.metrics import Metrics
-    from monitor.probe import Prober
-    from monitor.store import Store
+    from monitor.probing.prober import Prober
+    from monitor.store.sqlite import Store
 
     settings = c.target_settings(target.url, checks, tmp / "monitor.db")
     conc = settings.monitor.concurrency

@@ -106,11 +106,11 @@ async def run(
 ) -> dict[str, Any]:
     import httpx
 
-    from monitor.daemon import Daemon
-    from monitor.journal import JournalSink
+    from monitor.daemon.daemon import Daemon
+    from monitor.incidents.channels.journal import JournalSink
     from monitor.metrics import Metrics
-    from monitor.probe import Prober
-    from monitor.store import Store
+    from monitor.probing.prober import Prober
+    from monitor.store.sqlite import Store
 
     state = tmp / "monitor.db"
     overrides = {"concurrency": concurrency} if concurrency else {}
@@ -300,7 +300,7 @@ async def record_only(
     """
     from datetime import UTC, datetime, timedelta
 
-    from monitor.results import CheckResult, Outcome, Reason, TargetResult
+    from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
     _daemon, prober, record = new_daemon()
     t0 = datetime.now(UTC).replace(microsecond=0)

@@ -60,7 +60,7 @@ def main() -> None:
 
 
 def _result(target: str, at: datetime, checks: int) -> Any:
-    from monitor.results import CheckResult, Outcome, Reason, TargetResult
+    from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
     return TargetResult(
         target,
@@ -84,7 +84,7 @@ def _result(target: str, at: datetime, checks: int) -> Any:
 
 def _commit_many(store: Any, targets: int, checks: int, cycles: int, t0: datetime) -> float:
     """Seconds to commit ``cycles`` probe cycles of ``targets`` targets, as the daemon does."""
-    from monitor.incidents import TrackerState
+    from monitor.incidents.tracker import TrackerState
 
     states = {f"t{i:04d}": TrackerState(f"t{i:04d}") for i in range(targets)}
     results = [
@@ -99,7 +99,7 @@ def _commit_many(store: Any, targets: int, checks: int, cycles: int, t0: datetim
 
 
 def commit_throughput(tmp: Path, quick: bool, reps: int) -> dict[str, Any]:
-    from monitor.store import Store
+    from monitor.store.sqlite import Store
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     n = 200 if quick else 2000
@@ -217,11 +217,11 @@ def _import_floor(reps: int) -> dict[str, Any]:
 
 
 def _latencies(settings: Any, store: Any, config: Path, reps: int) -> dict[str, Any]:
-    from monitor.daemon import Daemon
-    from monitor.history import History, target_figures
-    from monitor.journal import JournalSink
+    from monitor.daemon.daemon import Daemon
+    from monitor.figures.history import History, target_figures
+    from monitor.figures.slo import Span
+    from monitor.incidents.channels.journal import JournalSink
     from monitor.metrics import Metrics
-    from monitor.slo import Span
 
     history = History(store, settings)
     now = datetime.now(UTC)
@@ -243,7 +243,7 @@ def _latencies(settings: Any, store: Any, config: Path, reps: int) -> dict[str, 
     out["report_subprocess_30d_s"] = _report_subprocess(config, None, reps)
     out["report_subprocess_90d_s"] = _report_subprocess(config, "90d", reps)
     try:
-        from monitor.status import build_snapshot
+        from monitor.web.status import build_snapshot
     except ImportError:
         out["api_status"] = "pending: monitor/status.py has no build_snapshot yet"
         return out
@@ -262,8 +262,8 @@ async def _api_status(daemon: Any, reps: int) -> dict[str, Any]:
     """GET /api/status through the daemon's ASGI app with an uncached snapshot (TTL 0)."""
     import httpx
 
-    from monitor.server import create_app
-    from monitor.status import SnapshotCache, status_routes
+    from monitor.web.server import create_app
+    from monitor.web.status import SnapshotCache, status_routes
 
     app = create_app(daemon.metrics, daemon, status_routes(daemon, cache=SnapshotCache(daemon, 0)))
     times = []
@@ -282,8 +282,8 @@ def history(
     tmp: Path, days: int, reps: int, quick: bool, profile_dir: Path | None, targets: int
 ) -> dict:
     from monitor.config import load_settings
-    from monitor.history import History
-    from monitor.store import Store
+    from monitor.figures.history import History
+    from monitor.store.sqlite import Store
     from tests.test_history import generate_history
 
     state = tmp / "history.db"
@@ -331,7 +331,7 @@ def history(
     out["after_rollup"] = _latencies(settings, store, config, reps)
     c.say(f"after rollup: {_brief(out['after_rollup'])}")
     commit_big = []
-    from monitor.incidents import TrackerState
+    from monitor.incidents.tracker import TrackerState
 
     tracker = TrackerState("svc00")
     n = 200 if quick else 2000
@@ -368,11 +368,11 @@ def _brief(figures: dict[str, Any]) -> str:
 def _profile(settings: Any, store: Any, directory: Path) -> dict[str, Any]:
     from pyinstrument import Profiler
 
-    from monitor.daemon import Daemon
-    from monitor.history import History, target_figures
-    from monitor.journal import JournalSink
+    from monitor.daemon.daemon import Daemon
+    from monitor.figures.history import History, target_figures
+    from monitor.figures.slo import Span
+    from monitor.incidents.channels.journal import JournalSink
     from monitor.metrics import Metrics
-    from monitor.slo import Span
 
     directory.mkdir(parents=True, exist_ok=True)
     history = History(store, settings)
@@ -388,7 +388,7 @@ def _profile(settings: Any, store: Any, directory: Path) -> dict[str, Any]:
     )
     out["target_figures_30d_all_targets"] = c.profile_shares(profiler)
     try:
-        from monitor.status import build_snapshot
+        from monitor.web.status import build_snapshot
     except ImportError:
         return out
     daemon = Daemon(settings, store=store, sink=JournalSink(), metrics=Metrics())

@@ -26,7 +26,7 @@ from monitor.config import (
     resolve_config_path,
     secret_values,
 )
-from monitor.logging import configure, secrets
+from monitor.logs import configure, secrets
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -176,7 +176,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return _config_failure(ConfigError(problems), sys.stderr)
         return _run(settings)
     if args.command == "check":
-        from monitor.gates import run_check  # httpx and the probe load only for the gates
+        from monitor.release.gates import run_check  # httpx and the probe load only for the gates
 
         narrowed = select_targets(settings, args.target)
         if narrowed is None:
@@ -190,7 +190,7 @@ def _main(argv: Sequence[str] | None) -> int:
             progress=sys.stderr,
         )
     if args.command == "verify":
-        from monitor.gates import run_verify
+        from monitor.release.gates import run_verify
 
         narrowed = select_targets(settings, [args.target])
         if narrowed is None:
@@ -235,10 +235,10 @@ def _parse_when(text: str) -> datetime:
 
 
 def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
-    from monitor.history import History, target_figures
-    from monitor.report import render_report
-    from monitor.slo import Span, parse_window
-    from monitor.store import Store, StoreError
+    from monitor.figures.history import History, target_figures
+    from monitor.figures.report import render_report
+    from monitor.figures.slo import Span, parse_window
+    from monitor.store.sqlite import Store, StoreError
 
     narrowed = select_targets(settings, args.target)
     if narrowed is None:
@@ -294,8 +294,8 @@ EXIT_STORE = 74  # EX_IOERR: the state database cannot be opened at all
 
 
 def _run(settings: Settings) -> int:
-    from monitor.daemon import Daemon  # the scheduler and server load only for `run`
-    from monitor.store import StoreError
+    from monitor.daemon.daemon import Daemon  # the scheduler and server load only for `run`
+    from monitor.store.sqlite import StoreError
 
     async def go() -> int:
         return await Daemon(settings).run()

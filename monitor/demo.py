@@ -21,7 +21,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from monitor.config import Settings, load_settings
-from monitor.logging import get_logger
+from monitor.logs import get_logger
 
 log = get_logger("monitor.demo")
 
@@ -130,7 +130,7 @@ def _free_port() -> int:
 
 def run_demo(listen: str, duration_s: float | None) -> int:
     """Start the sample service and the daemon; return the daemon's exit code."""
-    from monitor.daemon import Daemon
+    from monitor.daemon.daemon import Daemon
 
     async def go() -> int:
         port = _free_port()

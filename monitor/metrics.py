@@ -15,7 +15,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from monitor import __version__
 from monitor.config import TargetConfig
-from monitor.results import CheckResult, Reason, TargetResult
+from monitor.probing.results import CheckResult, Reason, TargetResult
 
 PROBE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INCIDENT_BUCKETS_S = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)

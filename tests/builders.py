@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
-from monitor.results import CheckResult, Outcome, Reason, TargetResult
+from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
 T0 = datetime(2026, 11, 1, 12, 0, tzinfo=UTC)
 

@@ -6,7 +6,13 @@ from typing import Any
 
 import pytest
 
-from monitor.conditions import InvalidJSON, failed_conditions, parse_json, search, select_fields
+from monitor.probing.conditions import (
+    InvalidJSON,
+    failed_conditions,
+    parse_json,
+    search,
+    select_fields,
+)
 
 
 @pytest.mark.parametrize(

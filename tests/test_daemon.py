@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 from monitor.config import Settings, load_settings
-from monitor.daemon import Daemon
-from monitor.journal import JournalSink
+from monitor.daemon.daemon import Daemon
+from monitor.incidents.channels.journal import JournalSink
 from monitor.metrics import Metrics
-from monitor.results import TargetResult
-from monitor.store import Store
+from monitor.probing.results import TargetResult
+from monitor.store.sqlite import Store
 from tests.builders import T0, ManualClock, down, up
 
 

@@ -32,9 +32,9 @@ from monitor.config import (
     parse_duration,
     split_listen,
 )
+from monitor.incidents.outbox import OutboxWorker
 from monitor.metrics import Metrics
-from monitor.outbox import OutboxWorker
-from monitor.server import create_app
+from monitor.web.server import create_app
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"

@@ -13,10 +13,10 @@ from pathlib import Path
 import pytest
 
 from monitor.config import Settings, load_settings
-from monitor.daemon import Daemon
-from monitor.journal import JournalSink
+from monitor.daemon.daemon import Daemon
+from monitor.incidents.channels.journal import JournalSink
 from monitor.metrics import Metrics
-from monitor.store import Store
+from monitor.store.sqlite import Store
 from tests.builders import T0, ManualClock, down, up
 
 

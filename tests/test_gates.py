@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from monitor.config import Settings, load_settings
-from monitor.gates import run_check, run_verify
-from monitor.store import Store
+from monitor.release.gates import run_check, run_verify
+from monitor.store.sqlite import Store
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 from tests.targets import TargetServer, respond
 

@@ -19,9 +19,9 @@ from github import (
 from github.Issue import Issue
 
 from monitor.config import GithubSection
-from monitor.github import GithubSink, translate
-from monitor.incident_text import marker
-from monitor.typing import IssueRef, SinkError
+from monitor.incidents.channels.base import IssueRef, SinkError
+from monitor.incidents.channels.github import GithubSink, translate
+from monitor.incidents.text import marker
 from tests import fakegithub as fg
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 

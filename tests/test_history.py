@@ -15,11 +15,11 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import Settings, load_settings
-from monitor.history import History, target_figures
-from monitor.incidents import Incident, TrackerState
-from monitor.results import CheckResult, Outcome, Reason, TargetResult
-from monitor.slo import Sample, Span, account
-from monitor.store import Store
+from monitor.figures.history import History, target_figures
+from monitor.figures.slo import Sample, Span, account
+from monitor.incidents.tracker import Incident, TrackerState
+from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
+from monitor.store.sqlite import Store
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -161,7 +161,7 @@ def test_figures_trace_back_to_incidents_and_deployments(tmp_path: Path) -> None
     settings = make_settings(path)
     history = History(store, settings)
     store.start_session(T0)
-    from monitor.slo import Deployment
+    from monitor.figures.slo import Deployment
 
     first = cycle("staging", T0, Outcome.UP)
     store.commit_cycle(

@@ -32,8 +32,8 @@ from hypothesis import HealthCheck, given
 from hypothesis import strategies as st
 
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
-from monitor.probe import Prober
-from monitor.results import CheckResult, Outcome, Reason
+from monitor.probing.prober import Prober
+from monitor.probing.results import CheckResult, Outcome, Reason
 from tests.daemon_process import (
     DaemonProcess,
     Daemons,

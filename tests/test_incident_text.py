@@ -8,10 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from monitor import incident_text as text
-from monitor.incidents import Incident
-from monitor.results import CheckResult, Outcome, Reason, TargetResult
-from monitor.slo import Deployment
+from monitor.figures.slo import Deployment
+from monitor.incidents import text
+from monitor.incidents.tracker import Incident
+from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 from tests.builders import T0, at, check, down, up
 
 ZW = text.ZWSP

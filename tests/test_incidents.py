@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from monitor.incidents import Phase, Policy, TrackerState, TransitionKind, step
-from monitor.results import Outcome, Reason, TargetResult
+from monitor.incidents.tracker import Phase, Policy, TrackerState, TransitionKind, step
+from monitor.probing.results import Outcome, Reason, TargetResult
 from tests.builders import T0, at, check, down, up
 
 POLICY = Policy(open_after=3, close_after=2, reopen_window_s=1800, reminder_interval_s=3600)

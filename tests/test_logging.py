@@ -9,8 +9,8 @@ from collections.abc import Iterator
 
 import pytest
 
-import monitor.github  # noqa: F401 - importing PyGithub is what used to add a raw stderr handler
-from monitor.logging import REDACTED, configure, get_logger, secrets
+import monitor.incidents.channels.github  # noqa: F401 - importing PyGithub is what used to add a raw stderr handler
+from monitor.logs import REDACTED, configure, get_logger, secrets
 
 SECRET = "s3cr3t-header-value-0123456789"
 TOKEN = "ghp_" + "A" * 36

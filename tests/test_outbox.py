@@ -13,14 +13,14 @@ import pytest
 import structlog
 from github import Auth, Github
 
-from monitor import incident_text as text
 from monitor.config import GithubSection
-from monitor.github import GithubSink
-from monitor.incidents import Incident, Phase, TrackerState, incident_id
+from monitor.incidents import text
+from monitor.incidents.channels.github import GithubSink
+from monitor.incidents.outbox import OutboxWorker
+from monitor.incidents.tracker import Incident, Phase, TrackerState, incident_id
 from monitor.metrics import Metrics
-from monitor.outbox import OutboxWorker
-from monitor.results import TargetResult
-from monitor.store import NewAction, Store
+from monitor.probing.results import TargetResult
+from monitor.store.sqlite import NewAction, Store
 from tests import fakegithub as fg
 from tests.builders import T0, ManualClock, down, up
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub

@@ -12,8 +12,8 @@ from typing import Any
 import pytest
 
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
-from monitor.probe import EXCERPT_CHARS, USER_AGENT, Prober
-from monitor.results import CheckResult, Outcome, Reason
+from monitor.probing.prober import EXCERPT_CHARS, USER_AGENT, Prober
+from monitor.probing.results import CheckResult, Outcome, Reason
 from tests.targets import (
     Handler,
     TargetServer,

@@ -28,9 +28,9 @@ from typing import Any
 
 import pytest
 
-from monitor.incident_text import body, changed_comment, reopened_comment
-from monitor.incidents import Incident
-from monitor.results import Outcome, Reason, TargetResult
+from monitor.incidents.text import body, changed_comment, reopened_comment
+from monitor.incidents.tracker import Incident
+from monitor.probing.results import Outcome, Reason, TargetResult
 from tests.builders import T0, check
 from tests.daemon_process import (
     DaemonProcess,

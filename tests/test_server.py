@@ -12,7 +12,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from monitor.metrics import Metrics
-from monitor.server import HttpServer, create_app
+from monitor.web.server import HttpServer, create_app
 
 
 class Health:

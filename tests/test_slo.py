@@ -10,8 +10,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from monitor.results import Outcome
-from monitor.slo import (
+from monitor.figures.slo import (
     WINDOWS,
     Deployment,
     IncidentRecord,
@@ -26,6 +25,7 @@ from monitor.slo import (
     mttr,
     parse_window,
 )
+from monitor.probing.results import Outcome
 
 T0 = datetime(2024, 3, 1, tzinfo=UTC)
 HOUR = 60  # minutes

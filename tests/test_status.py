@@ -28,12 +28,14 @@ from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 
 from monitor.config import Settings
-from monitor.history import History
-from monitor.incidents import Policy, TrackerState, step
+from monitor.figures.history import History
+from monitor.incidents.channels.base import LiveTarget
+from monitor.incidents.tracker import Policy, TrackerState, step
 from monitor.metrics import Metrics
-from monitor.results import CheckResult, Outcome, Reason, TargetResult
-from monitor.server import create_app
-from monitor.status import (
+from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
+from monitor.store.sqlite import Store
+from monitor.web.server import create_app
+from monitor.web.status import (
     CSP,
     PALETTE,
     SUMMARY_TEXT,
@@ -50,14 +52,14 @@ from monitor.status import (
     summarise,
     text_width,
 )
-from monitor.store import Store
-from monitor.typing import LiveTarget
 
 NOW = datetime(2026, 11, 20, 12, 7, 30, tzinfo=UTC)
 HOSTILE = "<script>alert(1)</script>\"onmouseover=alert(2) x='"
 ISSUE_URL = "https://github.com/acme/web/issues/42"
 PAGE_BUDGET_BYTES = 60 * 1024
-SCHEMA = json.loads(resources.files("monitor").joinpath("status_schema.json").read_text("utf-8"))
+SCHEMA = json.loads(
+    resources.files("monitor.web").joinpath("status_schema.json").read_text("utf-8")
+)
 
 
 def make_settings(

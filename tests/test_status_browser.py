@@ -36,10 +36,10 @@ from typing import Any
 import pytest
 
 from monitor.config import Settings
-from monitor.daemon import Daemon
-from monitor.probe import Prober
-from monitor.server import HttpServer, create_app
-from monitor.status import status_routes
+from monitor.daemon.daemon import Daemon
+from monitor.probing.prober import Prober
+from monitor.web.server import HttpServer, create_app
+from monitor.web.status import status_routes
 from tests.daemon_process import (
     HOST,
     Daemons,

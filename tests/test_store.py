@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from monitor.incidents import Incident, Phase, TrackerState
-from monitor.results import Outcome
-from monitor.slo import Deployment, Span
-from monitor.store import NewAction, Store, StoreError, state_from_json, state_to_json
+from monitor.figures.slo import Deployment, Span
+from monitor.incidents.tracker import Incident, Phase, TrackerState
+from monitor.probing.results import Outcome
+from monitor.store.sqlite import NewAction, Store, StoreError, state_from_json, state_to_json
 from tests.builders import T0, at, check, down, up
 
 INCIDENT = Incident(
@@ -258,7 +258,7 @@ def test_killed_session_does_not_run_on_after_a_restart(store: Store) -> None:
 _WRITE_EVERYTHING = """
 import os, signal, sys
 from tests.test_store import write_everything
-from monitor.store import Store
+from monitor.store.sqlite import Store
 store = Store(sys.argv[1])
 write_everything(store)
 if sys.argv[2] == "kill":

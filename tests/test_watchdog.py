@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 
 from monitor.config import load_settings
-from monitor.daemon import STALL_EXIT_CODE, Daemon
-from monitor.journal import JournalSink
+from monitor.daemon.daemon import STALL_EXIT_CODE, Daemon
+from monitor.incidents.channels.journal import JournalSink
 from monitor.metrics import Metrics
-from monitor.store import Store
+from monitor.store.sqlite import Store
 from tests.daemon_process import free_port
 
 
@@ -57,9 +57,9 @@ def test_blocked_loop_exits_with_the_stall_code(tmp_path: Path) -> None:
             f"""
             import asyncio, time
             from monitor.config import load_settings
-            from monitor.daemon import Daemon
-            from monitor.logging import configure
-            from monitor.probe import Prober
+            from monitor.daemon.daemon import Daemon
+            from monitor.logs import configure
+            from monitor.probing.prober import Prober
 
             original = Prober.probe_target
             calls = 0

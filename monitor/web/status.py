@@ -35,13 +35,13 @@ from starlette.routing import Route
 
 from monitor import __version__
 from monitor.config import Settings, TargetConfig
-from monitor.history import DAY_S, TARGET_LEVEL, History, floor_to, target_figures
-from monitor.incidents import Phase
-from monitor.logging import get_logger, secrets
-from monitor.results import Outcome
-from monitor.slo import WINDOWS, Span, TimeAccount
-from monitor.store import IncidentRow, Store, StoreError, dt, ts
-from monitor.typing import LiveTarget
+from monitor.figures.history import DAY_S, TARGET_LEVEL, History, floor_to, target_figures
+from monitor.figures.slo import WINDOWS, Span, TimeAccount
+from monitor.incidents.channels.base import LiveTarget
+from monitor.incidents.tracker import Phase
+from monitor.logs import get_logger, secrets
+from monitor.probing.results import Outcome
+from monitor.store.sqlite import IncidentRow, Store, StoreError, dt, ts
 
 __all__ = [
     "CACHE_TTL_S",

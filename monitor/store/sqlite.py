@@ -20,9 +20,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from monitor.incidents import Incident, Phase, TrackerState
-from monitor.results import Outcome, TargetResult
-from monitor.slo import Deployment, IncidentRecord, Sample, Span
+from monitor.figures.slo import Deployment, IncidentRecord, Sample, Span
+from monitor.incidents.tracker import Incident, Phase, TrackerState
+from monitor.probing.results import Outcome, TargetResult
 
 SCHEMA_VERSION = 1
 

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
+from monitor.clock import utcnow
 from monitor.config import Settings, TargetConfig, format_duration
-from monitor.incidents import Policy, TrackerState, TransitionKind, step
-from monitor.probe import Prober, utcnow
-from monitor.results import Outcome, TargetResult
+from monitor.incidents.tracker import Policy, TrackerState, TransitionKind, step
+from monitor.probing.prober import Prober
+from monitor.probing.results import Outcome, TargetResult
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -258,12 +259,12 @@ def run_verify(
 
 def file_incident_now(settings: Settings, state: TrackerState, result: TargetResult) -> None:
     """Open the incident issue through the same store and outbox the daemon uses."""
-    from monitor.daemon import make_sink
-    from monitor.incident_text import body, labels_for, title
-    from monitor.logging import get_logger
+    from monitor.daemon.daemon import make_sink
+    from monitor.incidents.outbox import OutboxWorker
+    from monitor.incidents.text import body, labels_for, title
+    from monitor.logs import get_logger
     from monitor.metrics import Metrics
-    from monitor.outbox import OutboxWorker
-    from monitor.store import NewAction, Store
+    from monitor.store.sqlite import NewAction, Store
 
     assert state.incident is not None
     log = get_logger("monitor.verify")

@@ -7,27 +7,27 @@ import os
 import socket
 import ssl
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import replace
-from datetime import UTC, datetime
+from datetime import datetime
 from types import TracebackType
 from typing import Any
 
 import httpx
 
-from monitor.conditions import InvalidJSON, failed_conditions, parse_json, search, select_fields
+from monitor.clock import Clock, utcnow
 from monitor.config import MASK, CheckConfig, MonitorSection, TargetConfig
-from monitor.results import CheckResult, Outcome, Reason, TargetResult
+from monitor.probing.conditions import (
+    InvalidJSON,
+    failed_conditions,
+    parse_json,
+    search,
+    select_fields,
+)
+from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
 EXCERPT_CHARS = 300
 USER_AGENT = "fly-monitor/0.1 (+https://github.com/)"
-
-Clock = Callable[[], datetime]
-
-
-def utcnow() -> datetime:
-    """The wall clock, UTC; the one place the probe path reads it."""
-    return datetime.now(UTC)
 
 
 class _BodyTooLarge(Exception):

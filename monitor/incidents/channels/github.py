@@ -20,9 +20,9 @@ from github.IssueComment import IssueComment
 from github.Repository import Repository
 
 from monitor.config import GithubSection
-from monitor.incident_text import action_marker, parse_marker, target_label
-from monitor.logging import get_logger
-from monitor.typing import IssueRef, MarkedIssue, SinkError
+from monitor.incidents.channels.base import IssueRef, MarkedIssue, SinkError
+from monitor.incidents.text import action_marker, parse_marker, target_label
+from monitor.logs import get_logger
 
 log = get_logger("monitor.github")
 

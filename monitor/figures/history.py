@@ -20,9 +20,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from monitor.config import Settings, TargetConfig
-from monitor.metrics import PROBE_BUCKETS_S
-from monitor.results import Outcome
-from monitor.slo import (
+from monitor.figures.slo import (
     WINDOWS,
     BudgetReport,
     DeploymentStats,
@@ -36,7 +34,9 @@ from monitor.slo import (
     error_budget,
     mttr,
 )
-from monitor.store import IncidentRow, Store, dt, ts
+from monitor.metrics import PROBE_BUCKETS_S
+from monitor.probing.results import Outcome
+from monitor.store.sqlite import IncidentRow, Store, dt, ts
 
 RowLike = Mapping[str, Any] | sqlite3.Row  # stored rows and rows about to be stored
 

@@ -17,14 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+from monitor.clock import Clock, utcnow
 from monitor.config import format_duration
-from monitor.incident_text import action_marker, payload_text, utc
-from monitor.incidents import TrackerState
-from monitor.logging import get_logger
+from monitor.incidents.channels.base import IncidentSink, IssueRef, MarkedIssue, SinkError
+from monitor.incidents.text import action_marker, payload_text, utc
+from monitor.incidents.tracker import TrackerState
+from monitor.logs import get_logger
 from monitor.metrics import Metrics
-from monitor.probe import Clock, utcnow
-from monitor.store import NewAction, OutboxAction, Store, StoreError
-from monitor.typing import IncidentSink, IssueRef, MarkedIssue, SinkError
+from monitor.store.sqlite import NewAction, OutboxAction, Store, StoreError
 
 log = get_logger("monitor.outbox")
 

@@ -22,7 +22,7 @@ import enum
 from dataclasses import dataclass, replace
 from datetime import datetime
 
-from monitor.results import Outcome, TargetResult
+from monitor.probing.results import Outcome, TargetResult
 
 
 class Phase(enum.StrEnum):

@@ -17,21 +17,29 @@ from apscheduler.schedulers.asyncio import AsyncIOScheduler
 from apscheduler.triggers.interval import IntervalTrigger
 
 from monitor import __version__
-from monitor import incident_text as text
+from monitor.clock import Clock, utcnow
 from monitor.config import Settings, TargetConfig, secret_values
-from monitor.history import History, target_figures
-from monitor.incidents import Incident, Policy, TrackerState, Transition, TransitionKind, step
-from monitor.journal import JournalSink
-from monitor.logging import get_logger, secrets
+from monitor.figures.history import History, target_figures
+from monitor.figures.slo import WINDOWS, Deployment, Span, deployment_before
+from monitor.incidents import text
+from monitor.incidents.channels.base import IncidentSink, LiveTarget
+from monitor.incidents.channels.journal import JournalSink
+from monitor.incidents.outbox import OutboxWorker
+from monitor.incidents.tracker import (
+    Incident,
+    Policy,
+    TrackerState,
+    Transition,
+    TransitionKind,
+    step,
+)
+from monitor.logs import get_logger, secrets
 from monitor.metrics import BURN_WINDOWS, UPTIME_WINDOWS, Metrics
-from monitor.outbox import OutboxWorker
-from monitor.probe import Clock, Prober, utcnow
-from monitor.results import TargetResult
-from monitor.server import HttpServer, create_app
-from monitor.slo import WINDOWS, Deployment, Span, deployment_before
-from monitor.status import status_routes
-from monitor.store import NewAction, Store, StoreError, dt
-from monitor.typing import IncidentSink, LiveTarget
+from monitor.probing.prober import Prober
+from monitor.probing.results import TargetResult
+from monitor.store.sqlite import NewAction, Store, StoreError, dt
+from monitor.web.server import HttpServer, create_app
+from monitor.web.status import status_routes
 
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the loop stopped making progress
 BACKLOG_LIMIT = 5_000  # cycles kept in memory while the database refuses writes
@@ -72,7 +80,9 @@ def _nan(value: float | None) -> float:
 def make_sink(settings: Settings) -> IncidentSink:
     """GitHub when a token and repository are configured, else the journal."""
     if settings.github.active:
-        from monitor.github import GithubSink  # PyGithub costs ~20 MB: only when used
+        from monitor.incidents.channels.github import (
+            GithubSink,  # PyGithub costs ~20 MB: only when used
+        )
 
         return GithubSink(settings.github)
     return JournalSink()

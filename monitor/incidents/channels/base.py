@@ -7,8 +7,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Protocol
 
-from monitor.incidents import TrackerState
-from monitor.results import Outcome, TargetResult
+from monitor.incidents.tracker import TrackerState
+from monitor.probing.results import Outcome, TargetResult
 
 
 @dataclass(frozen=True, slots=True)

@@ -22,7 +22,7 @@ from datetime import datetime, timedelta
 from fractions import Fraction
 from typing import Final
 
-from monitor.results import Outcome
+from monitor.probing.results import Outcome
 
 __all__ = [
     "WINDOWS",

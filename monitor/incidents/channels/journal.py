@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from monitor.incident_text import parse_marker
-from monitor.logging import get_logger
-from monitor.typing import IssueRef, MarkedIssue
+from monitor.incidents.channels.base import IssueRef, MarkedIssue
+from monitor.incidents.text import parse_marker
+from monitor.logs import get_logger
 
 log = get_logger("monitor.journal")
 

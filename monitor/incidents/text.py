@@ -15,10 +15,10 @@ from datetime import datetime
 from typing import Any
 
 from monitor.config import format_duration
-from monitor.incidents import Incident
-from monitor.logging import secrets
-from monitor.results import CheckResult, Outcome, Reason, TargetResult
-from monitor.slo import Deployment
+from monitor.figures.slo import Deployment
+from monitor.incidents.tracker import Incident
+from monitor.logs import secrets
+from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
 MARKER_RE = re.compile(
     r"<!-- monitor:incident target=(?P<target>[A-Za-z0-9_.-]+) id=(?P<id>[A-Za-z0-9_.:-]+) -->"
