@@ -29,12 +29,12 @@ from starlette.applications import Starlette
 
 from monitor.config import Settings
 from monitor.figures.history import History
-from monitor.incidents.channels.base import LiveTarget
 from monitor.incidents.tracker import Policy, TrackerState, step
 from monitor.metrics import Metrics
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 from monitor.store.sqlite import Store
 from monitor.web.server import create_app
+from monitor.web.source import LiveTarget
 from monitor.web.status import (
     CSP,
     PALETTE,

@@ -22,7 +22,7 @@ from monitor.config import Settings, TargetConfig, secret_values
 from monitor.figures.history import History, target_figures
 from monitor.figures.slo import WINDOWS, Deployment, Span, deployment_before
 from monitor.incidents import text
-from monitor.incidents.channels.base import IncidentSink, LiveTarget
+from monitor.incidents.channels.base import IncidentSink
 from monitor.incidents.channels.journal import JournalSink
 from monitor.incidents.outbox import OutboxWorker
 from monitor.incidents.tracker import (
@@ -39,6 +39,7 @@ from monitor.probing.prober import Prober
 from monitor.probing.results import TargetResult
 from monitor.store.sqlite import NewAction, Store, StoreError, dt
 from monitor.web.server import HttpServer, create_app
+from monitor.web.source import LiveTarget
 from monitor.web.status import status_routes
 
 STALL_EXIT_CODE = 70  # EX_SOFTWARE: the loop stopped making progress

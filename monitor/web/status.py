@@ -25,7 +25,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import Any, Protocol
+from typing import Any
 from urllib.parse import urlsplit
 
 from starlette.concurrency import run_in_threadpool
@@ -35,13 +35,13 @@ from starlette.routing import Route
 
 from monitor import __version__
 from monitor.config import Settings, TargetConfig
-from monitor.figures.history import DAY_S, TARGET_LEVEL, History, floor_to, target_figures
+from monitor.figures.history import DAY_S, TARGET_LEVEL, floor_to, target_figures
 from monitor.figures.slo import WINDOWS, Span, TimeAccount
-from monitor.incidents.channels.base import LiveTarget
 from monitor.incidents.tracker import Phase
 from monitor.logs import get_logger, secrets
 from monitor.probing.results import Outcome
-from monitor.store.sqlite import IncidentRow, Store, StoreError, dt, ts
+from monitor.store.sqlite import IncidentRow, StoreError, dt, ts
+from monitor.web.source import LiveTarget, StatusSource
 
 __all__ = [
     "CACHE_TTL_S",
@@ -121,27 +121,6 @@ def summarise(states: Sequence[State]) -> Summary:
     if State.UNKNOWN in states:
         return Summary.PARTIAL_DATA
     return Summary.OPERATIONAL
-
-
-class StatusSource(Protocol):
-    """What the status page reads: the daemon, or a test double.
-
-    The page computes its figures from the store itself rather than reading
-    the daemon's ``figures`` (refreshed every ``metrics_refresh``), so that what
-    it shows is never older than :data:`CACHE_TTL_S`.
-    """
-
-    settings: Settings
-    store: Store
-    history: History
-
-    def live_targets(self) -> Mapping[str, LiveTarget]:
-        """Tracker state and last result per target, read on the event loop."""
-        ...
-
-    def now(self) -> datetime:
-        """The daemon's clock."""
-        ...
 
 
 # ---- the snapshot ------------------------------------------------------------------------------

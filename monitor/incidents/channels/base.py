@@ -4,27 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import datetime
 from typing import Protocol
-
-from monitor.incidents.tracker import TrackerState
-from monitor.probing.results import Outcome, TargetResult
-
-
-@dataclass(frozen=True, slots=True)
-class LiveTarget:
-    """What the daemon knows about a target right now (for the status page and API)."""
-
-    name: str
-    state: TrackerState  # tracker phase and the open (or last) incident
-    last_result: TargetResult | None  # None until the first probe completes
-    outcome_since: datetime | None  # when the current outcome (up/degraded/down) began
-    cadence_s: float  # the interval it is probed at now
-
-    @property
-    def outcome(self) -> Outcome | None:
-        """The last outcome, None before the first probe."""
-        return None if self.last_result is None else self.last_result.outcome
 
 
 @dataclass(frozen=True, slots=True)
