@@ -238,7 +238,8 @@ def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     from monitor.figures.history import History, target_figures
     from monitor.figures.report import render_report
     from monitor.figures.slo import Span, parse_window
-    from monitor.store.sqlite import Store, StoreError
+    from monitor.store.base import StoreError
+    from monitor.store.sqlite import Store
 
     narrowed = select_targets(settings, args.target)
     if narrowed is None:
@@ -295,7 +296,7 @@ EXIT_STORE = 74  # EX_IOERR: the state database cannot be opened at all
 
 def _run(settings: Settings) -> int:
     from monitor.daemon.daemon import Daemon  # the scheduler and server load only for `run`
-    from monitor.store.sqlite import StoreError
+    from monitor.store.base import StoreError
 
     async def go() -> int:
         return await Daemon(settings).run()

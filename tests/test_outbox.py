@@ -20,7 +20,8 @@ from monitor.incidents.outbox import OutboxWorker
 from monitor.incidents.tracker import Incident, Phase, TrackerState, incident_id
 from monitor.metrics import Metrics
 from monitor.probing.results import TargetResult
-from monitor.store.sqlite import NewAction, Store
+from monitor.store.base import NewAction
+from monitor.store.sqlite import Store
 from tests import fakegithub as fg
 from tests.builders import T0, ManualClock, down, up
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub

@@ -14,7 +14,9 @@ import pytest
 from monitor.figures.slo import Deployment, Span
 from monitor.incidents.tracker import Incident, Phase, TrackerState
 from monitor.probing.results import Outcome
-from monitor.store.sqlite import NewAction, Store, StoreError, state_from_json, state_to_json
+from monitor.store.base import NewAction, StoreError
+from monitor.store.codec import state_from_json, state_to_json
+from monitor.store.sqlite import Store
 from tests.builders import T0, at, check, down, up
 
 INCIDENT = Incident(

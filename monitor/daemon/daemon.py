@@ -37,7 +37,9 @@ from monitor.logs import get_logger, secrets
 from monitor.metrics import BURN_WINDOWS, UPTIME_WINDOWS, Metrics
 from monitor.probing.prober import Prober
 from monitor.probing.results import TargetResult
-from monitor.store.sqlite import NewAction, Store, StoreError, dt
+from monitor.store.base import NewAction, StoreError
+from monitor.store.codec import dt
+from monitor.store.sqlite import Store
 from monitor.web.server import HttpServer, create_app
 from monitor.web.source import LiveTarget
 from monitor.web.status import status_routes

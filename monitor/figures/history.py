@@ -36,7 +36,9 @@ from monitor.figures.slo import (
 )
 from monitor.metrics import PROBE_BUCKETS_S
 from monitor.probing.results import Outcome
-from monitor.store.sqlite import IncidentRow, Store, dt, ts
+from monitor.store.base import IncidentRow
+from monitor.store.codec import dt, ts
+from monitor.store.sqlite import Store
 
 RowLike = Mapping[str, Any] | sqlite3.Row  # stored rows and rows about to be stored
 

@@ -24,7 +24,8 @@ from monitor.incidents.text import action_marker, payload_text, utc
 from monitor.incidents.tracker import TrackerState
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
-from monitor.store.sqlite import NewAction, OutboxAction, Store, StoreError
+from monitor.store.base import NewAction, OutboxAction, StoreError
+from monitor.store.sqlite import Store
 
 log = get_logger("monitor.outbox")
 

@@ -264,7 +264,8 @@ def file_incident_now(settings: Settings, state: TrackerState, result: TargetRes
     from monitor.incidents.text import body, labels_for, title
     from monitor.logs import get_logger
     from monitor.metrics import Metrics
-    from monitor.store.sqlite import NewAction, Store
+    from monitor.store.base import NewAction
+    from monitor.store.sqlite import Store
 
     assert state.incident is not None
     log = get_logger("monitor.verify")

@@ -15,14 +15,15 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
-from datetime import UTC, datetime
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from monitor.figures.slo import Deployment, IncidentRecord, Sample, Span
-from monitor.incidents.tracker import Incident, Phase, TrackerState
+from monitor.figures.slo import Deployment, Sample, Span
+from monitor.incidents.tracker import Incident, TrackerState
 from monitor.probing.results import Outcome, TargetResult
+from monitor.store.base import IncidentRow, NewAction, OutboxAction, StoreError
+from monitor.store.codec import deployment_json, dt, opt_dt, state_from_json, state_to_json, ts
 
 SCHEMA_VERSION = 1
 
@@ -121,129 +122,6 @@ CREATE TABLE IF NOT EXISTS rollups (
     PRIMARY KEY (period, target, check_name, bucket)
 ) WITHOUT ROWID;
 """
-
-
-class StoreError(Exception):
-    """The state database failed (disk full, read-only, locked, corrupt)."""
-
-
-def ts(moment: datetime) -> float:
-    """Unix seconds of an aware datetime."""
-    return moment.timestamp()
-
-
-def dt(seconds: float) -> datetime:
-    """An aware UTC datetime from Unix seconds."""
-    return datetime.fromtimestamp(seconds, UTC)
-
-
-def _opt_dt(seconds: float | None) -> datetime | None:
-    return None if seconds is None else dt(seconds)
-
-
-@dataclass(frozen=True, slots=True)
-class OutboxAction:
-    """A GitHub action that was decided and must be performed exactly once."""
-
-    id: int
-    incident_id: str
-    target: str
-    kind: str  # open | comment | edit | close | reopen
-    payload: Mapping[str, Any]
-    created_at: datetime
-    attempts: int
-    next_attempt_at: datetime
-    last_error: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class IncidentRow:
-    """An incident as stored, with its issue once it has one."""
-
-    id: str
-    target: str
-    started_at: datetime
-    resolved_at: datetime | None
-    issue_number: int | None
-    issue_url: str | None
-    probes_total: int
-    probes_failed: int
-    reopened: int
-    deployment: Mapping[str, Any] | None
-
-    @property
-    def record(self) -> IncidentRecord:
-        """The value the SLO maths takes."""
-        version = (self.deployment or {}).get("to_version")
-        return IncidentRecord(
-            target=self.target,
-            incident_id=self.id,
-            started_at=self.started_at,
-            resolved_at=self.resolved_at,
-            deployment_version=version,
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class NewAction:
-    """An action to enqueue: what, for which incident, with what payload."""
-
-    incident_id: str
-    target: str
-    kind: str
-    payload: Mapping[str, Any]
-
-
-def _deployment_json(deployment: Deployment) -> str:
-    return json.dumps(
-        {
-            "from_version": deployment.from_version,
-            "to_version": deployment.to_version,
-            "seen_at": deployment.seen_at.isoformat(),
-        }
-    )
-
-
-def state_to_json(state: TrackerState) -> str:
-    """The tracker state as JSON (datetimes as ISO strings)."""
-
-    def encode(value: Any) -> Any:
-        if isinstance(value, datetime):
-            return value.isoformat()
-        raise TypeError(type(value))
-
-    return json.dumps(asdict(state), default=encode)
-
-
-def state_from_json(text: str) -> TrackerState:
-    """Inverse of :func:`state_to_json`."""
-    raw = json.loads(text)
-
-    def when(value: str | None) -> datetime | None:
-        return None if value is None else datetime.fromisoformat(value)
-
-    incident = None
-    if raw.get("incident"):
-        i = raw["incident"]
-        incident = Incident(
-            id=i["id"],
-            target=i["target"],
-            started_at=datetime.fromisoformat(i["started_at"]),
-            resolved_at=when(i.get("resolved_at")),
-            probes_total=i.get("probes_total", 0),
-            probes_failed=i.get("probes_failed", 0),
-            signature=tuple(i.get("signature", ())),
-            last_notice_at=when(i.get("last_notice_at")),
-            reopened=i.get("reopened", 0),
-        )
-    return TrackerState(
-        target=raw["target"],
-        phase=Phase(raw["phase"]),
-        fail_streak=raw.get("fail_streak", 0),
-        good_streak=raw.get("good_streak", 0),
-        streak_started_at=when(raw.get("streak_started_at")),
-        incident=incident,
-    )
 
 
 class Store:
@@ -419,7 +297,7 @@ class Store:
             if incident is not None and incident_deployment is not None:
                 db.execute(
                     "UPDATE incidents SET deployment = ? WHERE id = ?",
-                    (_deployment_json(incident_deployment), incident.id),
+                    (deployment_json(incident_deployment), incident.id),
                 )
             self._enqueue(db, actions, now_ts)
 
@@ -483,7 +361,7 @@ class Store:
             id=row["id"],
             target=row["target"],
             started_at=dt(row["started_at"]),
-            resolved_at=_opt_dt(row["resolved_at"]),
+            resolved_at=opt_dt(row["resolved_at"]),
             issue_number=row["issue_number"],
             issue_url=row["issue_url"],
             probes_total=row["probes_total"],
@@ -565,7 +443,7 @@ class Store:
             "  GROUP BY target"
             ") heads ON o.id = heads.first_id"
         )
-        return _opt_dt(rows[0]["at"]) if rows else None
+        return opt_dt(rows[0]["at"]) if rows else None
 
     def complete(
         self,
@@ -668,7 +546,7 @@ class Store:
             rows = self._query(
                 "SELECT MIN(at) AS at FROM target_samples WHERE target = ?", (target,)
             )
-        return _opt_dt(rows[0]["at"]) if rows else None
+        return opt_dt(rows[0]["at"]) if rows else None
 
     def check_names(self, target: str) -> list[str]:
         """Checks with stored results for a target."""

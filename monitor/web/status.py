@@ -40,7 +40,8 @@ from monitor.figures.slo import WINDOWS, Span, TimeAccount
 from monitor.incidents.tracker import Phase
 from monitor.logs import get_logger, secrets
 from monitor.probing.results import Outcome
-from monitor.store.sqlite import IncidentRow, StoreError, dt, ts
+from monitor.store.base import IncidentRow, StoreError
+from monitor.store.codec import dt, ts
 from monitor.web.source import LiveTarget, StatusSource
 
 __all__ = [

@@ -1,0 +1,79 @@
+"""Encodings shared by the backends: Unix seconds for times, JSON for tracker state."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict
+from datetime import UTC, datetime
+from typing import Any
+
+from monitor.figures.slo import Deployment
+from monitor.incidents.tracker import Incident, Phase, TrackerState
+
+
+def ts(moment: datetime) -> float:
+    """Unix seconds of an aware datetime."""
+    return moment.timestamp()
+
+
+def dt(seconds: float) -> datetime:
+    """An aware UTC datetime from Unix seconds."""
+    return datetime.fromtimestamp(seconds, UTC)
+
+
+def opt_dt(seconds: float | None) -> datetime | None:
+    """An aware UTC datetime, or None for None."""
+    return None if seconds is None else dt(seconds)
+
+
+def deployment_json(deployment: Deployment) -> str:
+    """A deployment as the JSON stored beside the incident it preceded."""
+    return json.dumps(
+        {
+            "from_version": deployment.from_version,
+            "to_version": deployment.to_version,
+            "seen_at": deployment.seen_at.isoformat(),
+        }
+    )
+
+
+def state_to_json(state: TrackerState) -> str:
+    """The tracker state as JSON (datetimes as ISO strings)."""
+
+    def encode(value: Any) -> Any:
+        if isinstance(value, datetime):
+            return value.isoformat()
+        raise TypeError(type(value))
+
+    return json.dumps(asdict(state), default=encode)
+
+
+def state_from_json(text: str) -> TrackerState:
+    """Inverse of :func:`state_to_json`."""
+    raw = json.loads(text)
+
+    def when(value: str | None) -> datetime | None:
+        return None if value is None else datetime.fromisoformat(value)
+
+    incident = None
+    if raw.get("incident"):
+        i = raw["incident"]
+        incident = Incident(
+            id=i["id"],
+            target=i["target"],
+            started_at=datetime.fromisoformat(i["started_at"]),
+            resolved_at=when(i.get("resolved_at")),
+            probes_total=i.get("probes_total", 0),
+            probes_failed=i.get("probes_failed", 0),
+            signature=tuple(i.get("signature", ())),
+            last_notice_at=when(i.get("last_notice_at")),
+            reopened=i.get("reopened", 0),
+        )
+    return TrackerState(
+        target=raw["target"],
+        phase=Phase(raw["phase"]),
+        fail_streak=raw.get("fail_streak", 0),
+        good_streak=raw.get("good_streak", 0),
+        streak_started_at=when(raw.get("streak_started_at")),
+        incident=incident,
+    )
