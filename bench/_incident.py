@@ -183,14 +183,14 @@ def run_in_process(config: Path, throttle: bool, work: Callable[[], Any]) -> Any
 
     from monitor.config import load_settings
     from monitor.daemon.daemon import Daemon
-    from monitor.incidents.channels.github import GithubSink
+    from monitor.incidents.channels.github import GithubChannel, GithubIssues
 
     os.environ["GITHUB_TOKEN"] = DEFAULT_TOKEN
     try:
         settings = load_settings(config)
     finally:
         del os.environ["GITHUB_TOKEN"]
-    sink = None
+    channels = None
     if not throttle:
         gh = settings.github
         assert gh.token is not None
@@ -206,11 +206,11 @@ def run_in_process(config: Path, throttle: bool, work: Callable[[], Any]) -> Any
             seconds_between_requests=None,
             seconds_between_writes=None,
         )
-        sink = GithubSink(gh, client=client)
+        channels = [GithubChannel(gh, GithubIssues(gh, client=client))]
     outcome: dict[str, Any] = {}
 
     async def main() -> None:
-        daemon = Daemon(settings, sink=sink)
+        daemon = Daemon(settings, channels=channels)
         loop = asyncio.get_running_loop()
 
         def worker() -> None:

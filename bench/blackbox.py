@@ -98,10 +98,10 @@ async def run(
     import httpx
 
     from monitor.daemon.daemon import Daemon
-    from monitor.incidents.channels.journal import JournalSink
+    from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
     from monitor.probing.prober import Prober
-    from monitor.store.sqlite import Store
+    from monitor.store.sqlite import SqliteStore
 
     settings = c.target_settings(target.url, checks, tmp / "monitor.db")
     conc = settings.monitor.concurrency
@@ -110,7 +110,7 @@ async def run(
     probe_paths = [
         "/probe?" + urllib.parse.urlencode({"target": u, "module": "http_2xx"}) for u in urls
     ]
-    store = Store(tmp / "monitor.db")
+    store = SqliteStore(tmp / "monitor.db")
 
     def success(body: bytes) -> bool:
         return b"\nprobe_success 1" in body
@@ -123,7 +123,9 @@ async def run(
 
     async def daemon_cycle() -> float:
         prober = Prober(settings.monitor)
-        daemon = Daemon(settings, store=store, sink=JournalSink(), metrics=Metrics(), prober=prober)
+        daemon = Daemon(
+            settings, store=store, channels=[JournalChannel()], metrics=Metrics(), prober=prober
+        )
         try:
             start = time.perf_counter()
             results = await asyncio.gather(*(daemon.probe(t.name) for t in settings.targets))

@@ -107,10 +107,10 @@ async def run(
     import httpx
 
     from monitor.daemon.daemon import Daemon
-    from monitor.incidents.channels.journal import JournalSink
+    from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
     from monitor.probing.prober import Prober
-    from monitor.store.sqlite import Store
+    from monitor.store.sqlite import SqliteStore
 
     state = tmp / "monitor.db"
     overrides = {"concurrency": concurrency} if concurrency else {}
@@ -119,13 +119,15 @@ async def run(
     limits = httpx.Limits(max_connections=conc, max_keepalive_connections=conc)
     urls = [t.check_url(t.checks[0]) for t in settings.targets]
     names = [t.name for t in settings.targets]
-    store = Store(state)
+    store = SqliteStore(state)
     setup_s: list[float] = []
 
     def new_daemon(transport: Any = None) -> tuple[Any, Any, _Timed]:
         start = time.perf_counter()
         prober = Prober(settings.monitor, transport=transport)
-        daemon = Daemon(settings, store=store, sink=JournalSink(), metrics=Metrics(), prober=prober)
+        daemon = Daemon(
+            settings, store=store, channels=[JournalChannel()], metrics=Metrics(), prober=prober
+        )
         timer = _Timed(daemon.record)
         daemon.record = timer  # type: ignore[method-assign]
         setup_s.append(time.perf_counter() - start)

@@ -4,7 +4,7 @@
     python bench/store.py --profile /tmp/prof  # + pyinstrument of the figures and the snapshot
     python bench/store.py --quick              # smoke: 3 days of history, few repetitions
 
-1. ``Store.commit_cycle`` throughput, the daemon's write path (one transaction per target
+1. ``SqliteStore.commit_cycle`` throughput, the daemon's write path (one transaction per target
    result: check rows, target sample, tracker state): results of 1, 2 and 10 checks;
    probe cycles of 2, 100 and 1,000 targets committed back to back as the daemon does;
    the same on the 90-day file; and, for reference, the same rows in one transaction
@@ -85,6 +85,7 @@ def _result(target: str, at: datetime, checks: int) -> Any:
 def _commit_many(store: Any, targets: int, checks: int, cycles: int, t0: datetime) -> float:
     """Seconds to commit ``cycles`` probe cycles of ``targets`` targets, as the daemon does."""
     from monitor.incidents.tracker import TrackerState
+    from monitor.store.base import PendingCycle
 
     states = {f"t{i:04d}": TrackerState(f"t{i:04d}") for i in range(targets)}
     results = [
@@ -94,12 +95,12 @@ def _commit_many(store: Any, targets: int, checks: int, cycles: int, t0: datetim
     ]
     start = time.perf_counter()
     for result in results:
-        store.commit_cycle(result, 130.0, states[result.target], None, [])
+        store.commit_cycle(PendingCycle(result, 130.0, states[result.target], None, []))
     return time.perf_counter() - start
 
 
 def commit_throughput(tmp: Path, quick: bool, reps: int) -> dict[str, Any]:
-    from monitor.store.sqlite import Store
+    from monitor.store.sqlite import SqliteStore
 
     t0 = datetime(2026, 1, 1, tzinfo=UTC)
     n = 200 if quick else 2000
@@ -108,7 +109,7 @@ def commit_throughput(tmp: Path, quick: bool, reps: int) -> dict[str, Any]:
     for checks in (1, 2, 10):
         per_commit = []
         for rep in range(reps):
-            store = Store(tmp / f"commit-{checks}-{rep}.db")
+            store = SqliteStore(tmp / f"commit-{checks}-{rep}.db")
             per_commit.append(_commit_many(store, 1, checks, n, t0) / n)
             store.close()
         med = statistics.median(per_commit)
@@ -124,17 +125,17 @@ def commit_throughput(tmp: Path, quick: bool, reps: int) -> dict[str, Any]:
         rounds = max(1, (200 if quick else 2000) // targets)
         seconds = []
         for rep in range(reps):
-            store = Store(tmp / f"cycle-{targets}-{rep}.db")
+            store = SqliteStore(tmp / f"cycle-{targets}-{rep}.db")
             seconds.append(_commit_many(store, targets, 2, rounds, t0) / rounds)
             store.close()
         cycles[str(targets)] = {"cycle_commit_ms": c.summary([s * 1e3 for s in seconds], 2)}
         c.say(f"a cycle of {targets} targets x 2 checks: {statistics.median(seconds) * 1e3:.1f} ms")
     out["per_cycle_by_targets_2_checks"] = cycles
-    # reference: the rows of 1,000 commit_cycle calls in one transaction (no Store API does this)
+    # reference: the rows of 1,000 commit_cycle calls in one transaction (no SqliteStore API does this)
     rows = 1000 if not quick else 100
     batch = []
     for rep in range(reps):
-        store = Store(tmp / f"batch-{rep}.db")
+        store = SqliteStore(tmp / f"batch-{rep}.db")
         store.close()
         db = sqlite3.connect(tmp / f"batch-{rep}.db", isolation_level=None)
         db.execute("PRAGMA journal_mode=WAL")
@@ -207,7 +208,7 @@ def _report_subprocess(config: Path, window: str | None, reps: int) -> dict[str,
 
 def _import_floor(reps: int) -> dict[str, Any]:
     """Interpreter start plus the imports ``monitor report`` needs, computing nothing."""
-    code = "import monitor.cli, monitor.history, monitor.report, monitor.store, monitor.slo"
+    code = "import monitor.cli, monitor.figures.history, monitor.figures.report, monitor.store.sqlite, monitor.figures.slo"
     times = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -220,7 +221,7 @@ def _latencies(settings: Any, store: Any, config: Path, reps: int) -> dict[str, 
     from monitor.daemon.daemon import Daemon
     from monitor.figures.history import History, target_figures
     from monitor.figures.slo import Span
-    from monitor.incidents.channels.journal import JournalSink
+    from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
 
     history = History(store, settings)
@@ -247,7 +248,7 @@ def _latencies(settings: Any, store: Any, config: Path, reps: int) -> dict[str, 
     except ImportError:
         out["api_status"] = "pending: monitor/status.py has no build_snapshot yet"
         return out
-    daemon = Daemon(settings, store=store, sink=JournalSink(), metrics=Metrics())
+    daemon = Daemon(settings, store=store, channels=[JournalChannel()], metrics=Metrics())
     builds = []
     for _ in range(reps):
         start = time.perf_counter()
@@ -283,7 +284,7 @@ def history(
 ) -> dict:
     from monitor.config import load_settings
     from monitor.figures.history import History
-    from monitor.store.sqlite import Store
+    from monitor.store.sqlite import SqliteStore
     from tests.test_history import generate_history
 
     state = tmp / "history.db"
@@ -302,7 +303,7 @@ def history(
         "import_floor_subprocess_s": _import_floor(reps),
     }
     c.say(f"generated {days} days in {generated_s:.1f} s: {out['size_as_generated']}")
-    store = Store(state)
+    store = SqliteStore(state)
     out["before_rollup"] = _latencies(settings, store, config, reps)
     c.say(f"before rollup: {_brief(out['before_rollup'])}")
     hist = History(store, settings)
@@ -332,6 +333,7 @@ def history(
     c.say(f"after rollup: {_brief(out['after_rollup'])}")
     commit_big = []
     from monitor.incidents.tracker import TrackerState
+    from monitor.store.base import PendingCycle
 
     tracker = TrackerState("svc00")
     n = 200 if quick else 2000
@@ -342,7 +344,7 @@ def history(
         ]
         begin = time.perf_counter()
         for result in results:
-            store.commit_cycle(result, 130.0, tracker, None, [])
+            store.commit_cycle(PendingCycle(result, 130.0, tracker, None, []))
         commit_big.append((time.perf_counter() - begin) / n)
     out["commit_cycle_2_checks_on_this_file_us"] = c.summary([s * 1e6 for s in commit_big], 1)
     if profile_dir is not None:
@@ -371,7 +373,7 @@ def _profile(settings: Any, store: Any, directory: Path) -> dict[str, Any]:
     from monitor.daemon.daemon import Daemon
     from monitor.figures.history import History, target_figures
     from monitor.figures.slo import Span
-    from monitor.incidents.channels.journal import JournalSink
+    from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
 
     directory.mkdir(parents=True, exist_ok=True)
@@ -391,7 +393,7 @@ def _profile(settings: Any, store: Any, directory: Path) -> dict[str, Any]:
         from monitor.web.status import build_snapshot
     except ImportError:
         return out
-    daemon = Daemon(settings, store=store, sink=JournalSink(), metrics=Metrics())
+    daemon = Daemon(settings, store=store, channels=[JournalChannel()], metrics=Metrics())
     profiler = Profiler(interval=0.0005)
     profiler.start()
     build_snapshot(daemon, daemon.now())

@@ -176,7 +176,7 @@ def _main(argv: Sequence[str] | None) -> int:
             return _config_failure(ConfigError(problems), sys.stderr)
         return _run(settings)
     if args.command == "check":
-        from monitor.release.gates import run_check  # httpx and the probe load only for the gates
+        from monitor.release.check import run_check  # httpx and the probe load only for the gates
 
         narrowed = select_targets(settings, args.target)
         if narrowed is None:
@@ -190,7 +190,7 @@ def _main(argv: Sequence[str] | None) -> int:
             progress=sys.stderr,
         )
     if args.command == "verify":
-        from monitor.release.gates import run_verify
+        from monitor.release.verify import run_verify
 
         narrowed = select_targets(settings, [args.target])
         if narrowed is None:
@@ -239,7 +239,7 @@ def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     from monitor.figures.report import render_report
     from monitor.figures.slo import Span, parse_window
     from monitor.store.base import StoreError
-    from monitor.store.sqlite import Store
+    from monitor.store.factory import open_store
 
     narrowed = select_targets(settings, args.target)
     if narrowed is None:
@@ -262,7 +262,7 @@ def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         sys.stderr.write("monitor: --since must be before --until\n")
         return EXIT_CONFIG
     try:
-        store = Store(path)
+        store = open_store(settings)
         try:
             history = History(store, settings)
             figures = [target_figures(history, t, Span(start, end), now) for t in narrowed.targets]

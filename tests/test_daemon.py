@@ -11,12 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from monitor.config import Settings, load_settings
+from monitor.config import GithubSection, Settings, load_settings
 from monitor.daemon.daemon import Daemon
-from monitor.incidents.channels.journal import JournalSink
+from monitor.incidents.channels.github import GithubChannel
+from monitor.incidents.channels.journal import JournalChannel
 from monitor.metrics import Metrics
 from monitor.probing.results import TargetResult
-from monitor.store.sqlite import Store
+from monitor.store.sqlite import SqliteStore
 from tests.builders import T0, ManualClock, down, up
 
 
@@ -36,8 +37,10 @@ def settings(tmp_path: Path) -> Settings:
 @pytest.fixture
 def daemon(settings: Settings) -> Iterator[Daemon]:
     """A daemon with a hand-moved clock, its real store and the journal sink."""
-    store = Store(settings.monitor.state_path)
-    yield Daemon(settings, metrics=Metrics(), clock=ManualClock(), store=store, sink=JournalSink())
+    store = SqliteStore(settings.monitor.state_path)
+    yield Daemon(
+        settings, metrics=Metrics(), clock=ManualClock(), store=store, channels=[JournalChannel()]
+    )
     store.close()
 
 
@@ -90,10 +93,18 @@ def with_version(result: TargetResult, version: str) -> TargetResult:
     return replace(result, checks=tuple(replace(c, version=version) for c in result.checks))
 
 
-def test_issue_body_names_the_deployment_before_the_failure(
-    daemon: Daemon, settings: Settings
-) -> None:
+def test_issue_body_names_the_deployment_before_the_failure(settings: Settings) -> None:
     """A version change shortly before the first failure is named in the new issue's body."""
+    # the GitHub channel renders the body when the event is decided; nothing is sent here
+    github = GithubSection(repository="acme/web", token="ghp_" + "x" * 36)
+    store = SqliteStore(settings.monitor.state_path)
+    daemon = Daemon(
+        settings,
+        metrics=Metrics(),
+        clock=ManualClock(),
+        store=store,
+        channels=[GithubChannel(github)],
+    )
     clock = daemon._clock
     assert isinstance(clock, ManualClock)
     for minute, version, healthy in [(0, "1.4.2", True), (10, "1.4.3", True)] + [
@@ -112,3 +123,4 @@ def test_issue_body_names_the_deployment_before_the_failure(
         "version 1.4.2 -> 1.4.3 was first seen 6m before the first failure"
         in json.loads(payload)["body"]
     )
+    store.close()

@@ -14,9 +14,9 @@ import pytest
 
 from monitor.config import Settings, load_settings
 from monitor.daemon.daemon import Daemon
-from monitor.incidents.channels.journal import JournalSink
+from monitor.incidents.channels.journal import JournalChannel
 from monitor.metrics import Metrics
-from monitor.store.sqlite import Store
+from monitor.store.sqlite import SqliteStore
 from tests.builders import T0, ManualClock, down, up
 
 
@@ -37,8 +37,10 @@ def settings(tmp_path: Path) -> Settings:
 def daemon(settings: Settings) -> Iterator[Daemon]:
     """A daemon fed by hand through record(), with its real store."""
     clock = ManualClock()
-    store = Store(settings.monitor.state_path)
-    daemon = Daemon(settings, metrics=Metrics(), clock=clock, store=store, sink=JournalSink())
+    store = SqliteStore(settings.monitor.state_path)
+    daemon = Daemon(
+        settings, metrics=Metrics(), clock=clock, store=store, channels=[JournalChannel()]
+    )
     yield daemon
     store.close()
 
@@ -101,8 +103,9 @@ def test_write_faults_keep_probing_and_lose_nothing(
     feed(daemon, up, range(400, 402))
     assert daemon.store_problem is None
     assert stored_results(path) == before + 400
-    assert stored_actions(path)[0] == "open"
-    assert stored_actions(path)[-1] == "close"
+    # the journal's steps are one per incident event
+    assert stored_actions(path)[0] == "opened"
+    assert stored_actions(path)[-1] == "resolved"
 
 
 def test_database_locked_by_another_process(
@@ -137,30 +140,34 @@ def test_database_locked_by_another_process(
         holder.wait()
     assert daemon.store_problem is None
     assert stored_results(path) == 3
-    assert stored_actions(path) == ["open"]
+    assert stored_actions(path) == ["opened"]
 
 
 def test_restart_resumes_the_open_incident(settings: Settings) -> None:
     """A new daemon on the same file carries the open incident on: no second open."""
     path = settings.monitor.state_path
-    first_store = Store(path)
+    first_store = SqliteStore(path)
     first = Daemon(
-        settings, metrics=Metrics(), clock=ManualClock(), store=first_store, sink=JournalSink()
+        settings,
+        metrics=Metrics(),
+        clock=ManualClock(),
+        store=first_store,
+        channels=[JournalChannel()],
     )
     feed(first, lambda at: down(at), range(0, 4))
     first_store.close()  # as after kill -9: nothing else is flushed
 
-    second_store = Store(path)
+    second_store = SqliteStore(path)
     clock = ManualClock()
     second = Daemon(
-        settings, metrics=Metrics(), clock=clock, store=second_store, sink=JournalSink()
+        settings, metrics=Metrics(), clock=clock, store=second_store, channels=[JournalChannel()]
     )
     assert second.targets["production"].state.in_incident
     assert second.targets["production"].cadence_s == settings.monitor.incident_interval
     feed(second, lambda at: down(at), range(10, 12))
     feed(second, up, range(12, 14))
     second_store.close()
-    assert stored_actions(path) == ["open", "comment", "close"]
+    assert stored_actions(path) == ["opened", "resolved"]
     with sqlite3.connect(path) as db:
         started, resolved = db.execute("SELECT started_at, resolved_at FROM incidents").fetchone()
     assert resolved - started == 12 * 60  # from the first failure before the restart

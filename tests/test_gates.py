@@ -10,8 +10,9 @@ from pathlib import Path
 import pytest
 
 from monitor.config import Settings, load_settings
-from monitor.release.gates import run_check, run_verify
-from monitor.store.sqlite import Store
+from monitor.release.check import run_check
+from monitor.release.verify import run_verify
+from monitor.store.sqlite import SqliteStore
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 from tests.targets import TargetServer, respond
 
@@ -152,7 +153,7 @@ def test_verify_files_the_incident_issue(
     [issue] = fake_github.issues()
     assert issue["title"] == "production is down: /health returned 503"
     assert "<!-- monitor:incident target=production id=production-" in issue["body"]
-    store = Store(settings.monitor.state_path)
+    store = SqliteStore(settings.monitor.state_path)
     try:
         assert store.pending_actions() == []
     finally:

@@ -1,4 +1,4 @@
-"""The GitHub sink's boundary: every PyGithub and requests error becomes one SinkError."""
+"""The GitHub sink's boundary: every PyGithub and requests error becomes one ChannelError."""
 
 from __future__ import annotations
 
@@ -19,8 +19,8 @@ from github import (
 from github.Issue import Issue
 
 from monitor.config import GithubSection
-from monitor.incidents.channels.base import IssueRef, SinkError
-from monitor.incidents.channels.github import GithubSink, translate
+from monitor.incidents.channels.base import ChannelError
+from monitor.incidents.channels.github import GithubIssues, IssueRef, translate
 from monitor.incidents.text import marker
 from tests import fakegithub as fg
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
@@ -176,7 +176,9 @@ TRANSLATIONS = [
     ),
     pytest.param(_pygithub_parse_error(), "malformed", None, False, id="reply-not-understood"),
     pytest.param(_own_type_error(), "error", None, False, id="own-bug"),
-    pytest.param(SinkError("no_issue", "kept as it is"), "no_issue", None, False, id="sink-error"),
+    pytest.param(
+        ChannelError("no_issue", "kept as it is"), "no_issue", None, False, id="sink-error"
+    ),
 ]
 
 
@@ -210,7 +212,7 @@ def test_translate_keeps_the_message_short() -> None:
 
 
 @pytest.fixture
-def sink(fake_github: FakeGitHub) -> Iterator[GithubSink]:
+def sink(fake_github: FakeGitHub) -> Iterator[GithubIssues]:
     """A sink on the fake without PyGithub's throttling."""
     client = Github(
         auth=Auth.Token(DEFAULT_TOKEN),
@@ -225,7 +227,7 @@ def sink(fake_github: FakeGitHub) -> Iterator[GithubSink]:
     settings = GithubSection(
         repository=DEFAULT_REPO, api_url=fake_github.url, token=DEFAULT_TOKEN, timeout=1
     )
-    yield GithubSink(settings, client=client)
+    yield GithubIssues(settings, client=client)
     client.close()
 
 
@@ -238,7 +240,7 @@ def _seed(server: FakeGitHub) -> IssueRef:
     return IssueRef(issue["number"])
 
 
-WRITES: list[tuple[str, str, str, Callable[[GithubSink, IssueRef], object]]] = [
+WRITES: list[tuple[str, str, str, Callable[[GithubIssues, IssueRef], object]]] = [
     (
         "POST",
         r"/repos/acme/web/issues",
@@ -262,18 +264,18 @@ WRITES: list[tuple[str, str, str, Callable[[GithubSink, IssueRef], object]]] = [
 )
 def test_unfollowed_redirect_on_a_write_is_an_error(
     fake_github: FakeGitHub,
-    sink: GithubSink,
+    sink: GithubIssues,
     code: int,
     method: str,
     path: str,
-    write: Callable[[GithubSink, IssueRef], object],
+    write: Callable[[GithubIssues, IssueRef], object],
 ) -> None:
     """A 302/307 reply to a write did nothing: it must not pass for success."""
     issue = _seed(fake_github)
     before = fake_github.issues()
     fake_github.inject(method, path, fg.redirect("/repositories/1001/issues/1", code))
 
-    with pytest.raises(SinkError) as raised:
+    with pytest.raises(ChannelError) as raised:
         write(sink, issue)
 
     assert raised.value.reason == "redirect"
@@ -281,12 +283,14 @@ def test_unfollowed_redirect_on_a_write_is_an_error(
     assert fake_github.comments(DEFAULT_REPO, 1) == []
 
 
-def test_redirect_answering_a_list_is_malformed(fake_github: FakeGitHub, sink: GithubSink) -> None:
+def test_redirect_answering_a_list_is_malformed(
+    fake_github: FakeGitHub, sink: GithubIssues
+) -> None:
     """A redirect body where a list was expected is an unreadable reply, not 'no issue found'."""
     _seed(fake_github)
     fake_github.inject("GET", r"/repos/acme/web/issues", fg.redirect("/elsewhere", 302))
 
-    with pytest.raises(SinkError) as raised:
+    with pytest.raises(ChannelError) as raised:
         sink.find_issue("production", "production-1")
 
     assert raised.value.reason == "malformed"
@@ -296,19 +300,19 @@ def test_redirect_answering_a_list_is_malformed(fake_github: FakeGitHub, sink: G
 
 
 def test_301_to_the_same_path_is_a_redirect_error(
-    fake_github: FakeGitHub, sink: GithubSink
+    fake_github: FakeGitHub, sink: GithubIssues
 ) -> None:
     """PyGithub's RuntimeError for a redirect loop is translated at the boundary."""
     fake_github.inject("POST", r"/repos/acme/web/issues", fg.redirect("/repos/acme/web/issues"))
 
-    with pytest.raises(SinkError) as raised:
+    with pytest.raises(ChannelError) as raised:
         sink.open_issue("t", "b", [], [])
 
     assert raised.value.reason == "redirect"
 
 
 def test_find_issue_uses_the_list_filtered_by_target_label(
-    fake_github: FakeGitHub, sink: GithubSink
+    fake_github: FakeGitHub, sink: GithubIssues
 ) -> None:
     """Look-ups list open issues labelled for the target (never search) and match the marker."""
     fake_github.add_issue(title="other", body=marker("production", "production-0"))
@@ -323,7 +327,7 @@ def test_find_issue_uses_the_list_filtered_by_target_label(
 
 
 def test_marked_issues_skip_issues_without_marker(
-    fake_github: FakeGitHub, sink: GithubSink
+    fake_github: FakeGitHub, sink: GithubIssues
 ) -> None:
     """Reconcile sees only open issues with our marker and our first label."""
     fake_github.add_issue(title="human", body="no marker", labels=["incident"])

@@ -19,7 +19,8 @@ from monitor.figures.history import History, target_figures
 from monitor.figures.slo import Sample, Span, account
 from monitor.incidents.tracker import Incident, TrackerState
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
-from monitor.store.sqlite import Store
+from monitor.store.base import PendingCycle
+from monitor.store.sqlite import SqliteStore
 
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
@@ -44,10 +45,10 @@ def cycle(target: str, at: datetime, outcome: Outcome, latency_s: float = 0.05) 
     return TargetResult(target, at, checks)
 
 
-def write(store: Store, results: list[TargetResult], hold_s: float = 125.0) -> None:
+def write(store: SqliteStore, results: list[TargetResult], hold_s: float = 125.0) -> None:
     """Commit results as the daemon would (no transitions)."""
     for result in results:
-        store.commit_cycle(result, hold_s, TrackerState(result.target), None, [])
+        store.commit_cycle(PendingCycle(result, hold_s, TrackerState(result.target), None, []))
 
 
 @settings(
@@ -68,7 +69,7 @@ def test_rollups_agree_with_raw(
 ) -> None:
     """Any window's account from rollups + raw equals the account from raw samples alone."""
     path = tmp_path_factory.mktemp("h") / "m.db"
-    store = Store(path)
+    store = SqliteStore(path)
     history = History(store, make_settings(path))
     at = T0
     results = []
@@ -96,7 +97,7 @@ def test_rollups_agree_with_raw(
 def test_retention_drops_raw_only_after_rollup(tmp_path: Path) -> None:
     """Raw results older than raw_retention go, but only once rolled up; rollups stay."""
     path = tmp_path / "m.db"
-    store = Store(path)
+    store = SqliteStore(path)
     history = History(
         store,
         make_settings(
@@ -126,7 +127,7 @@ def test_retention_drops_raw_only_after_rollup(tmp_path: Path) -> None:
 def test_monitor_downtime_is_unknown_not_up(tmp_path: Path) -> None:
     """A gap while the monitor was stopped counts as unknown: coverage drops, uptime does not lie."""
     path = tmp_path / "m.db"
-    store = Store(path)
+    store = SqliteStore(path)
     history = History(store, make_settings(path))
     store.start_session(T0)
     write(store, [cycle("staging", T0 + timedelta(minutes=m), Outcome.UP) for m in range(60)])
@@ -157,7 +158,7 @@ def _incident(target: str, start: datetime, minutes: float) -> Incident:
 def test_figures_trace_back_to_incidents_and_deployments(tmp_path: Path) -> None:
     """MTTR and change failure rate come from stored incidents and version changes."""
     path = tmp_path / "m.db"
-    store = Store(path)
+    store = SqliteStore(path)
     settings = make_settings(path)
     history = History(store, settings)
     store.start_session(T0)
@@ -165,20 +166,31 @@ def test_figures_trace_back_to_incidents_and_deployments(tmp_path: Path) -> None
 
     first = cycle("staging", T0, Outcome.UP)
     store.commit_cycle(
-        first, 125, TrackerState("staging"), None, [], Deployment("staging", "1.4.1", "1.4.2", T0)
+        PendingCycle(
+            first,
+            125,
+            TrackerState("staging"),
+            None,
+            [],
+            Deployment("staging", "1.4.1", "1.4.2", T0),
+        )
     )
     store.commit_cycle(
-        cycle("staging", T0 + timedelta(hours=5), Outcome.UP),
-        125,
-        TrackerState("staging"),
-        None,
-        [],
-        Deployment("staging", "1.4.2", "1.4.3", T0 + timedelta(hours=5)),
+        PendingCycle(
+            cycle("staging", T0 + timedelta(hours=5), Outcome.UP),
+            125,
+            TrackerState("staging"),
+            None,
+            [],
+            Deployment("staging", "1.4.2", "1.4.3", T0 + timedelta(hours=5)),
+        )
     )
     for start, minutes in ((T0 + timedelta(hours=5, minutes=6), 20), (T0 + timedelta(days=2), 30)):
         incident = _incident("staging", start, minutes)
         store.commit_cycle(
-            cycle("staging", start, Outcome.DOWN), 125, TrackerState("staging"), incident, []
+            PendingCycle(
+                cycle("staging", start, Outcome.DOWN), 125, TrackerState("staging"), incident, []
+            )
         )
     now = T0 + timedelta(days=3)
     store.heartbeat(1, now)
@@ -202,7 +214,7 @@ def generate_history(path: Path, days: int, targets: int, now: datetime, raw_day
     seeded random outage now and then.
     """
     rng = random.Random(7)
-    store = Store(path)
+    store = SqliteStore(path)
     db = store._db  # bulk load for the test's speed; the daemon writes through commit_cycle
     start = now - timedelta(days=days)
     raw_start = now - timedelta(days=raw_days)

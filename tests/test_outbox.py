@@ -15,13 +15,13 @@ from github import Auth, Github
 
 from monitor.config import GithubSection
 from monitor.incidents import text
-from monitor.incidents.channels.github import GithubSink
+from monitor.incidents.channels.github import GithubChannel, GithubIssues
 from monitor.incidents.outbox import OutboxWorker
 from monitor.incidents.tracker import Incident, Phase, TrackerState, incident_id
 from monitor.metrics import Metrics
 from monitor.probing.results import TargetResult
-from monitor.store.base import NewAction
-from monitor.store.sqlite import Store
+from monitor.store.base import NewAction, PendingCycle
+from monitor.store.sqlite import SqliteStore
 from tests import fakegithub as fg
 from tests.builders import T0, ManualClock, down, up
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
@@ -41,9 +41,9 @@ def clock() -> ManualClock:
 
 
 @pytest.fixture
-def store(tmp_path: Any) -> Iterator[Store]:
+def store(tmp_path: Any) -> Iterator[SqliteStore]:
     """A real SQLite file."""
-    db = Store(tmp_path / "s.db")
+    db = SqliteStore(tmp_path / "s.db")
     yield db
     db.close()
 
@@ -54,19 +54,19 @@ def metrics() -> Metrics:
     return Metrics()
 
 
-SinkFactory = Callable[..., GithubSink]
+SinkFactory = Callable[..., GithubChannel]
 
 
 @pytest.fixture
 def make_sink(fake_github: FakeGitHub) -> Iterator[SinkFactory]:
-    """GithubSinks on the fake, built like the real one but without PyGithub's throttling."""
+    """GitHub channels on the fake, built like the real one but without PyGithub's throttling."""
     clients: list[Github] = []
 
     def build(
         token: str = DEFAULT_TOKEN,
         labels: Sequence[str] = LABELS,
         assignees: Sequence[str] = (),
-    ) -> GithubSink:
+    ) -> GithubChannel:
         settings = GithubSection(
             repository=DEFAULT_REPO,
             api_url=fake_github.url,
@@ -87,7 +87,7 @@ def make_sink(fake_github: FakeGitHub) -> Iterator[SinkFactory]:
             seconds_between_writes=0,
         )
         clients.append(client)
-        return GithubSink(settings, client=client)
+        return GithubChannel(settings, GithubIssues(settings, client=client))
 
     yield build
     for client in clients:
@@ -96,7 +96,7 @@ def make_sink(fake_github: FakeGitHub) -> Iterator[SinkFactory]:
 
 @pytest.fixture
 def worker(
-    store: Store, make_sink: SinkFactory, metrics: Metrics, clock: ManualClock
+    store: SqliteStore, make_sink: SinkFactory, metrics: Metrics, clock: ManualClock
 ) -> OutboxWorker:
     """The worker under test, on the fake GitHub and the frozen clock."""
     return OutboxWorker(store, make_sink(), metrics, clock=clock)
@@ -106,7 +106,7 @@ def worker(
 
 
 def open_incident(
-    store: Store,
+    store: SqliteStore,
     clock: ManualClock,
     target: str = TARGET,
     assignees: Sequence[str] = (),
@@ -125,6 +125,7 @@ def open_incident(
         target, Phase.OPEN, fail_streak=3, streak_started_at=clock(), incident=incident
     )
     action = NewAction(
+        "github",
         incident.id,
         target,
         "open",
@@ -135,7 +136,7 @@ def open_incident(
             "assignees": list(assignees),
         },
     )
-    store.commit_cycle(result, 60.0, state, incident, [action])
+    store.commit_cycle(PendingCycle(result, 60.0, state, incident, [action]))
     return incident, result
 
 
@@ -143,12 +144,12 @@ def comment_action(incident: Incident, result: TargetResult, clock: ManualClock)
     """A reminder comment, keyed and marked as the daemon renders it."""
     key = f"{incident.id}:reminder:{clock():%Y%m%dT%H%M%S}"
     body = text.reminder_comment(incident, result, clock(), key)
-    return NewAction(incident.id, incident.target, "comment", {"body": body, "key": key})
+    return NewAction("github", incident.id, incident.target, "comment", {"body": body, "key": key})
 
 
 def action(incident: Incident, kind: str, **payload: Any) -> NewAction:
     """Any other action of an incident."""
-    return NewAction(incident.id, incident.target, kind, payload)
+    return NewAction("github", incident.id, incident.target, kind, payload)
 
 
 def drain(worker: OutboxWorker, clock: ManualClock, rounds: int = 20) -> None:
@@ -198,7 +199,7 @@ def marked_body(target: str, ident: str, note: str = "") -> str:
 
 def test_open_files_one_issue_with_labels_assignees_title_and_marker(
     fake_github: FakeGitHub,
-    store: Store,
+    store: SqliteStore,
     make_sink: SinkFactory,
     metrics: Metrics,
     clock: ManualClock,
@@ -230,7 +231,7 @@ def test_open_files_one_issue_with_labels_assignees_title_and_marker(
 
 
 def test_issue_filed_by_verify_is_adopted_not_duplicated(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """An open marked issue for an incident we never recorded (verify --file-incident) is adopted."""
     filed = fake_github.add_issue(
@@ -249,7 +250,7 @@ def test_issue_filed_by_verify_is_adopted_not_duplicated(
 
 
 def test_issue_of_a_known_earlier_incident_is_not_adopted(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """An open issue of an incident we know (its close still queued) is not taken for a new one."""
     earlier, _ = open_incident(store, clock)
@@ -268,7 +269,7 @@ def test_issue_of_a_known_earlier_incident_is_not_adopted(
 
 def test_unassignable_assignee_still_files_the_issue(
     fake_github: FakeGitHub,
-    store: Store,
+    store: SqliteStore,
     make_sink: SinkFactory,
     metrics: Metrics,
     clock: ManualClock,
@@ -286,7 +287,7 @@ def test_unassignable_assignee_still_files_the_issue(
 
 
 def test_deleted_issue_does_not_block_the_target(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """A close for an issue someone deleted is dropped, and the target's next open proceeds."""
     incident, _ = open_incident(store, clock)
@@ -303,7 +304,7 @@ def test_deleted_issue_does_not_block_the_target(
 
 
 def test_lifecycle_open_remind_resolve_close_reopen(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """open -> reminder + edit -> resolve comment + edit + close -> reopen: always the same issue."""
     incident, result = open_incident(store, clock)
@@ -325,15 +326,17 @@ def test_lifecycle_open_remind_resolve_close_reopen(
     key = f"{incident.id}:resolved:{clock():%Y%m%dT%H%M%S}"
     healthy = TrackerState(TARGET, Phase.HEALTHY, good_streak=2, incident=resolved)
     store.commit_cycle(
-        up(clock()),
-        60.0,
-        healthy,
-        resolved,
-        [
-            action(incident, "comment", body=text.resolved_comment(resolved, key), key=key),
-            action(incident, "edit", body=text.body(resolved, up(clock()), clock())),
-            action(incident, "close"),
-        ],
+        PendingCycle(
+            up(clock()),
+            60.0,
+            healthy,
+            resolved,
+            [
+                action(incident, "comment", body=text.resolved_comment(resolved, key), key=key),
+                action(incident, "edit", body=text.body(resolved, up(clock()), clock())),
+                action(incident, "close"),
+            ],
+        )
     )
     drain(worker, clock)
     [closed] = fake_github.issues()
@@ -386,7 +389,7 @@ FAULTS = [
 
 
 def _setup_open(
-    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    server: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> tuple[Incident, Callable[[], None]]:
     incident, _ = open_incident(store, clock)
 
@@ -400,7 +403,7 @@ def _setup_open(
 
 
 def _setup_close(
-    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    server: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> tuple[Incident, Callable[[], None]]:
     incident, _ = open_incident(store, clock)
     drain(worker, clock)
@@ -414,7 +417,7 @@ def _setup_close(
 
 
 def _setup_comment(
-    server: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    server: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> tuple[Incident, Callable[[], None]]:
     incident, result = open_incident(store, clock)
     drain(worker, clock)
@@ -440,7 +443,7 @@ OPERATIONS = {
 @pytest.mark.parametrize(("fault", "reason", "wait_s"), FAULTS)
 def test_fault_is_retried_to_exactly_one_effect(
     fake_github: FakeGitHub,
-    store: Store,
+    store: SqliteStore,
     worker: OutboxWorker,
     metrics: Metrics,
     clock: ManualClock,
@@ -479,7 +482,7 @@ def test_fault_is_retried_to_exactly_one_effect(
 
 
 def test_comment_posted_before_a_crash_is_not_posted_again(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """Killed between GitHub's reply and ``complete`` (attempts still 0): no second comment."""
     incident, result = open_incident(store, clock)
@@ -497,7 +500,7 @@ def test_comment_posted_before_a_crash_is_not_posted_again(
 
 def test_bad_token_keeps_the_action_and_flags_auth(
     fake_github: FakeGitHub,
-    store: Store,
+    store: SqliteStore,
     make_sink: SinkFactory,
     metrics: Metrics,
     clock: ManualClock,
@@ -527,7 +530,7 @@ def test_bad_token_keeps_the_action_and_flags_auth(
 
 
 def test_actions_of_one_incident_wait_for_its_open(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """A comment behind a failing open waits; another incident's actions go ahead."""
     first, first_result = open_incident(store, clock, target="production")
@@ -555,7 +558,7 @@ def test_actions_of_one_incident_wait_for_its_open(
 
 def test_rate_limit_pauses_every_incident_until_retry_after(
     fake_github: FakeGitHub,
-    store: Store,
+    store: SqliteStore,
     worker: OutboxWorker,
     metrics: Metrics,
     clock: ManualClock,
@@ -579,7 +582,7 @@ def test_rate_limit_pauses_every_incident_until_retry_after(
 
 
 def test_idle_worker_sleeps_until_the_head_of_a_queue_is_due(
-    store: Store, worker: OutboxWorker, fake_github: FakeGitHub, clock: ManualClock
+    store: SqliteStore, worker: OutboxWorker, fake_github: FakeGitHub, clock: ManualClock
 ) -> None:
     """Actions queued behind a backing-off open do not make the loop spin at its 50 ms floor."""
     incident, result = open_incident(store, clock)
@@ -610,9 +613,11 @@ def _seed_issue(server: FakeGitHub, ident: str, note: str = "") -> int:
     return int(issue["number"])
 
 
-def _commit(store: Store, clock: ManualClock, incident: Incident, state: TrackerState) -> None:
+def _commit(
+    store: SqliteStore, clock: ManualClock, incident: Incident, state: TrackerState
+) -> None:
     result = up(clock()) if incident.resolved_at else down(clock())
-    store.commit_cycle(result, 60.0, state, incident, [])
+    store.commit_cycle(PendingCycle(result, 60.0, state, incident, []))
 
 
 def _incident(resolved_after_s: float | None = None) -> Incident:
@@ -621,7 +626,7 @@ def _incident(resolved_after_s: float | None = None) -> Incident:
 
 
 def test_reconcile_adopts_an_issue_the_store_lost(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """An open marked issue for an incident without issue number is adopted, left open."""
     incident = _incident()
@@ -638,7 +643,7 @@ def test_reconcile_adopts_an_issue_the_store_lost(
 
 
 def test_reconcile_closes_the_issue_of_a_resolved_incident(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """An incident resolved in the store but open on GitHub is closed with its true duration."""
     incident = _incident(resolved_after_s=754)
@@ -657,7 +662,7 @@ def test_reconcile_closes_the_issue_of_a_resolved_incident(
 
 
 def test_reconcile_closes_a_duplicate_issue(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """A second open issue for an incident that has one recorded is closed as a duplicate."""
     incident = _incident()
@@ -678,7 +683,7 @@ def test_reconcile_closes_a_duplicate_issue(
 
 
 def test_reconcile_closes_an_issue_of_an_unknown_incident_on_a_healthy_target(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """A marked issue for an incident the store never heard of is closed when the target is up."""
     number = _seed_issue(fake_github, "production-20260101T000000Z")
@@ -692,7 +697,7 @@ def test_reconcile_closes_an_issue_of_an_unknown_incident_on_a_healthy_target(
 
 
 def test_reconcile_leaves_the_current_incident_open(
-    fake_github: FakeGitHub, store: Store, worker: OutboxWorker, clock: ManualClock
+    fake_github: FakeGitHub, store: SqliteStore, worker: OutboxWorker, clock: ManualClock
 ) -> None:
     """The issue of the incident that is open right now is left alone."""
     incident = _incident()
@@ -714,7 +719,7 @@ def test_reconcile_leaves_the_current_incident_open(
 
 def test_token_only_ever_travels_in_the_authorization_header(
     fake_github: FakeGitHub,
-    store: Store,
+    store: SqliteStore,
     make_sink: SinkFactory,
     metrics: Metrics,
     clock: ManualClock,

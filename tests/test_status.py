@@ -1,6 +1,6 @@
 """The status page, its JSON API and badges, rendered from hand-made state in a real store.
 
-A :class:`World` is the page's ``source``: a real SQLite :class:`Store` in
+A :class:`World` is the page's ``source``: a real SQLite :class:`SqliteStore` in
 ``tmp_path``, probe results fed through the real incident tracker and written
 with ``commit_cycle`` (as the daemon does), rollups made by ``History.rollup``,
 and the live view the daemon would hold. Time is frozen at :data:`NOW`.
@@ -32,26 +32,22 @@ from monitor.figures.history import History
 from monitor.incidents.tracker import Policy, TrackerState, step
 from monitor.metrics import Metrics
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
-from monitor.store.sqlite import Store
+from monitor.store.base import PendingCycle
+from monitor.store.sqlite import SqliteStore
+from monitor.web.badges import badge_svg, text_width
+from monitor.web.formats import duration, percent, when
+from monitor.web.page import CSP, PALETTE, STYLESHEET, STYLESHEET_URL, render_page
+from monitor.web.routes import status_routes
 from monitor.web.server import create_app
-from monitor.web.source import LiveTarget
-from monitor.web.status import (
-    CSP,
-    PALETTE,
+from monitor.web.snapshot import (
     SUMMARY_TEXT,
     SnapshotCache,
     State,
     Summary,
-    _duration,
-    _pct,
-    _when,
-    badge_svg,
     build_snapshot,
-    render_page,
-    status_routes,
     summarise,
-    text_width,
 )
+from monitor.web.source import LiveTarget
 
 NOW = datetime(2026, 11, 20, 12, 7, 30, tzinfo=UTC)
 HOSTILE = "<script>alert(1)</script>\"onmouseover=alert(2) x='"
@@ -124,7 +120,7 @@ class World:
 
     def __init__(self, tmp_path: Path, settings: Settings, now: datetime = NOW) -> None:
         self.settings = settings
-        self.store = Store(tmp_path / "monitor.db")
+        self.store = SqliteStore(tmp_path / "monitor.db")
         self.history = History(self.store, settings)
         self.figures: dict[str, Any] = {}
         self.clock = now
@@ -150,7 +146,9 @@ class World:
         incident = state.incident if (transitions or state.in_incident) else None
         monitor = self.settings.monitor
         cadence = monitor.incident_interval if state.needs_fast_cadence else monitor.interval
-        self.store.commit_cycle(result, 2 * cadence + monitor.timeout, state, incident, [])
+        self.store.commit_cycle(
+            PendingCycle(result, 2 * cadence + monitor.timeout, state, incident, [])
+        )
         since = live.outcome_since
         if live.last_result is None or live.last_result.outcome is not result.outcome:
             since = result.at
@@ -521,6 +519,50 @@ def test_daily_bars_and_recent_incidents_from_rollups(tmp_path: Path) -> None:
     assert '<a href="https://github.com/acme/web/issues/7">#7</a>' in page
 
 
+def test_an_overspent_error_budget_reads_in_seconds_after_a_short_first_outage(
+    tmp_path: Path,
+) -> None:
+    """Pins the SLO line of a fresh monitor after one 10 s outage: seconds, not a clamped -999%."""
+    w = World(tmp_path, make_settings())
+    w.session(NOW - timedelta(seconds=40))
+    for seconds_ago, outcome in ((40, Outcome.UP), (20, Outcome.DOWN), (10, Outcome.UP)):
+        w.record(cycle("production", NOW - timedelta(seconds=seconds_ago), outcome))
+    snapshot = w.snapshot()
+    jsonschema.validate(snapshot, SCHEMA)
+    slo = snapshot["targets"][1]["slo"]
+    assert (slo["down_s"], slo["allowed_down_s"]) == (10.0, 0.2)  # 0.5 % of 40 known seconds
+    assert slo["error_budget_remaining"] == -49.0
+    page = render_page(snapshot)
+    assert "<dt>Error budget left</dt><dd>overspent: 10 s down of 0.2 s allowed</dd>" in page
+    assert "%" not in page[page.rindex("<dt>Error budget left</dt>") :].split("</dd>")[0]
+
+
+@pytest.mark.parametrize(
+    ("remaining", "allowed_s", "down_s", "text"),
+    [
+        pytest.param(1.0, 36.0, 0.0, "100% (0 s down of 36 s allowed)", id="untouched"),
+        pytest.param(0.5, 20.0, 10.0, "50% (10 s down of 20 s allowed)", id="half-spent"),
+        pytest.param(0.0, 10.0, 10.0, "0% (10 s down of 10 s allowed)", id="spent-exactly"),
+        pytest.param(-49.0, 0.2, 10.0, "overspent: 10 s down of 0.2 s allowed", id="overspent"),
+        pytest.param(
+            -249.0, 0.04, 10.0, "overspent: 10 s down of <0.1 s allowed", id="tiny-budget"
+        ),
+        pytest.param(None, 0.0, 10.0, "overspent: 10 s down of 0 s allowed", id="no-budget"),
+        pytest.param(1.0, 0.0, 0.0, "100%", id="no-known-time"),
+    ],
+)
+def test_error_budget_wording(
+    world: World, remaining: float | None, allowed_s: float, down_s: float, text: str
+) -> None:
+    """Pins the error-budget line: a percentage while some is left, the seconds once overspent."""
+    snapshot = world.snapshot()
+    snapshot["targets"][0]["slo"].update(
+        error_budget_remaining=remaining, allowed_down_s=allowed_s, down_s=down_s
+    )
+    page = render_page(snapshot)
+    assert f"<dt>Error budget left</dt><dd>{text}</dd>" in page.replace("&lt;", "<")
+
+
 # -- escaping ------------------------------------------------------------------------------------
 
 
@@ -549,7 +591,7 @@ def test_hostile_title_and_response_detail_are_escaped(tmp_path: Path) -> None:
     assert "<script>alert" not in page
     assert '"onmouseover=' not in page
     assert "javascript:" not in page
-    assert "&lt;script&gt;alert(1)&lt;/script&gt;&quot;onmouseover=alert(2) x=&#x27;" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;&#34;onmouseover=alert(2) x=&#39;" in page
     parser = _Tags()
     parser.feed(page)
     assert [tag for tag, _ in parser.tags].count("script") == 1
@@ -587,15 +629,63 @@ def test_page_and_api_over_http(world: World) -> None:
     assert page.text == render_page(data)
 
 
-def test_csp_allows_exactly_the_inline_script_and_style(world: World) -> None:
-    """Pins that the hashes in the CSP are those of the page's only script and style."""
-    page = render_page(world.snapshot())
-    for tag, directive in (("script", "script-src"), ("style", "style-src")):
-        (body,) = re.findall(rf"<{tag}>(.*?)</{tag}>", page, re.S)
-        digest = base64.b64encode(hashlib.sha256(body.encode()).digest()).decode()
-        assert f"{directive} 'sha256-{digest}'" in CSP
-    assert "default-src 'none'" in CSP
+def _directives(policy: str) -> dict[str, str]:
+    return dict(d.strip().split(" ", 1) for d in policy.split(";"))
+
+
+def test_csp_allows_exactly_the_inline_script_and_the_stylesheet(world: World) -> None:
+    """Pins the CSP: the page's only script by its hash, its one stylesheet as 'self', no inline style."""
+    (page,) = fetch(world.app(), "/status")
+    html = page.text
+    (script,) = re.findall(r"<script>(.*?)</script>", html, re.S)
+    digest = base64.b64encode(hashlib.sha256(script.encode()).digest()).decode()
+    directives = _directives(page.headers["content-security-policy"])
+    assert directives == {
+        "default-src": "'none'",
+        "style-src": "'self'",
+        "script-src": f"'sha256-{digest}'",
+        "img-src": "data:",
+        "base-uri": "'none'",
+        "form-action": "'none'",
+        "frame-ancestors": "'none'",
+    }
     assert "unsafe" not in CSP
+    parser = _Tags()
+    parser.feed(html)
+    assert "style" not in [tag for tag, _ in parser.tags]  # no inline <style> block
+    assert [a for _, attrs in parser.tags for a, _ in attrs if a == "style"] == []
+    sheets = [dict(attrs) for tag, attrs in parser.tags if ("rel", "stylesheet") in attrs]
+    assert sheets == [{"rel": "stylesheet", "href": STYLESHEET_URL}]
+    # same origin (root-relative), named by the content's hash
+    match = re.fullmatch(r"/static/status\.([0-9a-f]{16})\.css", STYLESHEET_URL)
+    assert match is not None
+    (css,) = fetch(world.app(), STYLESHEET_URL)
+    assert css.status_code == 200
+    assert css.headers["content-type"] == "text/css; charset=utf-8"
+    assert css.headers["cache-control"] == "public, max-age=31536000, immutable"
+    assert css.headers["x-content-type-options"] == "nosniff"
+    assert hashlib.sha256(css.content).hexdigest().startswith(match.group(1))
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        pytest.param("/static/status.0123456789abcdef.css", id="stale-hash"),
+        pytest.param("/static/status.css", id="no-hash"),
+        pytest.param("/static/status..%2F..%2Fpage.py.css", id="encoded-traversal"),
+    ],
+)
+def test_stylesheet_route_answers_only_its_current_hash(world: World, path: str) -> None:
+    """Pins the static route: the current hash is the file, cached a year; any other is a 404."""
+    current, other = fetch(world.app(), STYLESHEET_URL, path)
+    assert current.status_code == 200
+    assert current.content == STYLESHEET
+    assert current.headers["cache-control"] == "public, max-age=31536000, immutable"
+    # a page of another version asked: no stylesheet rather than the wrong one, and not cached
+    assert other.status_code == 404
+    assert other.headers["content-type"] == "application/json"
+    assert "error" in other.json()
+    assert "immutable" not in other.headers.get("cache-control", "")
 
 
 def test_snapshot_is_cached_for_a_few_seconds(world: World) -> None:
@@ -627,8 +717,8 @@ def test_disabled_mounts_nothing(tmp_path: Path) -> None:
     """Pins ``status_page.enabled = false``: no routes, every status path is a 404."""
     w = World(tmp_path, make_settings(enabled=False))
     assert status_routes(w) == []
-    responses = fetch(w.app(), "/status", "/api/status", "/badge/staging.svg")
-    assert [r.status_code for r in responses] == [404] * 3
+    responses = fetch(w.app(), "/status", "/api/status", "/badge/staging.svg", STYLESHEET_URL)
+    assert [r.status_code for r in responses] == [404] * 4
 
 
 def test_only_listed_targets_are_shown_in_their_order(tmp_path: Path) -> None:
@@ -818,6 +908,8 @@ def test_downsampling_keeps_the_spike(tmp_path: Path) -> None:
     [
         pytest.param(0, "0 s", id="zero"),
         pytest.param(0.5, "0.5 s", id="sub-second-cadence"),
+        pytest.param(0.1, "0.1 s", id="a-tenth"),
+        pytest.param(0.04, "<0.1 s", id="under-a-tenth-is-not-zero"),
         pytest.param(45, "45 s", id="seconds"),
         pytest.param(720, "12 min", id="minutes"),
         pytest.param(7500, "2 h 5 min", id="hours-minutes"),
@@ -827,7 +919,7 @@ def test_downsampling_keeps_the_spike(tmp_path: Path) -> None:
 )
 def test_durations_read_plainly(seconds: float, text: str) -> None:
     """Pins the duration wording used for "for 12 min" and incident lengths."""
-    assert _duration(seconds) == text
+    assert duration(seconds) == text
 
 
 @pytest.mark.parametrize(
@@ -842,7 +934,7 @@ def test_durations_read_plainly(seconds: float, text: str) -> None:
 )
 def test_percentages_never_round_up_to_perfect(ratio: float | None, text: str) -> None:
     """Pins percentage wording: 99.999 % is not shown as 100 %."""
-    assert _pct(ratio) == text
+    assert percent(ratio) == text
 
 
 @pytest.mark.parametrize(
@@ -855,4 +947,4 @@ def test_percentages_never_round_up_to_perfect(ratio: float | None, text: str) -
 )
 def test_times_carry_the_date_when_not_today(moment: datetime, text: str) -> None:
     """Pins "since" wording: a time today, a date otherwise, always UTC."""
-    assert _when(moment, NOW) == text
+    assert when(moment, NOW) == text

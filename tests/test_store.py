@@ -14,9 +14,9 @@ import pytest
 from monitor.figures.slo import Deployment, Span
 from monitor.incidents.tracker import Incident, Phase, TrackerState
 from monitor.probing.results import Outcome
-from monitor.store.base import NewAction, StoreError
+from monitor.store.base import ChannelHandle, NewAction, PendingCycle, StoreError
 from monitor.store.codec import state_from_json, state_to_json
-from monitor.store.sqlite import Store
+from monitor.store.sqlite import SqliteStore
 from tests.builders import T0, at, check, down, up
 
 INCIDENT = Incident(
@@ -38,15 +38,17 @@ def path(tmp_path: Path) -> Path:
 
 
 @pytest.fixture
-def store(path: Path) -> Iterator[Store]:
+def store(path: Path) -> Iterator[SqliteStore]:
     """A real SQLite file, closed afterwards."""
-    db = Store(path)
+    db = SqliteStore(path)
     yield db
     db.close()
 
 
 def _act(kind: str, incident: str = INCIDENT.id, **payload: object) -> NewAction:
-    return NewAction(incident, incident.rsplit("-", 1)[0], kind, payload)
+    # a body edit supersedes an older one, as the GitHub channel plans it
+    target = incident.rsplit("-", 1)[0]
+    return NewAction("github", incident, target, kind, payload, supersede=kind == "edit")
 
 
 # ---- tracker state ------------------------------------------------------------------------
@@ -94,9 +96,11 @@ def test_tracker_state_json_round_trip(state: TrackerState) -> None:
 
 
 @pytest.mark.parametrize("state", STATES)
-def test_tracker_state_round_trips_through_the_store(store: Store, state: TrackerState) -> None:
+def test_tracker_state_round_trips_through_the_store(
+    store: SqliteStore, state: TrackerState
+) -> None:
     """What a cycle commits is what ``load_states`` gives back."""
-    store.commit_cycle(down(at(3)), 120.0, state, state.incident, [])
+    store.commit_cycle(PendingCycle(down(at(3)), 120.0, state, state.incident, []))
 
     assert store.load_states() == {"production": state}
 
@@ -104,13 +108,15 @@ def test_tracker_state_round_trips_through_the_store(store: Store, state: Tracke
 # ---- one cycle, one transaction -----------------------------------------------------------
 
 
-def _cycle_with_everything(store: Store) -> None:
+def _cycle_with_everything(store: SqliteStore) -> None:
     result = replace(
         down(at(3)), checks=(replace(check(Outcome.DOWN, when=at(3)), version="1.4.3"),)
     )
     deployment = Deployment("production", "1.4.2", "1.4.3", at(2))
     state = TrackerState("production", Phase.OPEN, fail_streak=3, incident=INCIDENT)
-    store.commit_cycle(result, 120.0, state, INCIDENT, [_act("open", title="t")], deployment)
+    store.commit_cycle(
+        PendingCycle(result, 120.0, state, INCIDENT, [_act("open", title="t")], deployment)
+    )
 
 
 def _nothing_stored(path: Path) -> None:
@@ -121,7 +127,7 @@ def _nothing_stored(path: Path) -> None:
         assert raw.execute("SELECT COUNT(*) FROM versions").fetchone() == (0,)
 
 
-def test_commit_cycle_is_all_or_nothing(store: Store, path: Path) -> None:
+def test_commit_cycle_is_all_or_nothing(store: SqliteStore, path: Path) -> None:
     """A failing last insert (the outbox) leaves no result, state, incident or action behind."""
     with sqlite3.connect(path) as raw:
         raw.execute(
@@ -139,7 +145,7 @@ def test_commit_cycle_is_all_or_nothing(store: Store, path: Path) -> None:
     assert store.incident(INCIDENT.id) is not None
 
 
-def test_commit_cycle_on_a_closed_database_raises_store_error(store: Store) -> None:
+def test_commit_cycle_on_a_closed_database_raises_store_error(store: SqliteStore) -> None:
     """A dead connection is a StoreError (the daemon keeps the cycle in memory), not a crash."""
     store.close()
 
@@ -150,21 +156,23 @@ def test_commit_cycle_on_a_closed_database_raises_store_error(store: Store) -> N
 # ---- outbox queues ------------------------------------------------------------------------
 
 
-def test_due_actions_are_the_heads_of_each_targets_queue(store: Store) -> None:
+def test_due_actions_are_the_heads_of_each_targets_queue(store: SqliteStore) -> None:
     """Per-target order: only the oldest pending action of each target is due."""
     other = "staging-20261101T120000Z"
     store.enqueue(
         [_act("open"), _act("comment", key="a"), _act("open", other), _act("close", other)], T0
     )
 
-    first = store.due_actions(T0)
+    first = store.due_actions("github", T0)
     assert [(a.incident_id, a.kind) for a in first] == [(INCIDENT.id, "open"), (other, "open")]
 
-    store.complete(first[0], at(1), (7, "https://github.example/7"))
+    store.complete(first[0], at(1), ChannelHandle(7, "https://github.example/7"))
     store.retry_later(first[1], "server_error: 502", at(10))
 
-    assert [(a.incident_id, a.kind) for a in store.due_actions(at(1))] == [(INCIDENT.id, "comment")]
-    assert [(a.incident_id, a.kind) for a in store.due_actions(at(10))] == [
+    assert [(a.incident_id, a.kind) for a in store.due_actions("github", at(1))] == [
+        (INCIDENT.id, "comment")
+    ]
+    assert [(a.incident_id, a.kind) for a in store.due_actions("github", at(10))] == [
         (INCIDENT.id, "comment"),
         (other, "open"),
     ]
@@ -172,24 +180,26 @@ def test_due_actions_are_the_heads_of_each_targets_queue(store: Store) -> None:
     assert (retried.attempts, retried.last_error) == (1, "server_error: 502")
 
 
-def test_a_new_incident_waits_for_the_previous_close(store: Store) -> None:
+def test_a_new_incident_waits_for_the_previous_close(store: SqliteStore) -> None:
     """Two incidents of one target: the new open is not due before the old close is done."""
     later = "production-20261101T130000Z"
     store.enqueue([_act("close"), _act("open", later)], T0)
 
-    [head] = store.due_actions(T0)
+    [head] = store.due_actions("github", T0)
     assert (head.incident_id, head.kind) == (INCIDENT.id, "close")
     store.retry_later(head, "server_error: 502", at(10))
-    assert store.due_actions(at(1)) == []
-    assert store.next_due_at() == at(10)
+    assert store.due_actions("github", at(1)) == []
+    assert store.next_due_at("github") == at(10)
 
 
-def test_completing_an_open_records_the_issue(store: Store) -> None:
+def test_completing_an_open_records_the_issue(store: SqliteStore) -> None:
     """``complete`` of an open marks it done and stores the issue number in one go."""
-    store.commit_cycle(down(T0), 120.0, TrackerState("production"), INCIDENT, [_act("open")])
-    [opening] = store.due_actions(T0)
+    store.commit_cycle(
+        PendingCycle(down(T0), 120.0, TrackerState("production"), INCIDENT, [_act("open")])
+    )
+    [opening] = store.due_actions("github", T0)
 
-    store.complete(opening, at(1), (42, "https://github.example/42"))
+    store.complete(opening, at(1), ChannelHandle(42, "https://github.example/42"))
 
     row = store.incident(INCIDENT.id)
     assert row is not None
@@ -197,7 +207,7 @@ def test_completing_an_open_records_the_issue(store: Store) -> None:
     assert store.pending_actions() == []
 
 
-def test_newer_edit_supersedes_a_pending_one(store: Store) -> None:
+def test_newer_edit_supersedes_a_pending_one(store: SqliteStore) -> None:
     """Only the newest body matters: an older unattempted edit is dropped, order otherwise kept."""
     store.enqueue([_act("open"), _act("edit", body="v1"), _act("comment", key="c")], T0)
     store.enqueue([_act("edit", body="v2")], at(1))
@@ -211,7 +221,7 @@ def test_newer_edit_supersedes_a_pending_one(store: Store) -> None:
     ]
 
 
-def test_edit_of_another_incident_is_not_superseded(store: Store) -> None:
+def test_edit_of_another_incident_is_not_superseded(store: SqliteStore) -> None:
     """Superseding is per incident."""
     other = "staging-20261101T120000Z"
     store.enqueue([_act("edit", body="mine"), _act("edit", other, body="theirs")], T0)
@@ -222,7 +232,7 @@ def test_edit_of_another_incident_is_not_superseded(store: Store) -> None:
 # ---- sessions ----------------------------------------------------------------------------
 
 
-def test_session_spans(store: Store) -> None:
+def test_session_spans(store: SqliteStore) -> None:
     """Stopped sessions end at stopped_at, killed ones at their last heartbeat, the live one now."""
     long_ago = store.start_session(at(-300))
     store.stop_session(long_ago, at(-200))
@@ -243,7 +253,7 @@ def test_session_spans(store: Store) -> None:
     ]
 
 
-def test_killed_session_does_not_run_on_after_a_restart(store: Store) -> None:
+def test_killed_session_does_not_run_on_after_a_restart(store: SqliteStore) -> None:
     """Killed, restarted a minute later: the gap between the two is unknown, not monitored."""
     killed = store.start_session(at(0))
     store.heartbeat(killed, at(10))
@@ -260,8 +270,8 @@ def test_killed_session_does_not_run_on_after_a_restart(store: Store) -> None:
 _WRITE_EVERYTHING = """
 import os, signal, sys
 from tests.test_store import write_everything
-from monitor.store.sqlite import Store
-store = Store(sys.argv[1])
+from monitor.store.sqlite import SqliteStore
+store = SqliteStore(sys.argv[1])
 write_everything(store)
 if sys.argv[2] == "kill":
     os.kill(os.getpid(), signal.SIGKILL)
@@ -269,22 +279,22 @@ store.close()
 """
 
 
-def write_everything(store: Store) -> None:
+def write_everything(store: SqliteStore) -> None:
     """Results, state, incident with issue, deployment, a queue mid-way, a live session."""
     _cycle_with_everything(store)
     store.enqueue([_act("comment", key="k", body="still down"), _act("edit", body="v1")], at(4))
-    [opening] = store.due_actions(at(4))
-    store.complete(opening, at(5), (7, "https://github.example/7"))
-    [comment] = store.due_actions(at(5))
+    [opening] = store.due_actions("github", at(4))
+    store.complete(opening, at(5), ChannelHandle(7, "https://github.example/7"))
+    [comment] = store.due_actions("github", at(5))
     store.retry_later(comment, "network: reset", at(6))
-    store.commit_cycle(up(at(8)), 120.0, TrackerState("production"), None, [])
+    store.commit_cycle(PendingCycle(up(at(8)), 120.0, TrackerState("production"), None, []))
     session = store.start_session(at(0))
     store.heartbeat(session, at(8))
 
 
 @pytest.mark.parametrize("ending", ["close", "kill"])
 def test_everything_survives_a_restart(path: Path, ending: str) -> None:
-    """Closed cleanly or killed (SIGKILL, WAL not checkpointed), a new Store sees every row."""
+    """Closed cleanly or killed (SIGKILL, WAL not checkpointed), a new SqliteStore sees every row."""
     completed = subprocess.run(
         [sys.executable, "-c", _WRITE_EVERYTHING, str(path), ending],
         cwd=Path(__file__).parent.parent,
@@ -295,7 +305,7 @@ def test_everything_survives_a_restart(path: Path, ending: str) -> None:
     )
     assert completed.returncode == (-9 if ending == "kill" else 0), completed.stderr
 
-    store = Store(path)
+    store = SqliteStore(path)
     try:
         assert store.load_states() == {"production": TrackerState("production")}
         row = store.incident(INCIDENT.id)

@@ -10,9 +10,9 @@ from pathlib import Path
 
 from monitor.config import load_settings
 from monitor.daemon.daemon import STALL_EXIT_CODE, Daemon
-from monitor.incidents.channels.journal import JournalSink
+from monitor.incidents.channels.journal import JournalChannel
 from monitor.metrics import Metrics
-from monitor.store.sqlite import Store
+from monitor.store.sqlite import SqliteStore
 from tests.daemon_process import free_port
 
 
@@ -34,9 +34,9 @@ def test_healthz_names_stale_targets(tmp_path: Path) -> None:
         github={"enabled": False},
     )
     monotonic = Monotonic()
-    store = Store(settings.monitor.state_path)
+    store = SqliteStore(settings.monitor.state_path)
     daemon = Daemon(
-        settings, metrics=Metrics(), monotonic=monotonic, store=store, sink=JournalSink()
+        settings, metrics=Metrics(), monotonic=monotonic, store=store, channels=[JournalChannel()]
     )
     try:
         assert daemon.stale_targets() == {}

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import sqlite3
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -36,11 +35,8 @@ from monitor.figures.slo import (
 )
 from monitor.metrics import PROBE_BUCKETS_S
 from monitor.probing.results import Outcome
-from monitor.store.base import IncidentRow
+from monitor.store.base import IncidentRow, Row, Store
 from monitor.store.codec import dt, ts
-from monitor.store.sqlite import Store
-
-RowLike = Mapping[str, Any] | sqlite3.Row  # stored rows and rows about to be stored
 
 HOUR_S = 3600
 DAY_S = 86400
@@ -184,7 +180,7 @@ class History:
         check: str,
         bucket: datetime,
         acct: TimeAccount,
-        raw: Sequence[RowLike],
+        raw: Sequence[Row],
         *,
         probes: int | None = None,
         failures: int | None = None,

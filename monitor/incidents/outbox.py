@@ -1,11 +1,13 @@
-"""The outbox worker: performs stored GitHub actions exactly once, in its own thread.
+"""The outbox worker: performs one channel's stored steps exactly once, in its own thread.
 
-Actions were written to SQLite in the same transaction as the tracker state
-that implied them. The worker takes the oldest pending action of each
-incident, performs it through the sink and marks it done. A failure is retried
-with exponential backoff and jitter, honouring ``Retry-After`` and rate-limit
-resets; nothing is dropped. A create is never repeated blindly: every attempt
-first looks for an open issue carrying the incident's marker and adopts it.
+Steps were written to the store in the same transaction as the tracker state
+that implied them. Each channel has its own worker and its own queue; within
+it, the oldest pending step of each target runs first and later ones wait
+behind it. The worker performs a step through its channel and marks it done.
+A failure is retried with exponential backoff and jitter, honouring
+``Retry-After`` and rate-limit resets; nothing is dropped. A step that may
+land after a crash (a create, a comment) is leased before it is sent, and the
+channel looks for it before sending it again.
 """
 
 from __future__ import annotations
@@ -19,22 +21,17 @@ from typing import Any
 
 from monitor.clock import Clock, utcnow
 from monitor.config import format_duration
-from monitor.incidents.channels.base import IncidentSink, IssueRef, MarkedIssue, SinkError
-from monitor.incidents.text import action_marker, payload_text, utc
+from monitor.incidents.channels.base import GONE, Channel, ChannelError, IssueChannel, MarkedIssue
+from monitor.incidents.text import utc
 from monitor.incidents.tracker import TrackerState
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
-from monitor.store.base import NewAction, OutboxAction, StoreError
-from monitor.store.sqlite import Store
+from monitor.store.base import ChannelHandle, OutboxAction, Store, StoreError
 
 log = get_logger("monitor.outbox")
 
 BACKOFF_BASE_S = 2.0
 BACKOFF_MAX_S = 600.0
-# GitHub abandons a request after 10 s. After a client timeout on a create, the first
-# request may still be running there: a retry sooner could miss the marker it is
-# about to write, and file a second issue (or comment).
-CREATE_SETTLE_S = 15.0
 
 
 def backoff_s(attempts: int, rng: Callable[[], float] = random.random) -> float:
@@ -45,7 +42,7 @@ def backoff_s(attempts: int, rng: Callable[[], float] = random.random) -> float:
 
 @dataclass
 class SinkHealth:
-    """What ``/healthz`` reports about the sink."""
+    """What ``/healthz`` reports about a channel."""
 
     last_error: str | None = None
     last_error_reason: str | None = None
@@ -62,19 +59,30 @@ class SinkHealth:
         }
 
 
+@dataclass(frozen=True, slots=True)
+class _Delivery:
+    """What the worker tells the channel about one step (see ``channels.base.Delivery``)."""
+
+    handle: ChannelHandle | None
+    store: Store
+
+    def is_recorded(self, incident_id: str) -> bool:
+        return self.store.incident(incident_id) is not None
+
+
 class OutboxWorker:
-    """Drains the outbox through a sink; ``run_once`` is the whole logic, the thread loops it."""
+    """Drains one channel's queue; ``run_once`` is the whole logic, the thread loops it."""
 
     def __init__(
         self,
         store: Store,
-        sink: IncidentSink,
+        channel: Channel,
         metrics: Metrics,
         *,
         clock: Clock = utcnow,
     ) -> None:
         self.store = store
-        self.sink = sink
+        self.channel = channel
         self.metrics = metrics
         self.health = SinkHealth()
         self._clock = clock
@@ -94,7 +102,7 @@ class OutboxWorker:
             self.refresh_metrics()
             return 0
         try:
-            due = self.store.due_actions(self._clock())
+            due = self.store.due_actions(self.channel.name, self._clock())
         except StoreError as exc:
             log.error("outbox read failed", error=str(exc))
             return 0
@@ -110,40 +118,51 @@ class OutboxWorker:
         """True while GitHub's rate limit asks us to send nothing."""
         return self._hold_until is not None and self._clock() < self._hold_until
 
+    def _count(self, operation: str, reason: str | None = None) -> None:
+        # the GitHub series keep their names; other channels get theirs with issue 13
+        if self.channel.kind != "github":
+            return
+        if reason is None:
+            self.metrics.github_requests.labels(operation).inc()
+        else:
+            self.metrics.github_errors.labels(operation, reason).inc()
+
     def _perform(self, action: OutboxAction) -> bool:
-        operation = action.kind
-        self.metrics.github_requests.labels(operation).inc()
-        if action.kind in ("open", "comment") and self.sink.name != "journal":
-            # if this process dies mid-request, GitHub may still act on it: nobody
-            # retries before the request has surely settled (then the marker shows)
+        self._count(action.kind)
+        settle_s = self.channel.settle_s(action)
+        if settle_s > 0:
+            # if this process dies mid-request, the service may still act on it: nobody
+            # retries before the request has surely settled (then the channel finds it)
             try:
-                self.store.lease(action, self._clock() + timedelta(seconds=CREATE_SETTLE_S))
+                self.store.lease(action, self._clock() + timedelta(seconds=settle_s))
             except StoreError as exc:
                 log.error(
                     "outbox lease not recorded; not sending", action=action.id, error=str(exc)
                 )
                 return False
         try:
-            issue = self._execute(action)
-        except SinkError as exc:
-            if exc.reason == "issue_gone":
-                # nothing left to comment on or close: done, or the target's queue stalls
-                log.warning(
-                    "issue gone; action dropped", action=action.id, kind=action.kind, error=str(exc)
-                )
-                issue = None
-            else:
+            handle = self.channel.deliver(action, self._delivery(action))
+        except ChannelError as exc:
+            if exc.reason != GONE:
                 self._failed(action, exc)
                 return False
-        except Exception as exc:  # a bug in a sink must not kill the worker or lose the action
+            # nothing left to act on: done, or the target's queue stalls
+            log.warning(
+                "issue gone; action dropped", action=action.id, kind=action.kind, error=str(exc)
+            )
+            handle = None
+        except StoreError as exc:
+            log.error("outbox read failed", action=action.id, error=str(exc))
+            return False
+        except Exception as exc:  # a bug in a channel must not kill the worker or lose the step
             log.exception("outbox action crashed", action=action.id, kind=action.kind)
-            self._failed(action, SinkError("error", f"{type(exc).__name__}: {exc}"))
+            self._failed(action, ChannelError("error", f"{type(exc).__name__}: {exc}"))
             return False
         now = self._clock()
         try:
-            self.store.complete(action, now, issue)
+            self.store.complete(action, now, handle)
         except StoreError as exc:
-            # GitHub acted but we could not record it: the retry finds the marker and adopts
+            # the service acted but we could not record it: the retry finds it and adopts
             log.error("outbox completion not recorded", action=action.id, error=str(exc))
             return False
         self.health.last_success_at = now
@@ -154,86 +173,20 @@ class OutboxWorker:
             kind=action.kind,
             incident=action.incident_id,
             target=action.target,
-            sink=self.sink.name,
+            sink=self.channel.name,
             attempts=action.attempts + 1,
         )
         return True
 
-    def _execute(self, action: OutboxAction) -> tuple[int, str | None] | None:
-        """Perform one action; for an open, return the issue to record."""
-        payload = action.payload
-        if action.kind == "open":
-            existing = self.sink.find_issue(
-                action.target, action.incident_id, adoptable=self._unknown_incident
-            )
-            if existing is not None:
-                log.warning(
-                    "adopting existing issue instead of creating one",
-                    incident=action.incident_id,
-                    number=existing.number,
-                )
-                ref = existing
-            else:
-                ref = self.sink.open_issue(
-                    payload_text(payload, "title"),
-                    payload_text(payload, "body"),
-                    list(payload.get("labels", [])),
-                    list(payload.get("assignees", [])),
-                )
-            return (ref.number, ref.url) if ref.number is not None else None
-        issue = self._issue_for(action)
-        if issue is None:
-            log.warning(
-                "no issue for incident; action skipped",
-                incident=action.incident_id,
-                kind=action.kind,
-            )
-            return None
-        if action.kind == "comment":
-            # Always look for the comment's marker first: ``attempts`` cannot say whether
-            # an earlier try got through (killed between the POST and ``complete``, or
-            # ``complete`` itself failed), and a reminder posted twice is noise on a phone.
-            self.sink.comment(
-                issue,
-                payload_text(payload, "body"),
-                payload_text(payload, "key"),
-                maybe_posted=True,
-            )
-        elif action.kind == "edit":
-            self.sink.edit(
-                issue, payload_text(payload, "body"), payload_text(payload, "title") or None
-            )
-        elif action.kind == "close":
-            self.sink.close(issue, payload_text(payload, "body") or None)
-        elif action.kind == "reopen":
-            self.sink.reopen(issue)
-        else:
-            raise SinkError("invalid", f"unknown outbox action kind {action.kind!r}")
-        return None
+    def _delivery(self, action: OutboxAction) -> _Delivery:
+        return _Delivery(self.store.handle(self.channel.name, action.incident_id), self.store)
 
-    def _unknown_incident(self, incident_id: str) -> bool:
-        """An issue for an incident we never recorded may be adopted (see find_issue)."""
-        return self.store.incident(incident_id) is None
-
-    def _issue_for(self, action: OutboxAction) -> IssueRef | None:
-        if isinstance(action.payload.get("number"), int):  # reconcile names the issue itself
-            return IssueRef(int(action.payload["number"]))
-        incident = self.store.incident(action.incident_id)
-        if incident is not None and incident.issue_number is not None:
-            return IssueRef(incident.issue_number, incident.issue_url)
-        if self.sink.name == "journal":
-            return IssueRef(None)
-        # issue filed by an earlier store, or before a token was configured: find it by marker
-        found = self.sink.find_issue(action.target, action.incident_id)
-        if found is not None and found.number is not None:
-            self.store.set_issue(action.incident_id, found.number, found.url)
-        return found
-
-    def _failed(self, action: OutboxAction, exc: SinkError) -> None:
-        self.metrics.github_errors.labels(action.kind, exc.reason).inc()
+    def _failed(self, action: OutboxAction, exc: ChannelError) -> None:
+        self._count(action.kind, exc.reason)
         delay = backoff_s(action.attempts)
-        if exc.reason == "timeout" and action.kind in ("open", "comment"):
-            delay = max(delay, CREATE_SETTLE_S)
+        if exc.reason == "timeout":
+            # the request may still be running there: never retry before it settled
+            delay = max(delay, self.channel.settle_s(action))
         if exc.retry_after_s is not None:
             delay = max(delay, exc.retry_after_s)
         next_at = self._clock() + timedelta(seconds=delay)
@@ -275,13 +228,16 @@ class OutboxWorker:
         Called once the first probe of every target is in, so ``states`` says who is
         healthy now. Returns False when GitHub could not be read (try again later).
         """
+        channel = self.channel
+        if not isinstance(channel, IssueChannel):
+            return True  # nothing outlives the monitor on this channel
         if self._held():
             return False
-        self.metrics.github_requests.labels("reconcile").inc()
+        self._count("reconcile")
         try:
-            marked = self.sink.open_marked_issues()
-        except SinkError as exc:
-            self.metrics.github_errors.labels("reconcile", exc.reason).inc()
+            marked = channel.open_marked_issues()
+        except ChannelError as exc:
+            self._count("reconcile", exc.reason)
             self.health.last_error, self.health.last_error_reason = str(exc), exc.reason
             self.health.auth_problem = self.health.auth_problem or exc.auth
             if exc.retry_after_s is not None:
@@ -291,28 +247,33 @@ class OutboxWorker:
             return False
         now = self._clock()
         try:
-            queued = self.store.pending_actions()
+            queued = self.store.pending_actions(channel.name)
             pending = {a.incident_id for a in queued}
             # issues a queued action already names (an earlier reconcile that stopped half-way)
             named = {a.payload.get("number") for a in queued}
             for issue in marked:
                 if issue.number not in named:
-                    self._reconcile_one(issue, states.get(issue.target), pending, now)
+                    self._reconcile_one(channel, issue, states.get(issue.target), pending, now)
         except StoreError as exc:
             # what was enqueued stays enqueued; the rest is found again on the next try
             log.error("reconcile could not use the state database", error=str(exc))
             return False
-        log.info("reconciled", open_issues=len(marked), sink=self.sink.name)
+        log.info("reconciled", open_issues=len(marked), sink=channel.name)
         return True
 
     def _reconcile_one(
-        self, issue: MarkedIssue, state: TrackerState | None, pending: set[str], now: datetime
+        self,
+        channel: IssueChannel,
+        issue: MarkedIssue,
+        state: TrackerState | None,
+        pending: set[str],
+        now: datetime,
     ) -> None:
         row = self.store.incident(issue.incident_id)
         if row is not None and row.issue_number not in (None, issue.number):
             # before the pending check: the queue only ever acts on the recorded issue,
             # so a second one would stay open however the queue drains
-            self._close_issue(issue, f"Duplicate of #{row.issue_number}: closing.", now)
+            self._close_issue(channel, issue, f"Duplicate of #{row.issue_number}: closing.", now)
             return
         if issue.incident_id in pending:
             return  # the queue already knows what to do with it
@@ -329,27 +290,21 @@ class OutboxWorker:
                 f" ({duration:.0f} s), from {utc(row.started_at)} to {utc(row.resolved_at)}."
                 " (Closed on start-up: the monitor recorded the recovery before it could close.)"
             )
-            self._close_issue(issue, text, now)
+            self._close_issue(channel, issue, text, now)
         elif state is not None and not state.in_incident:
             self._close_issue(
+                channel,
                 issue,
                 f"{issue.target} is healthy and the monitor has no open incident for this issue:"
                 " closing.",
                 now,
             )
 
-    def _close_issue(self, issue: MarkedIssue, text: str, now: datetime) -> None:
+    def _close_issue(
+        self, channel: IssueChannel, issue: MarkedIssue, text: str, now: datetime
+    ) -> None:
         key = f"{issue.incident_id}:reconcile:{now:%Y%m%dT%H%M%S}"
-        actions = [
-            NewAction(
-                issue.incident_id,
-                issue.target,
-                "comment",
-                {"body": f"{action_marker(key)}\n{text}", "key": key, "number": issue.number},
-            ),
-            NewAction(issue.incident_id, issue.target, "close", {"number": issue.number}),
-        ]
-        self.store.enqueue(actions, now)
+        self.store.enqueue(channel.close_steps(issue, text, key), now)
         log.warning("reconcile: closing issue", number=issue.number, incident=issue.incident_id)
 
     # ---- the thread -------------------------------------------------------------------
@@ -360,13 +315,19 @@ class OutboxWorker:
 
     def start(self) -> None:
         """Run the loop in a daemon thread."""
-        self._thread = threading.Thread(target=self._loop, name="outbox", daemon=True)
+        self._thread = threading.Thread(
+            target=self._loop, name=f"outbox-{self.channel.name}", daemon=True
+        )
         self._thread.start()
+
+    def request_stop(self) -> None:
+        """Stop after the current step, without waiting for it."""
+        self._stop.set()
+        self._wake.set()
 
     def stop(self, timeout_s: float = 5.0) -> None:
         """Finish the current action and stop (pending actions stay stored)."""
-        self._stop.set()
-        self._wake.set()
+        self.request_stop()
         if self._thread is not None:
             self._thread.join(timeout_s)
 
@@ -394,7 +355,7 @@ class OutboxWorker:
         long as GitHub keeps failing.
         """
         heads: dict[str, datetime] = {}
-        for action in self.store.pending_actions():
+        for action in self.store.pending_actions(self.channel.name):
             heads.setdefault(action.target, action.next_attempt_at)
         due = min(heads.values(), default=None)
         if due is not None and self._hold_until is not None:

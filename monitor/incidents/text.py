@@ -10,12 +10,12 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from monitor.config import format_duration
 from monitor.figures.slo import Deployment
+from monitor.incidents.events import TimelineRow
 from monitor.incidents.tracker import Incident
 from monitor.logs import secrets
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
@@ -124,18 +124,6 @@ def title(result: TargetResult) -> str:
     if len(failing) == 1:
         return defuse(f"{result.target} is down: {describe_failure(failing[0])}", 120)
     return defuse(f"{result.target} is down: {len(failing)} checks failing", 120)
-
-
-@dataclass(frozen=True, slots=True)
-class TimelineRow:
-    """One probe of the incident's timeline."""
-
-    at: datetime
-    check: str
-    outcome: str
-    status: int | None
-    duration_s: float
-    detail: str
 
 
 def _health_fields(result: TargetResult) -> dict[str, Any]:

@@ -8,14 +8,17 @@ column types.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from typing import Any
+from typing import Any, Protocol
 
-from monitor.figures.slo import IncidentRecord
+from monitor.figures.slo import Deployment, IncidentRecord, Sample, Span
+from monitor.incidents.tracker import Incident, TrackerState
+from monitor.probing.results import TargetResult
 
-# (the Store Protocol follows in the next commit; the SQLite class stands in meanwhile)
+Row = Mapping[str, Any]  # a stored row by column name, whatever the backend
+GITHUB_CHANNEL = "github"  # the channel whose handles are the incidents' issues
 
 
 class StoreError(Exception):
@@ -23,13 +26,28 @@ class StoreError(Exception):
 
 
 @dataclass(frozen=True, slots=True)
+class ChannelHandle:
+    """What a channel keeps per incident to act on it again later.
+
+    An issue number and URL for GitHub (the incident's *issue*, which the status
+    page and reports link); a service's own reference (a Slack ``ts``) in
+    ``ref``; nothing at all for channels that need none (the journal).
+    """
+
+    number: int | None = None
+    url: str | None = None
+    ref: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class OutboxAction:
-    """A GitHub action that was decided and must be performed exactly once."""
+    """One step of delivering an incident event to a channel, to perform exactly once."""
 
     id: int
+    channel: str  # the channel's name: its own queue, its own handles
     incident_id: str
     target: str
-    kind: str  # open | comment | edit | close | reopen
+    kind: str  # the channel's own step kind (GitHub: open, comment, edit, close, reopen)
     payload: Mapping[str, Any]
     created_at: datetime
     attempts: int
@@ -67,12 +85,202 @@ class IncidentRow:
 
 @dataclass(frozen=True, slots=True)
 class NewAction:
-    """An action to enqueue: what, for which incident, with what payload."""
+    """An action to enqueue: for which channel and incident, what, with what payload."""
 
+    channel: str
     incident_id: str
     target: str
     kind: str
     payload: Mapping[str, Any]
+    # a newer action of the same kind replaces an older one not yet tried (a body edit:
+    # only the newest body matters)
+    supersede: bool = False
 
 
-from monitor.store.sqlite import Store as Store  # noqa: E402  - temporary, during the move
+@dataclass(frozen=True, slots=True)
+class PendingCycle:
+    """One target's probe cycle as :meth:`Store.commit_cycle` takes it.
+
+    The daemon keeps these in memory while the database refuses writes.
+    """
+
+    result: TargetResult
+    hold_s: float  # how long the result vouches for the target
+    state: TrackerState
+    incident: Incident | None
+    actions: Sequence[NewAction]
+    deployment: Deployment | None = None  # a version change seen in this cycle
+    incident_deployment: Deployment | None = None  # what a newly opened incident followed
+
+
+class Store(Protocol):
+    """Everything the monitor keeps: history, tracker state, incidents, the outbox.
+
+    Implementations are thread-safe (the outbox workers and the web read from
+    threads) and raise :class:`StoreError` for every database fault.
+    """
+
+    def close(self) -> None:
+        """Flush and release the database."""
+        ...
+
+    # ---- monitor sessions: the monitor's own downtime counts as unknown
+
+    def start_session(self, now: datetime) -> int:
+        """Record that the monitor started; its id for heartbeats."""
+        ...
+
+    def heartbeat(self, session_id: int, now: datetime) -> None:
+        """The monitor is still running at ``now``."""
+        ...
+
+    def stop_session(self, session_id: int, now: datetime) -> None:
+        """The monitor stopped cleanly at ``now``."""
+        ...
+
+    def sessions(self, window: Span, now: datetime, live_grace_s: float = 180.0) -> list[Span]:
+        """Spans the monitor was running that overlap ``window``."""
+        ...
+
+    # ---- one probe cycle, in one transaction
+
+    def commit_cycle(self, cycle: PendingCycle) -> None:
+        """Results, tracker state, incident, deployment and outbox actions, atomically."""
+        ...
+
+    def load_states(self) -> dict[str, TrackerState]:
+        """The tracker state of every target seen before."""
+        ...
+
+    # ---- incidents
+
+    def incident(self, incident_id: str) -> IncidentRow | None:
+        """One incident by id."""
+        ...
+
+    def incidents(
+        self, target: str | None = None, since: datetime | None = None, limit: int | None = None
+    ) -> list[IncidentRow]:
+        """Incidents still open or resolved after ``since``, newest first."""
+        ...
+
+    def set_issue(self, incident_id: str, number: int, url: str | None) -> None:
+        """Remember the issue that tracks an incident."""
+        ...
+
+    # ---- the outbox: one queue per channel, ordered per target
+
+    def enqueue(self, actions: Sequence[NewAction], now: datetime) -> None:
+        """Add actions outside a probe cycle (reconcile, ``verify --file-incident``)."""
+        ...
+
+    def due_actions(self, channel: str, now: datetime, limit: int = 20) -> list[OutboxAction]:
+        """The oldest pending action of each of the channel's targets, if due."""
+        ...
+
+    def pending_actions(self, channel: str | None = None) -> list[OutboxAction]:
+        """Every action not yet performed (of one channel, or all), oldest first."""
+        ...
+
+    def next_due_at(self, channel: str) -> datetime | None:
+        """When the channel's earliest runnable action becomes due."""
+        ...
+
+    def handle(self, channel: str, incident_id: str) -> ChannelHandle | None:
+        """What the channel recorded for the incident."""
+        ...
+
+    def complete(
+        self, action: OutboxAction, now: datetime, handle: ChannelHandle | None = None
+    ) -> None:
+        """Mark an action done and record the channel's handle, atomically."""
+        ...
+
+    def lease(self, action: OutboxAction, until: datetime) -> None:
+        """No process may retry ``action`` before ``until``."""
+        ...
+
+    def retry_later(self, action: OutboxAction, error: str, next_attempt_at: datetime) -> None:
+        """Count a failed attempt and schedule the next one."""
+        ...
+
+    def outbox_stats(self, now: datetime) -> tuple[int, float]:
+        """(pending count, age in seconds of the oldest pending action)."""
+        ...
+
+    # ---- history
+
+    def samples(self, target: str, window: Span, max_hold_s: float) -> list[Sample]:
+        """Target-level samples in the window, plus the ones that may hold into it."""
+        ...
+
+    def recent_check_results(self, target: str, since: datetime, limit: int) -> list[Row]:
+        """The newest ``limit`` raw results since a time, oldest first."""
+        ...
+
+    def deployments(self, target: str | None, since: datetime | None = None) -> list[Deployment]:
+        """Version changes seen, oldest first."""
+        ...
+
+    def last_versions(self, target: str) -> dict[str, str]:
+        """The last version seen per check of a target."""
+        ...
+
+    def meta(self, key: str) -> str | None:
+        """A value from the store's key-value table."""
+        ...
+
+    def first_sample_at(self, target: str | None = None) -> datetime | None:
+        """The oldest target sample still stored (of one target, or of any)."""
+        ...
+
+    def check_names(self, target: str) -> list[str]:
+        """Checks with stored results for a target."""
+        ...
+
+    def targets_with_samples(self) -> list[str]:
+        """Targets with stored samples."""
+        ...
+
+    def check_samples(self, target: str, check: str, window: Span, max_hold_s: float) -> list[Row]:
+        """Raw results of one check in a window (and the holds reaching into it)."""
+        ...
+
+    # ---- rollups and retention
+
+    def write_rollups(self, rows: Sequence[Row], watermark: datetime | None) -> None:
+        """Upsert rollup rows and move the watermark, in one transaction."""
+        ...
+
+    def rollups(
+        self, period: str, target: str, check: str, start: datetime, end: datetime
+    ) -> list[Row]:
+        """Rollup rows whose bucket starts in [start, end), oldest first."""
+        ...
+
+    def rollups_any(self, period: str, target: str, start: datetime, end: datetime) -> list[Row]:
+        """Rollup rows of every check of a target in [start, end)."""
+        ...
+
+    def rollup_totals(
+        self, period: str, target: str, check: str, start: datetime, end: datetime
+    ) -> tuple[int, float, float, float, float]:
+        """(rows, up_s, degraded_s, down_s, unknown_s) summed over buckets in [start, end)."""
+        ...
+
+    def latency_slots(
+        self, target: str, start: datetime, end: datetime, slot_s: float
+    ) -> dict[str, list[tuple[float, float, int, int, int]]]:
+        """Per check, per slot: (time of the slowest probe, its duration, probes, down,
+        degraded), oldest first."""
+        ...
+
+    def median_duration(
+        self, target: str, check: str, start: datetime, end: datetime, count: int
+    ) -> float | None:
+        """The median probe duration of one check over [start, end] with ``count`` probes."""
+        ...
+
+    def purge(self, raw_before: datetime, rollups_before: datetime) -> dict[str, int]:
+        """Delete what is past its retention; counts per table."""
+        ...

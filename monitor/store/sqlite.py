@@ -13,7 +13,7 @@ import contextlib
 import json
 import sqlite3
 import threading
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
@@ -21,110 +21,22 @@ from typing import Any
 
 from monitor.figures.slo import Deployment, Sample, Span
 from monitor.incidents.tracker import Incident, TrackerState
-from monitor.probing.results import Outcome, TargetResult
-from monitor.store.base import IncidentRow, NewAction, OutboxAction, StoreError
+from monitor.probing.results import Outcome
+from monitor.store.base import (
+    GITHUB_CHANNEL,
+    ChannelHandle,
+    IncidentRow,
+    NewAction,
+    OutboxAction,
+    PendingCycle,
+    Row,
+    StoreError,
+)
 from monitor.store.codec import deployment_json, dt, opt_dt, state_from_json, state_to_json, ts
-
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE IF NOT EXISTS sessions (
-    id INTEGER PRIMARY KEY,
-    started_at REAL NOT NULL,
-    last_seen_at REAL NOT NULL,
-    stopped_at REAL
-);
-CREATE TABLE IF NOT EXISTS check_results (
-    id INTEGER PRIMARY KEY,
-    target TEXT NOT NULL,
-    check_name TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    duration_s REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    reason TEXT NOT NULL,
-    status INTEGER,
-    detail TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS check_results_by_time ON check_results (target, check_name, started_at);
-CREATE INDEX IF NOT EXISTS check_results_started ON check_results (started_at);
-CREATE TABLE IF NOT EXISTS target_samples (
-    target TEXT NOT NULL,
-    at REAL NOT NULL,
-    outcome TEXT NOT NULL,
-    hold_s REAL NOT NULL,
-    PRIMARY KEY (target, at)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS target_samples_at ON target_samples (at);
-CREATE TABLE IF NOT EXISTS tracker_state (
-    target TEXT PRIMARY KEY,
-    state TEXT NOT NULL,
-    updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS incidents (
-    id TEXT PRIMARY KEY,
-    target TEXT NOT NULL,
-    started_at REAL NOT NULL,
-    resolved_at REAL,
-    issue_number INTEGER,
-    issue_url TEXT,
-    probes_total INTEGER NOT NULL DEFAULT 0,
-    probes_failed INTEGER NOT NULL DEFAULT 0,
-    reopened INTEGER NOT NULL DEFAULT 0,
-    deployment TEXT,
-    updated_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS incidents_by_target ON incidents (target, started_at);
-CREATE TABLE IF NOT EXISTS outbox (
-    id INTEGER PRIMARY KEY,
-    incident_id TEXT NOT NULL,
-    target TEXT NOT NULL,
-    kind TEXT NOT NULL,
-    payload TEXT NOT NULL,
-    created_at REAL NOT NULL,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    next_attempt_at REAL NOT NULL,
-    done_at REAL,
-    last_error TEXT
-);
-CREATE INDEX IF NOT EXISTS outbox_pending ON outbox (done_at, incident_id, id);
-CREATE TABLE IF NOT EXISTS versions (
-    target TEXT NOT NULL,
-    check_name TEXT NOT NULL,
-    version TEXT NOT NULL,
-    seen_at REAL NOT NULL,
-    PRIMARY KEY (target, check_name)
-);
-CREATE TABLE IF NOT EXISTS deployments (
-    id INTEGER PRIMARY KEY,
-    target TEXT NOT NULL,
-    from_version TEXT,
-    to_version TEXT NOT NULL,
-    seen_at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS deployments_by_target ON deployments (target, seen_at);
-CREATE TABLE IF NOT EXISTS rollups (
-    period TEXT NOT NULL,
-    target TEXT NOT NULL,
-    check_name TEXT NOT NULL,
-    bucket REAL NOT NULL,
-    probes INTEGER NOT NULL,
-    failures INTEGER NOT NULL,
-    degraded INTEGER NOT NULL,
-    up_s REAL NOT NULL,
-    degraded_s REAL NOT NULL,
-    down_s REAL NOT NULL,
-    unknown_s REAL NOT NULL,
-    latency_sum REAL NOT NULL,
-    latency_min REAL,
-    latency_max REAL,
-    latency_hist TEXT NOT NULL,
-    PRIMARY KEY (period, target, check_name, bucket)
-) WITHOUT ROWID;
-"""
+from monitor.store.sqlite_schema import migrate
 
 
-class Store:
+class SqliteStore:
     """The SQLite file. Thread-safe: one connection, one lock, short transactions."""
 
     def __init__(self, path: Path | str) -> None:
@@ -143,11 +55,7 @@ class Store:
             # writes run on the event loop: a lock held elsewhere may delay a cycle by
             # one second, then the write fails, is counted, and the cycle is retried
             self._db.execute("PRAGMA busy_timeout=1000")
-            self._db.executescript(_SCHEMA)
-            self._db.execute(
-                "INSERT OR IGNORE INTO meta (key, value) VALUES ('schema_version', ?)",
-                (str(SCHEMA_VERSION),),
-            )
+            self.upgraded_from = migrate(self._db)
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open state database {path}: {exc}") from exc
 
@@ -180,6 +88,9 @@ class Store:
                 return list(cursor.fetchall())
             except sqlite3.Error as exc:
                 raise StoreError(str(exc)) from exc
+
+    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return [dict(row) for row in self._query(sql, params)]
 
     # ---- sessions -------------------------------------------------------------------
 
@@ -232,21 +143,15 @@ class Store:
 
     # ---- one probe cycle ----------------------------------------------------------------
 
-    def commit_cycle(
-        self,
-        result: TargetResult,
-        hold_s: float,
-        state: TrackerState,
-        incident: Incident | None,
-        actions: Sequence[NewAction],
-        deployment: Deployment | None = None,
-        incident_deployment: Deployment | None = None,
-    ) -> None:
+    def commit_cycle(self, cycle: PendingCycle) -> None:
         """Everything one target's probe implies, in one transaction.
 
-        ``deployment`` is a version change seen by this probe; ``incident_deployment``
-        the one a newly opened ``incident`` followed (what change failure rate blames).
+        ``cycle.deployment`` is a version change seen by this probe;
+        ``cycle.incident_deployment`` the one a newly opened incident followed (what
+        change failure rate blames).
         """
+        result, hold_s, state, incident = cycle.result, cycle.hold_s, cycle.state, cycle.incident
+        deployment, incident_deployment = cycle.deployment, cycle.incident_deployment
         now_ts = ts(result.at)
         with self._tx() as db:
             db.executemany(
@@ -299,7 +204,7 @@ class Store:
                     "UPDATE incidents SET deployment = ? WHERE id = ?",
                     (deployment_json(incident_deployment), incident.id),
                 )
-            self._enqueue(db, actions, now_ts)
+            self._enqueue(db, cycle.actions, now_ts)
 
     def _upsert_incident(self, db: sqlite3.Connection, incident: Incident, now_ts: float) -> None:
         db.execute(
@@ -322,17 +227,19 @@ class Store:
 
     def _enqueue(self, db: sqlite3.Connection, actions: Iterable[NewAction], now_ts: float) -> None:
         for action in actions:
-            if action.kind == "edit":
-                # only the newest body matters: an older pending edit is superseded
+            if action.supersede:
+                # only the newest matters (a body edit): an older one not yet tried goes
                 db.execute(
                     "UPDATE outbox SET done_at = ?, last_error = 'superseded'"
-                    " WHERE incident_id = ? AND kind = 'edit' AND done_at IS NULL AND attempts = 0",
-                    (now_ts, action.incident_id),
+                    " WHERE channel = ? AND incident_id = ? AND kind = ? AND done_at IS NULL"
+                    " AND attempts = 0",
+                    (now_ts, action.channel, action.incident_id, action.kind),
                 )
             db.execute(
-                "INSERT INTO outbox (incident_id, target, kind, payload, created_at, next_attempt_at)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
+                "INSERT INTO outbox (channel, incident_id, target, kind, payload, created_at,"
+                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
                 (
+                    action.channel,
                     action.incident_id,
                     action.target,
                     action.kind,
@@ -391,18 +298,18 @@ class Store:
         return [self._incident_from_row(row) for row in self._query(sql, params)]
 
     def set_issue(self, incident_id: str, number: int, url: str | None) -> None:
-        """Remember the issue that tracks an incident."""
+        """Remember the GitHub issue that tracks an incident (reconcile's adoption)."""
         with self._tx() as db:
-            db.execute(
-                "UPDATE incidents SET issue_number = ?, issue_url = ? WHERE id = ?",
-                (number, url, incident_id),
-            )
+            now_ts = db.execute("SELECT COALESCE(MAX(updated_at), 0) FROM incidents").fetchone()
+            handle = ChannelHandle(number, url)
+            self._record_handle(db, GITHUB_CHANNEL, incident_id, handle, float(now_ts[0]))
 
     # ---- outbox ---------------------------------------------------------------------------
 
     def _action_from_row(self, row: sqlite3.Row) -> OutboxAction:
         return OutboxAction(
             id=row["id"],
+            channel=row["channel"],
             incident_id=row["incident_id"],
             target=row["target"],
             kind=row["kind"],
@@ -413,56 +320,87 @@ class Store:
             last_error=row["last_error"],
         )
 
-    def due_actions(self, now: datetime, limit: int = 20) -> list[OutboxAction]:
-        """The oldest pending action of each target, if due.
+    def due_actions(self, channel: str, now: datetime, limit: int = 20) -> list[OutboxAction]:
+        """The oldest pending action of each of the channel's targets, if due.
 
         A target's actions run in the order they were decided: a new incident's
         ``open`` waits behind the previous incident's close, so a target never has
-        two open issues at once.
+        two open issues at once. Channels never wait for each other.
         """
         rows = self._query(
             "SELECT o.* FROM outbox o JOIN ("
-            "  SELECT target, MIN(id) AS first_id FROM outbox WHERE done_at IS NULL"
-            "  GROUP BY target"
+            "  SELECT target, MIN(id) AS first_id FROM outbox"
+            "  WHERE channel = ? AND done_at IS NULL GROUP BY target"
             ") heads ON o.id = heads.first_id WHERE o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
-            (ts(now), limit),
+            (channel, ts(now), limit),
         )
         return [self._action_from_row(row) for row in rows]
 
-    def pending_actions(self) -> list[OutboxAction]:
-        """Every action not yet performed, oldest first."""
-        rows = self._query("SELECT * FROM outbox WHERE done_at IS NULL ORDER BY id")
+    def pending_actions(self, channel: str | None = None) -> list[OutboxAction]:
+        """Every action not yet performed (of one channel, or all), oldest first."""
+        rows = self._query(
+            "SELECT * FROM outbox WHERE done_at IS NULL AND (? IS NULL OR channel = ?) ORDER BY id",
+            (channel, channel),
+        )
         return [self._action_from_row(row) for row in rows]
 
-    def next_due_at(self) -> datetime | None:
-        """When the earliest pending action becomes due."""
+    def next_due_at(self, channel: str) -> datetime | None:
+        """When the channel's earliest runnable action becomes due."""
         # only the head of each target's queue can run: later actions wait behind it
         rows = self._query(
             "SELECT MIN(o.next_attempt_at) AS at FROM outbox o JOIN ("
-            "  SELECT target, MIN(id) AS first_id FROM outbox WHERE done_at IS NULL"
-            "  GROUP BY target"
-            ") heads ON o.id = heads.first_id"
+            "  SELECT target, MIN(id) AS first_id FROM outbox"
+            "  WHERE channel = ? AND done_at IS NULL GROUP BY target"
+            ") heads ON o.id = heads.first_id",
+            (channel,),
         )
         return opt_dt(rows[0]["at"]) if rows else None
 
+    def handle(self, channel: str, incident_id: str) -> ChannelHandle | None:
+        """What the channel recorded for the incident."""
+        rows = self._query(
+            "SELECT number, url, ref FROM channel_handles WHERE channel = ? AND incident_id = ?",
+            (channel, incident_id),
+        )
+        if not rows:
+            return None
+        return ChannelHandle(rows[0]["number"], rows[0]["url"], rows[0]["ref"])
+
     def complete(
-        self,
-        action: OutboxAction,
-        now: datetime,
-        issue: tuple[int, str | None] | None = None,
+        self, action: OutboxAction, now: datetime, handle: ChannelHandle | None = None
     ) -> None:
-        """Mark an action done (and, for an open, record the issue) atomically."""
+        """Mark an action done and record the channel's handle, atomically.
+
+        A handle with a number is an issue: it becomes the incident's issue too,
+        which the status page and the reports link.
+        """
         with self._tx() as db:
             db.execute(
                 "UPDATE outbox SET done_at = ?, attempts = attempts + 1, last_error = NULL"
                 " WHERE id = ?",
                 (ts(now), action.id),
             )
-            if issue is not None:
-                db.execute(
-                    "UPDATE incidents SET issue_number = ?, issue_url = ? WHERE id = ?",
-                    (issue[0], issue[1], action.incident_id),
-                )
+            if handle is not None:
+                self._record_handle(db, action.channel, action.incident_id, handle, ts(now))
+
+    def _record_handle(
+        self,
+        db: sqlite3.Connection,
+        channel: str,
+        incident_id: str,
+        handle: ChannelHandle,
+        now_ts: float,
+    ) -> None:
+        db.execute(
+            "INSERT OR REPLACE INTO channel_handles (channel, incident_id, number, url, ref,"
+            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
+            (channel, incident_id, handle.number, handle.url, handle.ref, now_ts),
+        )
+        if handle.number is not None:
+            db.execute(
+                "UPDATE incidents SET issue_number = ?, issue_url = ? WHERE id = ?",
+                (handle.number, handle.url, incident_id),
+            )
 
     def lease(self, action: OutboxAction, until: datetime) -> None:
         """No process may retry ``action`` before ``until``: a create or comment sent by a
@@ -499,7 +437,7 @@ class Store:
         )
         return [Sample(dt(row["at"]), Outcome(row["outcome"])) for row in rows]
 
-    def recent_check_results(self, target: str, since: datetime, limit: int) -> list[sqlite3.Row]:
+    def recent_check_results(self, target: str, since: datetime, limit: int) -> list[Row]:
         """The newest ``limit`` raw results since a time, oldest first (for issue timelines)."""
         rows = self._query(
             "SELECT target, check_name, started_at, duration_s, outcome, reason, status, detail"
@@ -507,7 +445,7 @@ class Store:
             " ORDER BY started_at DESC LIMIT ?",
             (target, ts(since), limit),
         )
-        return rows[::-1]
+        return [dict(row) for row in rows[::-1]]
 
     def deployments(self, target: str | None, since: datetime | None = None) -> list[Deployment]:
         """Version changes seen, oldest first."""
@@ -559,18 +497,16 @@ class Store:
         """Targets with stored samples."""
         return [row["target"] for row in self._query("SELECT DISTINCT target FROM target_samples")]
 
-    def check_samples(
-        self, target: str, check: str, window: Span, max_hold_s: float
-    ) -> list[sqlite3.Row]:
+    def check_samples(self, target: str, check: str, window: Span, max_hold_s: float) -> list[Row]:
         """Raw results of one check in a window (and the holds reaching into it)."""
-        return self._query(
+        return self._rows(
             "SELECT started_at, duration_s, outcome FROM check_results"
             " WHERE target = ? AND check_name = ? AND started_at >= ? AND started_at < ?"
             " ORDER BY started_at",
             (target, check, ts(window.start) - max_hold_s, ts(window.end)),
         )
 
-    def write_rollups(self, rows: Sequence[Mapping[str, Any]], watermark: datetime | None) -> None:
+    def write_rollups(self, rows: Sequence[Row], watermark: datetime | None) -> None:
         """Upsert rollup rows and move the watermark, in one transaction."""
         columns = (
             "period", "target", "check_name", "bucket", "probes", "failures", "degraded",
@@ -592,9 +528,9 @@ class Store:
 
     def rollups(
         self, period: str, target: str, check: str, start: datetime, end: datetime
-    ) -> list[sqlite3.Row]:
+    ) -> list[Row]:
         """Rollup rows whose bucket starts in [start, end), oldest first."""
-        return self._query(
+        return self._rows(
             "SELECT * FROM rollups WHERE period = ? AND target = ? AND check_name = ?"
             " AND bucket >= ? AND bucket < ? ORDER BY bucket",
             (period, target, check, ts(start), ts(end)),
@@ -647,11 +583,9 @@ class Store:
         values = [float(row["duration_s"]) for row in middle]
         return sum(values) / len(values) if values else None
 
-    def rollups_any(
-        self, period: str, target: str, start: datetime, end: datetime
-    ) -> list[sqlite3.Row]:
+    def rollups_any(self, period: str, target: str, start: datetime, end: datetime) -> list[Row]:
         """Rollup rows of every check of a target in [start, end)."""
-        return self._query(
+        return self._rows(
             "SELECT * FROM rollups WHERE period = ? AND target = ? AND bucket >= ? AND bucket < ?"
             " ORDER BY bucket",
             (period, target, ts(start), ts(end)),

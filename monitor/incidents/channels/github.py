@@ -1,16 +1,20 @@
-"""The GitHub sink: incident issues through PyGithub.
+"""The GitHub channel: one issue per incident, through PyGithub.
 
-PyGithub is synchronous and may sleep; it only ever runs in the outbox
-worker's thread. Its own retries are off: a POST retried blindly by the client
-could file an issue twice, so every retry goes through the outbox, which looks
-for our marker before any create.
+:class:`GithubIssues` is the boundary with PyGithub (every error becomes a
+:class:`ChannelError` there); :class:`GithubChannel` turns incident events into
+issue steps and performs them. PyGithub is synchronous and may sleep; it only
+ever runs in the channel's outbox worker thread. Its own retries are off: a
+POST retried blindly by the client could file an issue twice, so every retry
+goes through the outbox, and a create or comment is looked for (by its hidden
+marker) before it is sent again.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TypeVar
 
@@ -20,9 +24,12 @@ from github.IssueComment import IssueComment
 from github.Repository import Repository
 
 from monitor.config import GithubSection
-from monitor.incidents.channels.base import IssueRef, MarkedIssue, SinkError
-from monitor.incidents.text import action_marker, parse_marker, target_label
+from monitor.incidents import text
+from monitor.incidents.channels.base import GONE, ChannelError, Delivery, MarkedIssue
+from monitor.incidents.events import EventKind, IncidentEvent
+from monitor.incidents.text import action_marker, parse_marker, payload_text, target_label
 from monitor.logs import get_logger
+from monitor.store.base import ChannelHandle, NewAction, OutboxAction
 
 log = get_logger("monitor.github")
 
@@ -38,9 +45,9 @@ RECENT_COMMENTS = 30  # how far back a retried comment looks for itself
 WRITE_GAP_S = 0.25  # pause between two writes (PyGithub's default is 1 s)
 
 
-def translate(exc: BaseException) -> SinkError:
+def translate(exc: BaseException) -> ChannelError:
     """One place where PyGithub's and requests' errors become ours."""
-    if isinstance(exc, SinkError):
+    if isinstance(exc, ChannelError):
         return exc
     if isinstance(exc, GithubException):
         status = exc.status
@@ -48,44 +55,44 @@ def translate(exc: BaseException) -> SinkError:
         retry_after = _retry_after(headers)
         message = _message(exc)
         if status == 401:
-            return SinkError("auth", f"401 bad credentials: {message}", auth=True)
+            return ChannelError("auth", f"401 bad credentials: {message}", auth=True)
         # 429 is a rate limit whatever its body says; a 403 only with a hint or the message
         if status == 429 or (
             status == 403 and (retry_after is not None or "rate limit" in message.lower())
         ):
-            return SinkError(
+            return ChannelError(
                 "rate_limited",
                 f"{status} rate limited: {message}",
                 retry_after_s=retry_after or 60.0,
             )
         if status == 403:
-            return SinkError("forbidden", f"403 forbidden: {message}", auth=True)
+            return ChannelError("forbidden", f"403 forbidden: {message}", auth=True)
         if status == 404:
-            return SinkError(
+            return ChannelError(
                 "not_found",
                 f"404 not found (repository or issue; check token access): {message}",
                 auth=True,
             )
         if status == 422:
-            return SinkError("invalid", f"422 rejected: {message}")
+            return ChannelError("invalid", f"422 rejected: {message}")
         if status is not None and status >= 500:
-            return SinkError("server_error", f"{status} from GitHub: {message}")
-        return SinkError("http_error", f"{status}: {message}")
+            return ChannelError("server_error", f"{status} from GitHub: {message}")
+        return ChannelError("http_error", f"{status}: {message}")
     if isinstance(exc, requests.Timeout):
-        return SinkError("timeout", f"GitHub did not answer in time: {type(exc).__name__}")
+        return ChannelError("timeout", f"GitHub did not answer in time: {type(exc).__name__}")
     if isinstance(exc, requests.ConnectionError):
-        return SinkError("network", f"connection to GitHub failed: {_first_line(exc)}")
+        return ChannelError("network", f"connection to GitHub failed: {_first_line(exc)}")
     if isinstance(exc, ValueError):  # JSON that is not JSON
-        return SinkError("malformed", f"unreadable reply from GitHub: {_first_line(exc)}")
+        return ChannelError("malformed", f"unreadable reply from GitHub: {_first_line(exc)}")
     if isinstance(exc, RuntimeError) and "redirected" in str(exc):
         # PyGithub follows a 301 only to the same scheme and host, and never to itself
-        return SinkError("redirect", f"GitHub redirected the request: {_first_line(exc)}")
+        return ChannelError("redirect", f"GitHub redirected the request: {_first_line(exc)}")
     if isinstance(exc, TypeError | KeyError | AttributeError) and _raised_in_pygithub(exc):
         # valid JSON of the wrong shape (an unfollowed 302/307 to a list request, say)
-        return SinkError(
+        return ChannelError(
             "malformed", f"reply from GitHub not understood: {type(exc).__name__}: {exc}"
         )
-    return SinkError("error", f"{type(exc).__name__}: {_first_line(exc)}")
+    return ChannelError("error", f"{type(exc).__name__}: {_first_line(exc)}")
 
 
 def _raised_in_pygithub(exc: BaseException) -> bool:
@@ -127,7 +134,7 @@ def _answered(created_at: datetime | None, what: str) -> None:
     because PyGithub fills ``number`` and ``id`` from the URL when the reply lacks them.
     """
     if created_at is None:
-        raise SinkError(
+        raise ChannelError(
             "redirect",
             f"GitHub's reply to the {what} carried no issue or comment (an unfollowed"
             " redirect: was the repository renamed or transferred?)",
@@ -139,10 +146,16 @@ def _first_line(exc: BaseException) -> str:
     return text[0][:200] if text else type(exc).__name__
 
 
-class GithubSink:
-    """Incident issues in one repository."""
+@dataclass(frozen=True, slots=True)
+class IssueRef:
+    """An issue that tracks an incident."""
 
-    name = "github"
+    number: int
+    url: str | None = None
+
+
+class GithubIssues:
+    """Incident issues in one repository: PyGithub behind our own errors."""
 
     def __init__(self, settings: GithubSection, *, client: Github | None = None) -> None:
         if settings.token is None or settings.repository is None:
@@ -234,7 +247,7 @@ class GithubSink:
                     title=title, body=body, labels=list(labels), **extra
                 )
             )
-        except SinkError as exc:
+        except ChannelError as exc:
             if exc.reason != "invalid" or not assignees:
                 raise
             # 422 with assignees: usually someone who cannot be assigned (left the org).
@@ -250,7 +263,7 @@ class GithubSink:
 
     def comment(self, issue: IssueRef, body: str, key: str, *, maybe_posted: bool = False) -> None:
         """Post a comment; on a retry, first check whether the last attempt got through."""
-        number = self._number(issue)
+        number = issue.number
 
         def post() -> None:
             handle = self._repo.get_issue(number)
@@ -269,18 +282,18 @@ class GithubSink:
 
     def edit(self, issue: IssueRef, body: str, title: str | None = None) -> None:
         """Replace the body (and title)."""
-        number = self._number(issue)
+        number = issue.number
         extra: dict[str, Any] = {"title": title} if title else {}
         self._patch(number, "edit", body=body, **extra)
 
     def close(self, issue: IssueRef, body: str | None = None) -> None:
         """Close as completed, with the final body in the same request when given."""
         extra: dict[str, Any] = {"body": body} if body else {}
-        self._patch(self._number(issue), "close", state="closed", state_reason="completed", **extra)
+        self._patch(issue.number, "close", state="closed", state_reason="completed", **extra)
 
     def reopen(self, issue: IssueRef) -> None:
         """Reopen."""
-        self._patch(self._number(issue), "reopen", state="open", state_reason="reopened")
+        self._patch(issue.number, "reopen", state="open", state_reason="reopened")
 
     def _patch(self, number: int, what: str, **fields: Any) -> None:
         def patch() -> None:
@@ -294,13 +307,13 @@ class GithubSink:
         """An action on one issue; a 404 for the issue alone means it was deleted."""
         try:
             self._call(operation)
-        except SinkError as exc:
+        except ChannelError as exc:
             if exc.reason != "not_found":
                 raise
             # 404 names no culprit: if the repository still answers, the issue is gone,
             # and retrying would block the target's queue for ever
             self._call(lambda: self._client.get_repo(self._settings.repository or "").id)
-            raise SinkError("issue_gone", f"issue #{number} no longer exists (deleted?)") from exc
+            raise ChannelError(GONE, f"issue #{number} no longer exists (deleted?)") from exc
 
     def open_marked_issues(self) -> list[MarkedIssue]:
         """Open issues with our marker, across targets (labels filter on the common labels)."""
@@ -322,8 +335,163 @@ class GithubSink:
 
         return self._call(scan)
 
-    @staticmethod
-    def _number(issue: IssueRef) -> int:
-        if issue.number is None:
-            raise SinkError("no_issue", "the incident has no issue number recorded")
-        return issue.number
+
+GITHUB = "github"
+# GitHub abandons a request after 10 s. After a client timeout on a create, the first
+# request may still be running there: a retry sooner could miss the marker it is
+# about to write, and file a second issue (or comment).
+CREATE_SETTLE_S = 15.0
+
+
+class GithubChannel:
+    """Incident events as one GitHub issue each: opened, commented, edited, closed."""
+
+    name = GITHUB
+    kind = GITHUB
+
+    def __init__(self, settings: GithubSection, issues: GithubIssues | None = None) -> None:
+        self._settings = settings
+        self._issues = issues or GithubIssues(settings)
+
+    # ---- planning: when the event is decided ------------------------------------------
+
+    def plan(self, event: IncidentEvent) -> Sequence[NewAction]:
+        """The issue steps for ``event``; the body is rendered now and edited in whole."""
+        incident, result = event.incident, event.result
+        body = text.body(
+            incident,
+            result,
+            event.decided_at,
+            timeline=event.timeline,
+            deployment=event.deployment,
+            runbook_url=self._settings.runbook_url,
+            status_url=event.status_url,
+        )
+        title = text.title(result)
+        key = event.key
+
+        def step(kind: str, *, supersede: bool = False, **payload: object) -> NewAction:
+            return NewAction(
+                self.name, incident.id, incident.target, kind, payload, supersede=supersede
+            )
+
+        def edit(**payload: object) -> NewAction:
+            return step("edit", supersede=True, body=body, **payload)
+
+        if event.kind is EventKind.OPENED:
+            labels = text.labels_for(incident.target, self._settings.labels)
+            assignees = list(self._settings.assignees)
+            return [step("open", title=title, body=body, labels=labels, assignees=assignees)]
+        if event.kind is EventKind.REOPENED:
+            comment = text.reopened_comment(incident, result, key)
+            return [step("reopen"), step("comment", body=comment, key=key), edit(title=title)]
+        if event.kind is EventKind.UPDATED:
+            comment = text.changed_comment(incident, result, event.detail, key)
+            return [step("comment", body=comment, key=key), edit(title=title)]
+        if event.kind is EventKind.REMINDER:
+            comment = text.reminder_comment(incident, result, event.decided_at, key)
+            return [step("comment", body=comment, key=key), edit()]
+        # resolved: the final body rides on the close, one write less on the recovery path
+        comment = text.resolved_comment(incident, key)
+        return [step("comment", body=comment, key=key), step("close", body=body)]
+
+    def close_steps(self, issue: MarkedIssue, words: str, key: str) -> Sequence[NewAction]:
+        """Comment ``words`` on an issue found while reconciling, then close it."""
+        body = f"{action_marker(key)}\n{words}"
+        return [
+            NewAction(
+                self.name,
+                issue.incident_id,
+                issue.target,
+                "comment",
+                {"body": body, "key": key, "number": issue.number},
+            ),
+            NewAction(
+                self.name, issue.incident_id, issue.target, "close", {"number": issue.number}
+            ),
+        ]
+
+    # ---- delivery: in the outbox worker ------------------------------------------------
+
+    def settle_s(self, action: OutboxAction) -> float:
+        """Creates and comments may land after we die mid-request: lease them."""
+        return CREATE_SETTLE_S if action.kind in ("open", "comment") else 0.0
+
+    def deliver(self, action: OutboxAction, delivery: Delivery) -> ChannelHandle | None:
+        """Perform one issue step; an open returns the issue, found or filed."""
+        payload = action.payload
+        if action.kind == "open":
+            return self._open(action, delivery)
+        issue, found = self._issue_for(action, delivery)
+        if issue is None:
+            log.warning(
+                "no issue for incident; action skipped",
+                incident=action.incident_id,
+                kind=action.kind,
+            )
+            return None
+        if action.kind == "comment":
+            # Always look for the comment's marker first: ``attempts`` cannot say whether
+            # an earlier try got through (killed between the POST and its completion, or
+            # the completion itself failed), and a reminder posted twice is noise on a phone.
+            self._issues.comment(
+                issue,
+                payload_text(payload, "body"),
+                payload_text(payload, "key"),
+                maybe_posted=True,
+            )
+        elif action.kind == "edit":
+            self._issues.edit(
+                issue, payload_text(payload, "body"), payload_text(payload, "title") or None
+            )
+        elif action.kind == "close":
+            self._issues.close(issue, payload_text(payload, "body") or None)
+        elif action.kind == "reopen":
+            self._issues.reopen(issue)
+        else:
+            raise ChannelError("invalid", f"unknown GitHub step {action.kind!r}")
+        return ChannelHandle(issue.number, issue.url) if found else None
+
+    def _open(self, action: OutboxAction, delivery: Delivery) -> ChannelHandle:
+        payload = action.payload
+        existing = self._issues.find_issue(
+            action.target,
+            action.incident_id,
+            adoptable=lambda other: not delivery.is_recorded(other),
+        )
+        if existing is not None:
+            log.warning(
+                "adopting existing issue instead of creating one",
+                incident=action.incident_id,
+                number=existing.number,
+            )
+            ref = existing
+        else:
+            ref = self._issues.open_issue(
+                payload_text(payload, "title"),
+                payload_text(payload, "body"),
+                _strings(payload, "labels"),
+                _strings(payload, "assignees"),
+            )
+        return ChannelHandle(ref.number, ref.url)
+
+    def _issue_for(self, action: OutboxAction, delivery: Delivery) -> tuple[IssueRef | None, bool]:
+        """The issue to act on, and whether it was found just now (so it gets recorded)."""
+        number = action.payload.get("number")
+        if isinstance(number, int):  # reconcile names the issue itself
+            return IssueRef(number), False
+        handle = delivery.handle
+        if handle is not None and handle.number is not None:
+            return IssueRef(handle.number, handle.url), False
+        # filed by an earlier store, or before a token was configured: find it by marker
+        found = self._issues.find_issue(action.target, action.incident_id)
+        return found, found is not None
+
+    def open_marked_issues(self) -> list[MarkedIssue]:
+        """Every open issue that carries our marker (start-up reconcile)."""
+        return self._issues.open_marked_issues()
+
+
+def _strings(payload: Mapping[str, object], key: str) -> list[str]:
+    value = payload.get(key)
+    return [str(item) for item in value] if isinstance(value, list) else []

@@ -1,60 +1,73 @@
-"""The journal sink: incidents as log lines, for running without a GitHub token."""
+"""The journal channel: incidents as log lines, for running without a GitHub token."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
-from monitor.incidents.channels.base import IssueRef, MarkedIssue
-from monitor.incidents.text import parse_marker
+from monitor.incidents import text
+from monitor.incidents.channels.base import Delivery
+from monitor.incidents.events import EventKind, IncidentEvent
 from monitor.logs import get_logger
+from monitor.store.base import ChannelHandle, NewAction, OutboxAction
 
 log = get_logger("monitor.journal")
 
+JOURNAL = "journal"
+_HEADLINES = {
+    EventKind.OPENED: "journal: incident opened",
+    EventKind.UPDATED: "journal: incident update",
+    EventKind.REMINDER: "journal: incident update",
+    EventKind.RESOLVED: "journal: incident closed",
+    EventKind.REOPENED: "journal: incident reopened",
+}
 
-class JournalSink:
-    """Writes every incident action to the log; the store keeps the incidents."""
 
-    name = "journal"
+class JournalChannel:
+    """Writes every incident event to the log; the store keeps the incidents."""
 
-    def find_issue(
-        self,
-        target: str,
-        incident_id: str,
-        adoptable: Callable[[str], bool] | None = None,
-    ) -> IssueRef | None:
-        """The journal has no issues to find."""
+    name = JOURNAL
+    kind = JOURNAL
+
+    def plan(self, event: IncidentEvent) -> Sequence[NewAction]:
+        """One log line per event, worded now."""
+        payload = {
+            "title": text.title(event.result),
+            "text": _first_line(_words(event)),
+        }
+        return [NewAction(self.name, event.incident.id, event.target, event.kind.value, payload)]
+
+    def settle_s(self, action: OutboxAction) -> float:
+        """A log line cannot land twice by accident: no lease."""
+        return 0.0
+
+    def deliver(self, action: OutboxAction, delivery: Delivery) -> ChannelHandle | None:
+        """Log the event; the journal keeps no handle."""
+        kind = EventKind(action.kind)
+        fields = {
+            "incident": action.incident_id,
+            "target": action.target,
+            "text": text.payload_text(action.payload, "text"),
+        }
+        if kind is EventKind.OPENED:
+            fields["title"] = text.payload_text(action.payload, "title")
+        log.warning(_HEADLINES[kind], **fields)
         return None
 
-    def open_issue(
-        self, title: str, body: str, labels: Sequence[str], assignees: Sequence[str]
-    ) -> IssueRef:
-        """Log the opening."""
-        found = parse_marker(body)
-        log.warning(
-            "journal: incident opened",
-            title=title,
-            incident=found[1] if found else None,
-            labels=list(labels),
-        )
-        return IssueRef(None)
 
-    def comment(self, issue: IssueRef, body: str, key: str, *, maybe_posted: bool = False) -> None:
-        """Log the comment's first line of content."""
-        lines = [line for line in body.splitlines() if line and not line.startswith("<!--")]
-        log.warning("journal: incident update", key=key, text=lines[0] if lines else "")
+def _words(event: IncidentEvent) -> str:
+    """What the event says, in the same words an issue comment would use."""
+    incident, result = event.incident, event.result
+    if event.kind is EventKind.UPDATED:
+        return text.changed_comment(incident, result, event.detail, event.key)
+    if event.kind is EventKind.REMINDER:
+        return text.reminder_comment(incident, result, event.decided_at, event.key)
+    if event.kind is EventKind.RESOLVED:
+        return text.resolved_comment(incident, event.key)
+    if event.kind is EventKind.REOPENED:
+        return text.reopened_comment(incident, result, event.key)
+    return text.title(result)
 
-    def edit(self, issue: IssueRef, body: str, title: str | None = None) -> None:
-        """Body edits are noise in a log: debug level."""
-        log.debug("journal: incident status refreshed", title=title)
 
-    def close(self, issue: IssueRef, body: str | None = None) -> None:
-        """Log the close."""
-        log.warning("journal: incident closed")
-
-    def reopen(self, issue: IssueRef) -> None:
-        """Log the reopen."""
-        log.warning("journal: incident reopened")
-
-    def open_marked_issues(self) -> list[MarkedIssue]:
-        """Nothing to reconcile."""
-        return []
+def _first_line(body: str) -> str:
+    lines = [line for line in body.splitlines() if line and not line.startswith("<!--")]
+    return lines[0] if lines else ""

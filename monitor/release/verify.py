@@ -1,7 +1,8 @@
-"""The release pipeline's gates: ``monitor check`` (pre-deploy) and ``monitor verify`` (post-deploy).
+"""``monitor verify``: the post-deploy verification, whose failure triggers a rollback.
 
-Both use the daemon's own probe path and incident rule, so a gate and the
-daemon never disagree about what "healthy" means.
+It probes with the daemon's probe path and applies the daemon's own incident
+rule (``open_after`` failures in a row), so it trips exactly when the daemon
+would open an incident.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -18,130 +19,8 @@ from monitor.clock import utcnow
 from monitor.config import Settings, TargetConfig, format_duration
 from monitor.incidents.tracker import Policy, TrackerState, TransitionKind, step
 from monitor.probing.prober import Prober
-from monitor.probing.results import Outcome, TargetResult
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-
-
-# ---- monitor check ---------------------------------------------------------------------------
-
-
-def check_report(results: Sequence[TargetResult], attempts: int = 1) -> dict[str, Any]:
-    """The JSON form of ``monitor check``."""
-    return {
-        "ok": all(r.ok for r in results),
-        "attempts": attempts,
-        "targets": [
-            {
-                "target": r.target,
-                "outcome": r.outcome.value,
-                "checked_at": r.at.isoformat(),
-                "checks": [
-                    {
-                        "check": c.check,
-                        "url": c.url,
-                        "outcome": c.outcome.value,
-                        "reason": c.reason.value,
-                        "status": c.status_code,
-                        "duration_ms": round(c.duration_s * 1000, 1),
-                        "detail": c.detail,
-                        "version": c.version,
-                    }
-                    for c in r.checks
-                ],
-            }
-            for r in results
-        ],
-    }
-
-
-def check_table(results: Sequence[TargetResult]) -> str:
-    """The table a reviewer reads in a workflow log, ending with a one-line verdict."""
-    rows = [("TARGET", "CHECK", "OUTCOME", "STATUS", "TIME", "DETAIL")]
-    for r in results:
-        for c in r.checks:
-            rows.append(
-                (
-                    r.target,
-                    c.check,
-                    c.outcome.value.upper() if c.outcome is Outcome.DOWN else c.outcome.value,
-                    str(c.status_code or "-"),
-                    f"{c.duration_s * 1000:.0f} ms",
-                    c.detail,
-                )
-            )
-    widths = [max(len(row[i]) for row in rows) for i in range(5)]
-    lines = [
-        "  ".join(cell.ljust(widths[i]) for i, cell in enumerate(row[:5])) + "  " + row[5]
-        for row in rows
-    ]
-    return "\n".join([*lines, "", verdict(results)]) + "\n"
-
-
-def verdict(results: Sequence[TargetResult]) -> str:
-    """``PASS: ...`` or ``FAIL: ...`` naming what is down."""
-    down = [r for r in results if not r.ok]
-    if down:
-        return "FAIL: " + "; ".join(
-            f"{r.target} is down ({', '.join(f'{c.check}: {c.detail}' for c in r.failing)})"
-            for r in down
-        )
-    degraded = [r.target for r in results if r.outcome is Outcome.DEGRADED]
-    suffix = f" (degraded: {', '.join(degraded)})" if degraded else ""
-    return "PASS: every check is up" + suffix
-
-
-async def probe_until_healthy(
-    settings: Settings,
-    wait_s: float,
-    retry_every_s: float,
-    on_attempt: Callable[[int, list[TargetResult]], None],
-    monotonic: Callable[[], float] = time.monotonic,
-) -> tuple[int, list[TargetResult]]:
-    """Probe every target; with ``wait_s`` > 0, retry until all are healthy or time is up."""
-    deadline = monotonic() + wait_s
-    attempt = 0
-    async with Prober(settings.monitor) as prober:
-        while True:
-            attempt += 1
-            results = await prober.probe_targets(settings.targets)
-            on_attempt(attempt, results)
-            if all(r.ok for r in results) or monotonic() + retry_every_s > deadline:
-                return attempt, results
-            await asyncio.sleep(retry_every_s)
-
-
-def run_check(
-    settings: Settings,
-    *,
-    as_json: bool,
-    wait_s: float,
-    retry_every_s: float,
-    out: TextIO,
-    progress: TextIO,
-) -> int:
-    """``monitor check``: 0 when every check is up or degraded, 1 when any is down."""
-
-    def on_attempt(attempt: int, results: list[TargetResult]) -> None:
-        if wait_s > 0 and not all(r.ok for r in results):
-            progress.write(
-                f"attempt {attempt}: {verdict(results)}; retrying in {format_duration(retry_every_s)}\n"
-            )
-            progress.flush()
-
-    attempts, results = asyncio.run(
-        probe_until_healthy(settings, wait_s, retry_every_s, on_attempt)
-    )
-    if as_json:
-        json.dump(check_report(results, attempts), out, indent=2)
-        out.write("\n")
-    else:
-        out.write(check_table(results))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
-
-
-# ---- monitor verify ----------------------------------------------------------------------------
+from monitor.probing.results import TargetResult
+from monitor.release.check import EXIT_FAILED, EXIT_OK, check_report
 
 
 @dataclass
@@ -258,38 +137,33 @@ def run_verify(
 
 
 def file_incident_now(settings: Settings, state: TrackerState, result: TargetResult) -> None:
-    """Open the incident issue through the same store and outbox the daemon uses."""
-    from monitor.daemon.daemon import make_sink
+    """Open the incident through the same store, channels and outbox the daemon uses."""
+    from monitor.incidents.channels.factory import configured_channels
+    from monitor.incidents.events import EventKind, IncidentEvent
     from monitor.incidents.outbox import OutboxWorker
-    from monitor.incidents.text import body, labels_for, title
     from monitor.logs import get_logger
     from monitor.metrics import Metrics
-    from monitor.store.base import NewAction
-    from monitor.store.sqlite import Store
+    from monitor.store.base import PendingCycle
+    from monitor.store.factory import open_store
 
     assert state.incident is not None
     log = get_logger("monitor.verify")
     now = utcnow()
-    store = Store(settings.monitor.state_path)
+    incident = state.incident
+    event = IncidentEvent(
+        EventKind.OPENED, incident, result, now, key=f"{incident.id}:verify:{now:%Y%m%dT%H%M%S}"
+    )
+    channels = configured_channels(settings)
+    store = open_store(settings)
     try:
-        incident = state.incident
-        payload = {
-            "title": title(result),
-            "body": body(incident, result, now),
-            "labels": labels_for(incident.target, settings.github.labels),
-            "assignees": list(settings.github.assignees),
-        }
+        actions = [action for channel in channels for action in channel.plan(event)]
         store.commit_cycle(
-            result,
-            2 * settings.monitor.incident_interval,
-            state,
-            incident,
-            [NewAction(incident.id, incident.target, "open", payload)],
+            PendingCycle(result, 2 * settings.monitor.incident_interval, state, incident, actions)
         )
-        worker = OutboxWorker(store, make_sink(settings), Metrics())
+        workers = [OutboxWorker(store, channel, Metrics()) for channel in channels]
         deadline = time.monotonic() + 60
         while store.pending_actions() and time.monotonic() < deadline:
-            if not worker.run_once():
+            if not sum(worker.run_once() for worker in workers):
                 time.sleep(1)
         filed = store.incident(incident.id)
         if filed is not None and filed.issue_url:

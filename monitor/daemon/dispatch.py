@@ -1,0 +1,111 @@
+"""The channels' outbox workers, and the start-up reconcile of issues left open."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+
+from monitor.clock import Clock
+from monitor.incidents.channels.base import Channel
+from monitor.incidents.outbox import OutboxWorker, SinkHealth
+from monitor.incidents.tracker import TrackerState
+from monitor.logs import get_logger
+from monitor.metrics import Metrics
+from monitor.store.base import Store, StoreError
+
+log = get_logger("monitor.daemon")
+
+
+class Dispatch:
+    """One outbox worker per channel: a failing channel never delays another."""
+
+    def __init__(
+        self, store: Store, channels: Sequence[Channel], metrics: Metrics, clock: Clock
+    ) -> None:
+        if not channels:
+            raise ValueError("at least one channel (the journal, when nothing else)")
+        self.channels = list(channels)
+        self.workers = [OutboxWorker(store, c, metrics, clock=clock) for c in self.channels]
+        self._store = store
+        self._clock = clock
+        self._reconciled = False
+
+    @property
+    def primary(self) -> OutboxWorker:
+        """The incident tracker's worker (GitHub, or the journal): ``/healthz`` "sink"."""
+        return self.workers[0]
+
+    def start(self) -> None:
+        """Start every worker thread; say so when steps wait for a channel not configured."""
+        self._warn_orphans()
+        for worker in self.workers:
+            worker.start()
+
+    def stop(self, timeout_s: float = 5.0) -> None:
+        """Let each worker finish its current step, all within ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        for worker in self.workers:
+            worker.request_stop()
+        for worker in self.workers:
+            worker.stop(max(0.0, deadline - time.monotonic()))
+
+    def wake(self) -> None:
+        """New steps were written: every worker looks now."""
+        for worker in self.workers:
+            worker.wake()
+
+    def refresh_metrics(self) -> None:
+        """The outbox gauges."""
+        self.primary.refresh_metrics()
+
+    def health(self) -> SinkHealth:
+        """The primary channel's health."""
+        return self.primary.health
+
+    def stats(self, now: datetime) -> tuple[int, float]:
+        """(pending steps, age of the oldest); (-1, 0) when the store cannot say."""
+        try:
+            return self._store.outbox_stats(now)
+        except StoreError:
+            return -1, 0.0
+
+    # ---- start-up reconcile -----------------------------------------------------------
+
+    def maybe_reconcile(self, states: Mapping[str, TrackerState], unprobed: set[str]) -> None:
+        """Once every target has a result, compare open issues with our state (once)."""
+        if self._reconciled or unprobed:
+            return
+        loop = asyncio.get_running_loop()
+        snapshot = dict(states)
+
+        def work() -> None:
+            # False from any worker: housekeeping tries again
+            self._reconciled = all([w.reconcile(snapshot) for w in self.workers])
+            self.wake()
+
+        self._reconciled = True  # at most one attempt in flight; a failure re-arms it
+        future = loop.run_in_executor(None, work)
+        future.add_done_callback(self._reconcile_done)
+
+    def _reconcile_done(self, future: asyncio.Future[None]) -> None:
+        error = future.exception()
+        if error is not None:
+            self._reconciled = False  # try again at the next housekeeping
+            log.error("reconcile crashed", error=str(error))
+
+    def _warn_orphans(self) -> None:
+        names = {c.name for c in self.channels}
+        try:
+            pending = self._store.pending_actions()
+        except StoreError:
+            return
+        orphans = sorted({a.channel for a in pending} - names)
+        for name in orphans:
+            count = sum(1 for a in pending if a.channel == name)
+            log.warning(
+                "outbox steps wait for a channel that is not configured",
+                channel=name,
+                pending=count,
+            )
