@@ -9,7 +9,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    disable_created_metrics,
+    generate_latest,
+)
 from prometheus_client.openmetrics.exposition import CONTENT_TYPE_LATEST as OPENMETRICS_TYPE
 from prometheus_client.openmetrics.exposition import generate_latest as generate_openmetrics
 
@@ -21,6 +28,12 @@ PROBE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INCIDENT_BUCKETS_S = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)
 UPTIME_WINDOWS = ("1h", "24h", "7d", "30d", "90d")
 BURN_WINDOWS = ("1h", "6h")
+# No ``_created`` series beside each counter and histogram (prometheus-client's default):
+# every series here is declared at start-up, so rate() and increase() already see the
+# first event, and in the text format Prometheus stores each ``_created`` as a gauge of
+# its own: one more series per counter for nothing. blackbox_exporter exports none.
+disable_created_metrics()  # type: ignore[no-untyped-call]
+
 GITHUB_OPERATIONS = ("open", "comment", "edit", "close", "reopen", "lookup", "label", "reconcile")
 
 

@@ -12,7 +12,8 @@ from typing import Any
 import pytest
 
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
-from monitor.probing.prober import EXCERPT_CHARS, USER_AGENT, Prober
+from monitor.probing.judge import EXCERPT_CHARS
+from monitor.probing.prober import USER_AGENT, Prober
 from monitor.probing.results import CheckResult, Outcome, Reason
 from tests.targets import (
     Handler,

@@ -11,6 +11,7 @@ import httpx
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from monitor.config import CheckConfig, TargetConfig
 from monitor.metrics import Metrics
 from monitor.web.server import HttpServer, create_app
 
@@ -54,6 +55,23 @@ async def test_metrics_in_prometheus_text_and_openmetrics(
     assert "monitor_build_info" in names
     assert open_metrics.headers["content-type"].startswith("application/openmetrics-text")
     assert open_metrics.text.rstrip().endswith("# EOF")
+
+
+async def test_no_created_series_in_either_format(served: tuple[str, Health, Metrics]) -> None:
+    """Counters and histograms export no ``_created`` series, in text or OpenMetrics."""
+    url, _, metrics = served
+    metrics.declare(
+        [TargetConfig(name="web", url="http://127.0.0.1:9", checks=[CheckConfig(name="health")])]
+    )
+    metrics.probes.labels("web", "health").inc()
+    async with httpx.AsyncClient() as client:
+        plain = await client.get(f"{url}/metrics")
+        open_metrics = await client.get(
+            f"{url}/metrics", headers={"Accept": "application/openmetrics-text; version=1.0.0"}
+        )
+    assert 'monitor_probes_total{check="health",target="web"} 1.0' in plain.text
+    for body in (plain.text, open_metrics.text):
+        assert "_created" not in body
 
 
 async def test_healthz_follows_the_daemon(served: tuple[str, Health, Metrics]) -> None:
