@@ -377,7 +377,7 @@ def timed(fn: Callable[[], Any]) -> float:
 # ---- profiles ------------------------------------------------------------------------------------
 
 _CATEGORIES = (
-    ("/monitor/store.py", "monitor.store (+ sqlite3 calls)"),
+    ("/monitor/store/", "monitor.store (+ sqlite3 calls)"),
     ("/monitor/", "monitor (our code, other)"),
     ("/httpcore/", "httpcore"),
     ("/httpx_aiohttp/", "httpx-aiohttp"),

@@ -143,7 +143,7 @@ def headroom(per: dict[str, Any], writes: dict[str, Any]) -> dict[str, Any]:
         "secondary_limits": {
             "content_per_min": CONTENT_LIMIT_PER_MIN,
             "content_per_h": CONTENT_LIMIT_PER_H,
-            "note": "writes are at most 240/min here: the sink spaces writes 0.25 s apart (monitor.github.WRITE_GAP_S)",
+            "note": "writes are at most 240/min here: the sink spaces writes 0.25 s apart (monitor.incidents.channels.github.WRITE_GAP_S)",
         },
         "assumption": "each incident opens, gets one hourly reminder and resolves within the hour",
     }
