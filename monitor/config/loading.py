@@ -1,0 +1,206 @@
+"""Reading the configuration: the file (or the embedded defaults), the environment, and
+one clear line per problem, each naming its key path (``targets[1].checks[0].expect_status``).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from collections.abc import Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+from pydantic_settings import SettingsError
+
+from monitor.config.schema import ENV_PREFIX, Settings, toml_data
+
+CONFIG_ENV = "MONITOR_CONFIG"
+DEFAULT_CONFIG_PATH = Path("config.toml")
+
+
+class ConfigError(Exception):
+    """The configuration is unusable; ``problems`` holds one line per fault."""
+
+    def __init__(self, problems: Sequence[str]) -> None:
+        super().__init__("\n".join(problems))
+        self.problems = list(problems)
+
+
+def embedded_config_text() -> str:
+    """The configuration shipped inside the package (the real staging/production setup)."""
+    return resources.files("monitor").joinpath("default_config.toml").read_text("utf-8")
+
+
+def resolve_config_path(cli_path: str | None, environ: Mapping[str, str]) -> Path | None:
+    """``--config``, else ``$MONITOR_CONFIG``, else ``./config.toml`` if present, else None."""
+    if cli_path:
+        return Path(cli_path)
+    if environ.get(CONFIG_ENV):
+        return Path(environ[CONFIG_ENV])
+    if DEFAULT_CONFIG_PATH.is_file():
+        return DEFAULT_CONFIG_PATH
+    return None
+
+
+def load_settings(path: Path | None, **overrides: Any) -> Settings:
+    """Read, merge and validate the configuration; raise :class:`ConfigError` on any fault.
+
+    ``path=None`` means the embedded defaults.  ``overrides`` win over
+    everything (the CLI uses them for ``demo``).
+    """
+    origin = str(path) if path else "embedded defaults"
+    try:
+        # utf-8-sig: editors on Windows prepend a BOM, which TOML rejects at line 1
+        text = path.read_text("utf-8-sig") if path else embedded_config_text()
+    except FileNotFoundError:
+        raise ConfigError([f"config: file not found: {path}"]) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([f"config: cannot read {path}: {exc}"]) from None
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([f"config: {origin} is not valid TOML: {exc}"]) from None
+    except RecursionError:
+        raise ConfigError([f"config: {origin} is not valid TOML: nested too deeply"]) from None
+    token = os.environ.get("GITHUB_TOKEN")
+    if token and not os.environ.get(f"{ENV_PREFIX}GITHUB__TOKEN"):
+        github = data.setdefault("github", {})
+        if isinstance(github, dict) and "token" not in github:
+            github["token"] = token
+    reset = toml_data.set(data)
+    try:
+        settings = Settings(**overrides)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc)) from None
+    except SettingsError as exc:
+        # pydantic-settings decodes list and table values from the environment as JSON
+        raise ConfigError([_env_json_problem(exc, os.environ)]) from None
+    finally:
+        toml_data.reset(reset)
+    problems = _semantic_problems(settings)
+    if problems:
+        raise ConfigError(problems)
+    return settings
+
+
+def _env_json_problem(exc: SettingsError, environ: Mapping[str, str]) -> str:
+    match = re.search(r'field "([^"]+)"', str(exc))
+    if match is None:
+        return f"environment: {exc}"
+    field = match.group(1)
+    # names only, never values: a value may be the token
+    prefix = f"{ENV_PREFIX}{field}".upper()
+    names = sorted(name for name in environ if name.upper().startswith(prefix))
+    return (
+        f"{field}: cannot read {' or '.join(names) or prefix + '*'} from the environment: "
+        'lists and tables must be JSON, e.g. \'["a", "b"]\''
+    )
+
+
+# pydantic names the branch of a union (or the validator function) inside the error
+# location: ``monitor.x.function-before[parse_duration(), float]``.  Those say nothing
+# to a user, so they are dropped from the key path.
+_PYDANTIC_LOC_PREFIXES = ("function-", "constrained-", "literal[", "is-instance[", "lax-or-strict[")
+_PYDANTIC_LOC_NAMES = frozenset({"int", "float", "str", "bool"})
+
+
+def _format_loc(loc: Sequence[int | str], *, keep_last: bool = False) -> str:
+    out = ""
+    for index, part in enumerate(loc):
+        if isinstance(part, int):
+            out += f"[{part}]"
+            continue
+        is_user_key = keep_last and index == len(loc) - 1
+        if not is_user_key and (
+            part.startswith(_PYDANTIC_LOC_PREFIXES) or part in _PYDANTIC_LOC_NAMES
+        ):
+            continue
+        out += f".{_toml_key(part)}" if out else _toml_key(part)
+    return out or "config"
+
+
+def _toml_key(key: str) -> str:
+    # A key as TOML would write it: bare when it can be, else quoted, so that an unknown
+    # key such as "a.b", "" or one holding a newline still reads as one key on one line.
+    if re.fullmatch(r"[A-Za-z0-9_-]+", key):
+        return key
+    return '"' + _printable(key.replace("\\", "\\\\").replace('"', '\\"')) + '"'
+
+
+def _printable(text: str) -> str:
+    # A problem is one line of plain text: escape newlines and other control characters.
+    return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
+
+
+def _format_errors(exc: ValidationError) -> list[str]:
+    lines = []
+    for error in exc.errors(include_url=False, include_input=False):
+        message = error["msg"].removeprefix("Value error, ")
+        # The last element of an unknown key's location is the user's own key, even when
+        # it happens to be spelled like a pydantic branch name ("int").
+        keep_last = error["type"] == "extra_forbidden"
+        if error["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif error["type"] == "missing":
+            message = "required key is missing"
+        elif error["type"] in ("model_type", "dict_type"):
+            message = "expected a table"  # pydantic would name our class: MonitorSection
+        elif error["type"] == "too_short" and error.get("ctx", {}).get("min_length") == 1:
+            message = "must not be empty"  # rather than "... after validation, not 0"
+        line = f"{_format_loc(error['loc'], keep_last=keep_last)}: {_printable(message)}"
+        if line not in lines:
+            lines.append(line)
+    return lines
+
+
+def _duplicates(names: Sequence[str]) -> list[int]:
+    seen: set[str] = set()
+    repeats = []
+    for index, name in enumerate(names):
+        if name in seen:
+            repeats.append(index)
+        seen.add(name)
+    return repeats
+
+
+def _semantic_problems(settings: Settings) -> list[str]:
+    problems = []
+    target_names = [t.name for t in settings.targets]
+    for index in _duplicates(target_names):
+        problems.append(f"targets[{index}].name: duplicate target name {target_names[index]!r}")
+    for t_index, target in enumerate(settings.targets):
+        check_names = [c.name for c in target.checks]
+        for index in _duplicates(check_names):
+            problems.append(
+                f"targets[{t_index}].checks[{index}].name: "
+                f"duplicate check name {check_names[index]!r}"
+            )
+    monitor = settings.monitor
+    if monitor.incident_interval > monitor.interval:
+        problems.append(
+            "monitor.incident_interval: must not be longer than monitor.interval "
+            f"({monitor.incident_interval:g}s > {monitor.interval:g}s)"
+        )
+    for index, name in enumerate(settings.status_page.targets or []):
+        if name not in target_names:
+            problems.append(f"status_page.targets[{index}]: no target named {name!r}")
+    return problems
+
+
+def daemon_problems(settings: Settings) -> list[str]:
+    """Problems that only matter to ``monitor run``.
+
+    A token without a repository cannot file issues. One-shot commands (check,
+    verify, report) do not file issues and must work in CI, where GITHUB_TOKEN
+    is often set for other reasons, so only the daemon refuses it.
+    """
+    github = settings.github
+    if github.enabled and github.token and not github.repository:
+        return [
+            "github.repository: required when a GitHub token is set"
+            " (or set github.enabled = false to keep incidents in the journal)"
+        ]
+    return []

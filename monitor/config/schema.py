@@ -1,0 +1,210 @@
+"""The configuration schema: one model per section, validated once, at start-up.
+
+The keys here are the project's public interface: extend them, never rename.
+Unknown keys are rejected (a typo is not a default).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import re
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from monitor.config.durations import Duration, OptionalDuration
+from monitor.config.values import JmesPath, check_http_url, check_listen
+
+ENV_PREFIX = "MONITOR_"
+
+
+class _Section(BaseModel):
+    # Unknown keys are typos until proven otherwise: reject them.
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MonitorSection(_Section):
+    """``[monitor]``: cadence, thresholds, state and the HTTP listener."""
+
+    interval: Duration = 900.0
+    incident_interval: Duration = 60.0
+    timeout: Duration = 10.0
+    open_after: int = Field(3, ge=1, le=100)
+    close_after: int = Field(2, ge=1, le=100)
+    reopen_window: Duration = 1800.0
+    reminder_interval: Duration = 3600.0
+    state_path: Path = Path("monitor.db")
+    listen: Annotated[str, AfterValidator(check_listen)] = "0.0.0.0:9091"
+    concurrency: int = Field(100, ge=1, le=10_000)
+    max_body_bytes: int = Field(1024 * 1024, ge=1024)
+    jitter: OptionalDuration = 1.0
+    stall_after: int = Field(3, ge=2, description="exit when no cycle completed for N intervals")
+    shutdown_grace: Duration = 10.0
+    raw_retention: Duration = 7 * 86400.0
+    rollup_retention: Duration = 400 * 86400.0
+    failure_window: Duration = 3600.0
+    slo_window: Duration = 30 * 86400.0
+    metrics_refresh: Duration = 60.0
+
+
+class GithubSection(_Section):
+    """``[github]``: where incident issues go; without a token the journal stands in."""
+
+    enabled: bool = True
+    repository: str | None = None
+    api_url: str = "https://api.github.com"
+    token: SecretStr | None = None
+    labels: list[str] = Field(default_factory=lambda: ["incident", "monitor"])
+    assignees: list[str] = Field(default_factory=list)
+    runbook_url: str | None = None
+    timeout: Duration = 15.0
+
+    @field_validator("token")
+    @classmethod
+    def _blank_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        # An empty token would make ``active`` true and every GitHub call a 401.
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
+
+    @field_validator("repository")
+    @classmethod
+    def _owner_slash_name(cls, value: str | None) -> str | None:
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.-]+/[A-Za-z0-9_.-]+", value):
+            raise ValueError(f"expected 'owner/name', got {value!r}")
+        return value
+
+    @field_validator("api_url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    @property
+    def active(self) -> bool:
+        """True when incidents should go to GitHub rather than to the journal."""
+        return self.enabled and self.token is not None and self.repository is not None
+
+
+DEFAULT_FIELDS = [
+    "status",
+    "version",
+    "errorRate",
+    "error_rate",
+    "errorRates",
+    "error_rates",
+    "activeAlerts",
+    "active_alerts",
+    "alerts",
+]
+
+
+class CheckConfig(_Section):
+    """``[[targets.checks]]``: one HTTP request and what a healthy answer looks like."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    path: str = "/"
+    method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
+    expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
+        default_factory=lambda: [200], min_length=1
+    )
+    conditions: list[JmesPath] = Field(default_factory=list)
+    max_response_time: Duration | None = None
+    timeout: Duration | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    follow_redirects: bool = False
+    version: JmesPath | None = None
+    fields: list[JmesPath] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
+
+    @field_validator("path")
+    @classmethod
+    def _absolute_path(cls, value: str) -> str:
+        if not value.startswith("/"):
+            raise ValueError(f"must start with '/', got {value!r}")
+        return value
+
+
+class TargetConfig(_Section):
+    """``[[targets]]``: one deployed service and its checks."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    url: str
+    slo: float | None = Field(None, gt=0, lt=1)
+    mttr_objective: Duration | None = None
+    checks: list[CheckConfig] = Field(min_length=1)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str) -> str:
+        return check_http_url(value)
+
+    def check_url(self, check: CheckConfig) -> str:
+        """The absolute URL a check requests."""
+        return self.url + check.path
+
+
+class StatusPageSection(_Section):
+    """``[status_page]``: the public HTML page, JSON API and badges."""
+
+    enabled: bool = True
+    title: str = "Service status"
+    targets: list[str] | None = None
+    public_url: str | None = None
+
+    @field_validator("public_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+
+# the parsed TOML document while Settings validates it (load_settings sets it)
+toml_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("toml_data")
+
+
+class _TomlData(PydanticBaseSettingsSource):
+    """The already parsed TOML document, below the environment in priority."""
+
+    def get_field_value(self, field: Any, field_name: str) -> tuple[Any, str, bool]:
+        return toml_data.get({}).get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(toml_data.get({}))
+
+
+class Settings(BaseSettings):
+    """The whole, validated configuration."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_nested_delimiter="__",
+        # An empty variable means "not set": CI expands a missing secret to "", which
+        # must not blank a key from the file or hide GITHUB_TOKEN.
+        env_ignore_empty=True,
+        extra="forbid",
+        frozen=True,
+    )
+
+    monitor: MonitorSection = Field(default_factory=MonitorSection)
+    github: GithubSection = Field(default_factory=GithubSection)
+    status_page: StatusPageSection = Field(default_factory=StatusPageSection)
+    targets: list[TargetConfig] = Field(min_length=1)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        """Priority: explicit arguments, then ``MONITOR_*`` variables, then the file."""
+        return init_settings, env_settings, _TomlData(settings_cls)
+
+    def target(self, name: str) -> TargetConfig:
+        """The target called ``name``; KeyError when there is none."""
+        for target in self.targets:
+            if target.name == name:
+                return target
+        raise KeyError(name)

@@ -1,0 +1,36 @@
+"""The secrets a configuration holds, and the configuration with them masked."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from monitor.config.schema import Settings
+
+MASK = "***"
+
+
+def secret_values(settings: Settings) -> list[str]:
+    """Every secret the configuration holds: the token and each check header value."""
+    values = [
+        header.get_secret_value()
+        for target in settings.targets
+        for check in target.checks
+        for header in check.headers.values()
+    ]
+    if settings.github.token is not None:
+        values.append(settings.github.token.get_secret_value())
+    return values
+
+
+def redacted(settings: Settings) -> dict[str, Any]:
+    """The effective configuration as plain data, every secret masked."""
+    data: dict[str, Any] = settings.model_dump(mode="json")
+    # model_dump renders SecretStr as '**********' already; make the masking explicit
+    # so a future pydantic change cannot leak a value through this function.
+    if settings.github.token is not None:
+        data["github"]["token"] = MASK
+    for target in data["targets"]:
+        for check in target["checks"]:
+            check["headers"] = {name: MASK for name in check["headers"]}
+    data["monitor"]["state_path"] = str(settings.monitor.state_path)
+    return data

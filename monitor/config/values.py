@@ -1,0 +1,66 @@
+"""The value types settings are made of besides durations: JMESPath, listen addresses, URLs."""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated
+from urllib.parse import urlsplit
+
+import jmespath
+import jmespath.exceptions
+from pydantic import AfterValidator
+
+
+def _check_jmespath(expression: str) -> str:
+    try:
+        jmespath.compile(expression)
+    except jmespath.exceptions.JMESPathError as exc:
+        reason = _jmespath_reason(exc)
+        raise ValueError(f"invalid JMESPath expression {expression!r}: {reason}") from None
+    except RecursionError:
+        raise ValueError(f"invalid JMESPath expression {expression!r}: nested too deeply") from None
+    return expression
+
+
+def _jmespath_reason(exc: jmespath.exceptions.JMESPathError) -> str:
+    # jmespath's own messages span three lines (expression, caret); a problem is one line.
+    if isinstance(exc, jmespath.exceptions.IncompleteExpressionError):
+        return "incomplete expression"
+    if isinstance(exc, jmespath.exceptions.LexerError):
+        return f"{exc.message} at column {exc.lexer_position + 1}"
+    if isinstance(exc, jmespath.exceptions.ParseError) and isinstance(exc.lex_position, int):
+        return f"unexpected {exc.token_value!r} at column {exc.lex_position + 1}"
+    return str(exc).splitlines()[0]
+
+
+JmesPath = Annotated[str, AfterValidator(_check_jmespath)]
+
+
+def check_listen(value: str) -> str:
+    """``value`` unchanged once :func:`split_listen` accepts it."""
+    split_listen(value)
+    return value
+
+
+def split_listen(value: str) -> tuple[str, int]:
+    """``host:port`` (``[::1]:9091`` for IPv6) as a pair; ValueError when malformed."""
+    match = re.fullmatch(r"\[([^\]]+)\]:(\d+)|([^:\[\]]*):(\d+)", value.strip())
+    if not match:
+        raise ValueError(f"expected host:port, got {value!r}")
+    host = match.group(1) or match.group(3) or "0.0.0.0"  # noqa: S104 - the documented default
+    port = int(match.group(2) or match.group(4))
+    if not 0 <= port <= 65535:
+        raise ValueError(f"port out of range in {value!r}")
+    return host, port
+
+
+def check_http_url(value: str) -> str:
+    """``value`` without a trailing slash; ValueError unless it is an http(s) URL."""
+    try:
+        parts = urlsplit(value)
+        hostname = parts.hostname
+    except ValueError:  # e.g. an unclosed IPv6 bracket: "http://[::1"
+        hostname = None
+    if not hostname or parts.scheme not in ("http", "https"):
+        raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
+    return value.rstrip("/")
