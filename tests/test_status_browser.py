@@ -38,8 +38,8 @@ import pytest
 from monitor.config import Settings
 from monitor.daemon.daemon import Daemon
 from monitor.probing.prober import Prober
+from monitor.web.routes import status_routes
 from monitor.web.server import HttpServer, create_app
-from monitor.web.status import status_routes
 from tests.daemon_process import (
     HOST,
     Daemons,
@@ -84,6 +84,35 @@ READ_PAGE = """(() => {
     innerHeight: window.innerHeight,
     scrollHeight: document.documentElement.scrollHeight,
     scripts: document.scripts.length,
+  };
+})()"""
+
+# The rendered size of every chart axis label and of the caption under its chart. A
+# label's height is that of its text's box on screen (a Range over it), so text that an
+# SVG scales with its width counts at the size it is drawn, not at its CSS font-size.
+MEASURE_CHART_LABELS = """(() => {
+  const height = node => {
+    const range = document.createRange();
+    range.selectNodeContents(node);
+    const rects = range.getClientRects();
+    return rects.length ? rects[0].height : 0;
+  };
+  const fig = document.querySelector('figure.chart');
+  const caption = fig.querySelector('figcaption');
+  const words = Array.from(caption.childNodes).find(n => n.nodeType === 3 && n.textContent.trim());
+  const svg = fig.querySelector('svg');
+  return {
+    caption: {px: parseFloat(getComputedStyle(caption).fontSize), height: height(words)},
+    labels: Array.from(fig.querySelectorAll('svg text, .plot span')).map(label => ({
+      text: label.textContent,
+      px: parseFloat(getComputedStyle(label).fontSize),
+      height: height(label),
+      inside: label.getBoundingClientRect().left >= fig.getBoundingClientRect().left - 0.5
+          && label.getBoundingClientRect().right <= fig.getBoundingClientRect().right + 0.5,
+    })),
+    plot: (({width, height}) => ({width, height}))(svg.getBoundingClientRect()),
+    scrollWidth: document.documentElement.scrollWidth,
+    innerWidth: window.innerWidth,
   };
 })()"""
 
@@ -252,11 +281,11 @@ class Tab:
         """A command in this tab's session."""
         return self.browser.call(method, params, self.session)
 
-    def resize(self, width: int, height: int) -> None:
-        """Emulate a phone screen of ``width`` x ``height`` CSS pixels."""
+    def resize(self, width: int, height: int, *, mobile: bool = True) -> None:
+        """Emulate a phone (or, with ``mobile=False``, a desktop window) of ``width`` x ``height``."""
         self.call(
             "Emulation.setDeviceMetricsOverride",
-            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": True},
+            {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": mobile},
         )
 
     def open(self, url: str) -> None:
@@ -542,4 +571,52 @@ def test_degraded_page_in_process_fits_360px_and_bars_take_focus(
     assert_fits(tab, facts, NARROWEST)
     assert focus["focused"] is True
     assert focus["label"] in focus["tooltip"], focus  # the label shows on keyboard focus
+    assert problems == [], problems
+
+
+def test_chart_axis_labels_stay_the_size_of_the_caption_from_320_to_1920_px(
+    tmp_path: Path, target_server: TargetServer, browser: Browser
+) -> None:
+    """Pins chart axis labels at the caption's size on a phone, at 1280 px and at 1920 px."""
+    target_server.route("/health", respond(200, b"ok"))
+    settings = Settings(
+        monitor={
+            "interval": 1,
+            "incident_interval": 0.5,
+            "timeout": 2,
+            "jitter": 0,
+            "state_path": tmp_path / "monitor.db",
+            "listen": f"{HOST}:0",
+        },
+        targets=[
+            {
+                "name": "web",
+                "url": target_server.url,
+                "checks": [{"name": "health", "path": "/health"}],
+            }
+        ],
+    )
+    measured = {}
+    with LiveDaemon(settings, probes=3) as live:
+        tab = Tab(browser, 1280, 800)
+        tab.resize(1280, 800, mobile=False)
+        tab.open(live.base_url + "/status")
+        for width, mobile in ((1280, False), (320, True), (1920, False)):
+            tab.resize(width, 800, mobile=mobile)
+            measured[width] = tab.evaluate(MEASURE_CHART_LABELS)
+            tab.screenshot(OUTPUT / f"chart-{width}.png")
+        problems = tab.problems()
+
+    for width, facts in measured.items():
+        print(width, "px:", facts["caption"], [(x["text"], x["height"]) for x in facts["labels"]])
+        caption = facts["caption"]
+        texts = [label["text"] for label in facts["labels"]]
+        assert len(texts) == 6, texts  # three times, three response times (the top one varies)
+        assert {"0 ms", "24 h ago", "12 h ago", "now"} <= set(texts), texts
+        for label in facts["labels"]:
+            assert label["height"] == pytest.approx(caption["height"], rel=0.1), (width, label)
+            assert label["px"] == pytest.approx(caption["px"], abs=0.5), (width, label)
+            assert label["inside"], (width, label)  # not pushed out of the figure
+        assert facts["plot"]["height"] > 3 * caption["height"], facts["plot"]
+        assert facts["scrollWidth"] <= facts["innerWidth"], (width, facts["scrollWidth"])
     assert problems == [], problems

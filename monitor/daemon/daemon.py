@@ -38,9 +38,9 @@ from monitor.probing.prober import Prober
 from monitor.probing.results import TargetResult
 from monitor.store.base import Store, StoreError
 from monitor.store.factory import open_store
+from monitor.web.routes import status_routes
 from monitor.web.server import HttpServer, create_app
 from monitor.web.source import LiveTarget
-from monitor.web.status import status_routes
 
 __all__ = ["STALL_EXIT_CODE", "Daemon"]
 
