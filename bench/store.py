@@ -219,8 +219,9 @@ def _import_floor(reps: int) -> dict[str, Any]:
 
 def _latencies(settings: Any, store: Any, config: Path, reps: int) -> dict[str, Any]:
     from monitor.daemon.daemon import Daemon
-    from monitor.figures.history import History, target_figures
+    from monitor.figures.history import History
     from monitor.figures.slo import Span
+    from monitor.figures.target import target_figures
     from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
 
@@ -244,9 +245,9 @@ def _latencies(settings: Any, store: Any, config: Path, reps: int) -> dict[str, 
     out["report_subprocess_30d_s"] = _report_subprocess(config, None, reps)
     out["report_subprocess_90d_s"] = _report_subprocess(config, "90d", reps)
     try:
-        from monitor.web.status import build_snapshot
+        from monitor.web.snapshot import build_snapshot
     except ImportError:
-        out["api_status"] = "pending: monitor/status.py has no build_snapshot yet"
+        out["api_status"] = "pending: monitor/web/snapshot.py has no build_snapshot"
         return out
     daemon = Daemon(settings, store=store, channels=[JournalChannel()], metrics=Metrics())
     builds = []
@@ -263,8 +264,9 @@ async def _api_status(daemon: Any, reps: int) -> dict[str, Any]:
     """GET /api/status through the daemon's ASGI app with an uncached snapshot (TTL 0)."""
     import httpx
 
+    from monitor.web.routes import status_routes
     from monitor.web.server import create_app
-    from monitor.web.status import SnapshotCache, status_routes
+    from monitor.web.snapshot import SnapshotCache
 
     app = create_app(daemon.metrics, daemon, status_routes(daemon, cache=SnapshotCache(daemon, 0)))
     times = []
@@ -371,8 +373,9 @@ def _profile(settings: Any, store: Any, directory: Path) -> dict[str, Any]:
     from pyinstrument import Profiler
 
     from monitor.daemon.daemon import Daemon
-    from monitor.figures.history import History, target_figures
+    from monitor.figures.history import History
     from monitor.figures.slo import Span
+    from monitor.figures.target import target_figures
     from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
 
@@ -390,7 +393,7 @@ def _profile(settings: Any, store: Any, directory: Path) -> dict[str, Any]:
     )
     out["target_figures_30d_all_targets"] = c.profile_shares(profiler)
     try:
-        from monitor.web.status import build_snapshot
+        from monitor.web.snapshot import build_snapshot
     except ImportError:
         return out
     daemon = Daemon(settings, store=store, channels=[JournalChannel()], metrics=Metrics())

@@ -235,9 +235,10 @@ def _parse_when(text: str) -> datetime:
 
 
 def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
-    from monitor.figures.history import History, target_figures
+    from monitor.figures.history import History
     from monitor.figures.report import render_report
     from monitor.figures.slo import Span, parse_window
+    from monitor.figures.target import target_figures
     from monitor.store.base import StoreError
     from monitor.store.factory import open_store
 

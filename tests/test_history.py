@@ -15,8 +15,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from monitor.config import Settings, load_settings
-from monitor.figures.history import History, target_figures
+from monitor.figures.history import History
 from monitor.figures.slo import Sample, Span, account
+from monitor.figures.target import target_figures
 from monitor.incidents.tracker import Incident, TrackerState
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 from monitor.store.base import PendingCycle

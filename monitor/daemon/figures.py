@@ -6,8 +6,9 @@ import math
 from datetime import datetime
 
 from monitor.config import Settings
-from monitor.figures.history import History, target_figures
+from monitor.figures.history import History
 from monitor.figures.slo import WINDOWS, Span
+from monitor.figures.target import target_figures
 from monitor.logs import get_logger
 from monitor.metrics import BURN_WINDOWS, UPTIME_WINDOWS, Metrics
 from monitor.store.base import Store

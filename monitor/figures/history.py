@@ -1,11 +1,11 @@
-"""History: hourly and daily rollups, retention, and the figures an SLO review reads.
+"""History: hourly and daily rollups, retention, and the time account of any window.
 
 Raw probe results live for ``raw_retention`` (7 days); before they go, each
 complete hour is rolled up per target (check ``*``) and per check: probe and
 failure counts, time up/degraded/down/unknown, latency sum/min/max and a
 latency histogram. Days are sums of their hours. A window's time account uses
 the hourly rollups for whole hours that are rolled up and the raw samples for
-the rest; both come from :func:`monitor.slo.account`, which is additive across
+the rest; both come from :func:`monitor.figures.slo.account`, which is additive across
 adjacent spans, so the two agree to the microsecond.
 """
 
@@ -14,28 +14,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from monitor.config import Settings, TargetConfig
-from monitor.figures.slo import (
-    WINDOWS,
-    BudgetReport,
-    DeploymentStats,
-    MttrStats,
-    Sample,
-    Span,
-    TimeAccount,
-    account,
-    burn_rate,
-    deployment_stats,
-    error_budget,
-    mttr,
-)
+from monitor.config import Settings
+from monitor.figures.slo import Sample, Span, TimeAccount, account
 from monitor.metrics import PROBE_BUCKETS_S
 from monitor.probing.results import Outcome
-from monitor.store.base import IncidentRow, Row, Store
+from monitor.store.base import Row, Store
 from monitor.store.codec import dt, ts
 
 HOUR_S = 3600
@@ -276,140 +262,3 @@ def _sum_rows(
         "latency_max": max(maxs) if maxs else None,
         "latency_hist": json.dumps(hist),
     }
-
-
-# ---- the figures an SLO review reads ----------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class TargetFigures:
-    """Everything ``monitor report`` and the status API say about one target and window."""
-
-    target: str
-    window: Span
-    account: TimeAccount
-    objective: float | None
-    budget: BudgetReport | None
-    burn_rates: Mapping[str, float | None]
-    mttr: MttrStats
-    mttr_objective_s: float | None
-    deployments: DeploymentStats
-    incidents: Sequence[IncidentRow]
-
-    @property
-    def slo_met(self) -> bool | None:
-        """Uptime at or above the objective; None without an objective or known time."""
-        uptime = self.account.uptime
-        if self.objective is None or uptime is None:
-            return None
-        return uptime >= self.objective
-
-    @property
-    def mttr_met(self) -> bool | None:
-        """Mean time to recovery under its objective; None without one or without incidents."""
-        if self.mttr_objective_s is None or self.mttr.mean_s is None:
-            return None
-        return self.mttr.mean_s < self.mttr_objective_s
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-safe form (infinities become null)."""
-        acct = self.account
-        return {
-            "target": self.target,
-            "window": {
-                "start": self.window.start.isoformat(),
-                "end": self.window.end.isoformat(),
-                "seconds": self.window.seconds,
-            },
-            "uptime_ratio": _finite(acct.uptime),
-            "coverage_ratio": _finite(acct.coverage),
-            "time_s": {
-                "up": acct.up_s,
-                "degraded": acct.degraded_s,
-                "down": acct.down_s,
-                "unknown": acct.unknown_s,
-            },
-            "slo": {
-                "objective_ratio": self.objective,
-                "met": self.slo_met,
-                "error_budget_remaining_ratio": _finite(self.budget.remaining_ratio)
-                if self.budget
-                else None,
-                "allowed_down_s": self.budget.allowed_down_s if self.budget else None,
-                "burn_rate": {k: _finite(v) for k, v in self.burn_rates.items()},
-            },
-            "incidents": {
-                "count": self.mttr.count,
-                "resolved": self.mttr.resolved,
-                "downtime_s": self.mttr.downtime_s,
-                "mttr_mean_s": self.mttr.mean_s,
-                "mttr_median_s": self.mttr.median_s,
-                "longest_s": self.mttr.longest_s,
-                "mttr_objective_s": self.mttr_objective_s,
-                "mttr_met": self.mttr_met,
-                "records": [_incident_dict(i) for i in self.incidents],
-            },
-            "deployments": {
-                "count": self.deployments.deployments,
-                "per_week": self.deployments.per_week,
-                "failed": self.deployments.failed,
-                "change_failure_ratio": self.deployments.change_failure_ratio,
-            },
-        }
-
-
-def _finite(value: float | None) -> float | None:
-    return value if value is not None and math.isfinite(value) else None
-
-
-def _incident_dict(incident: IncidentRow) -> dict[str, Any]:
-    return {
-        "id": incident.id,
-        "started_at": incident.started_at.isoformat(),
-        "resolved_at": incident.resolved_at.isoformat() if incident.resolved_at else None,
-        "duration_s": (incident.resolved_at - incident.started_at).total_seconds()
-        if incident.resolved_at
-        else None,
-        "issue_number": incident.issue_number,
-        "issue_url": incident.issue_url,
-        "probes_total": incident.probes_total,
-        "probes_failed": incident.probes_failed,
-        "reopened": incident.reopened,
-        "deployment": dict(incident.deployment) if incident.deployment else None,
-    }
-
-
-def target_figures(
-    history: History, target: TargetConfig, window: Span, now: datetime
-) -> TargetFigures:
-    """Compute a target's figures over a window from stored samples and incidents."""
-    acct = history.account(target.name, window, now)
-    end = min(window.end, now)
-    burn = {}
-    for name in ("1h", "6h"):
-        recent = history.account(target.name, Span.ending(end, WINDOWS[name]), now)
-        burn[name] = burn_rate(target.slo, recent) if target.slo is not None else None
-    incidents = [
-        i
-        for i in history.store.incidents(target.name, since=window.start)
-        if i.started_at < window.end
-    ]
-    records = [i.record for i in incidents]
-    failure_window = history.settings.monitor.failure_window
-    deployments = history.store.deployments(target.name, since=window.start)
-    deployments = [d for d in deployments if d.seen_at < window.end]
-    later = history.store.incidents(target.name, since=window.start)
-    return TargetFigures(
-        target=target.name,
-        window=window,
-        account=acct,
-        objective=target.slo,
-        budget=error_budget(target.slo, acct) if target.slo is not None else None,
-        burn_rates=burn,
-        mttr=mttr(records, window, min(now, window.end) if now > window.start else now),
-        mttr_objective_s=target.mttr_objective,
-        deployments=deployment_stats(
-            deployments, [i.record for i in later], window, failure_window
-        ),
-        incidents=incidents,
-    )

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from monitor.config import format_duration
-from monitor.figures.history import TargetFigures
+from monitor.figures.target import TargetFigures
 
 
 def _pct(ratio: float | None, digits: int = 3) -> str:

@@ -21,8 +21,9 @@ from urllib.parse import urlsplit
 
 from monitor import __version__
 from monitor.config import Settings, TargetConfig
-from monitor.figures.history import DAY_S, TARGET_LEVEL, floor_to, target_figures
+from monitor.figures.history import DAY_S, TARGET_LEVEL, floor_to
 from monitor.figures.slo import WINDOWS, Span, TimeAccount
+from monitor.figures.target import target_figures
 from monitor.incidents.tracker import Phase
 from monitor.logs import secrets
 from monitor.probing.results import Outcome
