@@ -3,12 +3,10 @@ for each other, and a handle per channel and incident."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from github import Auth, Github
 from structlog.testing import capture_logs
 
 from monitor.config import GithubSection
@@ -106,7 +104,7 @@ def test_journal_logs_one_line_per_event(tmp_path: Path, kind: EventKind, headli
 
 
 @pytest.fixture
-def github_channel(fake_github: FakeGitHub) -> Iterator[GithubChannel]:
+def github_channel(fake_github: FakeGitHub) -> GithubChannel:
     """A GitHub channel on the fake, without PyGithub's pauses."""
     settings = GithubSection(
         repository=DEFAULT_REPO,
@@ -115,17 +113,8 @@ def github_channel(fake_github: FakeGitHub) -> Iterator[GithubChannel]:
         labels=["incident", "monitor"],
         timeout=1,
     )
-    client = Github(
-        auth=Auth.Token(DEFAULT_TOKEN),
-        base_url=fake_github.url,
-        timeout=1,
-        retry=None,
-        lazy=True,
-        seconds_between_requests=0,
-        seconds_between_writes=0,
-    )
-    yield GithubChannel(settings, GithubIssues(settings, client=client))
-    client.close()
+    client = fake_github.client(timeout_s=1, per_page=100)
+    return GithubChannel(settings, GithubIssues(settings, client=client))
 
 
 def test_a_failing_channel_never_delays_another(
