@@ -161,14 +161,19 @@ def file_incident_now(settings: Settings, state: TrackerState, result: TargetRes
             PendingCycle(result, 2 * settings.monitor.incident_interval, state, incident, actions)
         )
         workers = [OutboxWorker(store, channel, Metrics()) for channel in channels]
+
+        def pending() -> bool:
+            # only what these channels can deliver: steps for others wait for the daemon
+            return any(store.pending_actions(channel.name) for channel in channels)
+
         deadline = time.monotonic() + 60
-        while store.pending_actions() and time.monotonic() < deadline:
+        while pending() and time.monotonic() < deadline:
             if not sum(worker.run_once() for worker in workers):
                 time.sleep(1)
         filed = store.incident(incident.id)
         if filed is not None and filed.issue_url:
             log.warning("incident filed", issue=filed.issue_url, incident=incident.id)
-        elif store.pending_actions():
+        elif pending():
             log.error(
                 "incident not filed yet; it stays queued in the state file", incident=incident.id
             )
