@@ -115,11 +115,11 @@ class OutboxWorker:
         return done
 
     def _held(self) -> bool:
-        """True while GitHub's rate limit asks us to send nothing."""
+        """True while the service's rate limit asks us to send nothing."""
         return self._hold_until is not None and self._clock() < self._hold_until
 
     def _count(self, operation: str, reason: str | None = None) -> None:
-        # the GitHub series keep their names; other channels get theirs with issue 13
+        # the GitHub series keep their names; the journal sends nothing worth counting
         if self.channel.kind != "github":
             return
         if reason is None:
