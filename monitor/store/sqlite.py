@@ -300,9 +300,7 @@ class SqliteStore:
     def set_issue(self, incident_id: str, number: int, url: str | None) -> None:
         """Remember the GitHub issue that tracks an incident (reconcile's adoption)."""
         with self._tx() as db:
-            now_ts = db.execute("SELECT COALESCE(MAX(updated_at), 0) FROM incidents").fetchone()
-            handle = ChannelHandle(number, url)
-            self._record_handle(db, GITHUB_CHANNEL, incident_id, handle, float(now_ts[0]))
+            self._record_handle(db, GITHUB_CHANNEL, incident_id, ChannelHandle(number, url))
 
     # ---- outbox ---------------------------------------------------------------------------
 
@@ -381,7 +379,7 @@ class SqliteStore:
                 (ts(now), action.id),
             )
             if handle is not None:
-                self._record_handle(db, action.channel, action.incident_id, handle, ts(now))
+                self._record_handle(db, action.channel, action.incident_id, handle)
 
     def _record_handle(
         self,
@@ -389,12 +387,11 @@ class SqliteStore:
         channel: str,
         incident_id: str,
         handle: ChannelHandle,
-        now_ts: float,
     ) -> None:
         db.execute(
-            "INSERT OR REPLACE INTO channel_handles (channel, incident_id, number, url, ref,"
-            " updated_at) VALUES (?, ?, ?, ?, ?, ?)",
-            (channel, incident_id, handle.number, handle.url, handle.ref, now_ts),
+            "INSERT OR REPLACE INTO channel_handles (channel, incident_id, number, url, ref)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (channel, incident_id, handle.number, handle.url, handle.ref),
         )
         if handle.number is not None:
             db.execute(

@@ -124,11 +124,10 @@ CREATE TABLE channel_handles (
     number INTEGER,
     url TEXT,
     ref TEXT,
-    updated_at REAL NOT NULL,
     PRIMARY KEY (channel, incident_id)
 ) WITHOUT ROWID;
-INSERT INTO channel_handles (channel, incident_id, number, url, ref, updated_at)
-    SELECT 'github', id, issue_number, issue_url, NULL, updated_at
+INSERT INTO channel_handles (channel, incident_id, number, url, ref)
+    SELECT 'github', id, issue_number, issue_url, NULL
     FROM incidents WHERE issue_number IS NOT NULL;
 """
 
