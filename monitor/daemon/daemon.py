@@ -126,7 +126,7 @@ class Daemon:
         """Probe one target now and record everything that follows from it."""
         result = await self._prober.probe_target(self.targets[name].config)
         self.record(result)
-        self.dispatch.maybe_reconcile(self._states(), self._unprobed)
+        self.dispatch.maybe_reconcile(self._states, self._unprobed)
         return result
 
     def record(self, result: TargetResult) -> list[Transition]:
@@ -191,7 +191,7 @@ class Daemon:
                 self._writer.failed("heartbeat", exc)
         if self._writer.backlog:
             self._writer.flush()
-        self.dispatch.maybe_reconcile(self._states(), self._unprobed)
+        self.dispatch.maybe_reconcile(self._states, self._unprobed)
         self.dispatch.refresh_metrics()
         # rollups and SLO figures read many rows: off the event loop, never blocking probes
         try:

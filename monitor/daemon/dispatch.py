@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 
 from monitor.clock import Clock
@@ -73,12 +73,17 @@ class Dispatch:
 
     # ---- start-up reconcile -----------------------------------------------------------
 
-    def maybe_reconcile(self, states: Mapping[str, TrackerState], unprobed: set[str]) -> None:
-        """Once every target has a result, compare open issues with our state (once)."""
+    def maybe_reconcile(
+        self, states: Callable[[], Mapping[str, TrackerState]], unprobed: set[str]
+    ) -> None:
+        """Once every target has a result, compare open issues with our state (once).
+
+        ``states`` is called only when a reconcile starts: this runs after every probe.
+        """
         if self._reconciled or unprobed:
             return
         loop = asyncio.get_running_loop()
-        snapshot = dict(states)
+        snapshot = dict(states())
 
         def work() -> None:
             # False from any worker: housekeeping tries again
