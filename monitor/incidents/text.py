@@ -15,7 +15,7 @@ from typing import Any
 
 from monitor.config import format_duration
 from monitor.figures.slo import Deployment
-from monitor.incidents.events import TimelineRow
+from monitor.incidents.events import EventKind, IncidentEvent, TimelineRow
 from monitor.incidents.tracker import Incident
 from monitor.logs import secrets
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
@@ -301,6 +301,20 @@ def reopened_comment(incident: Incident, result: TargetResult, key: str) -> str:
             f" {utc(incident.started_at)}.",
         ]
     )
+
+
+def event_comment(event: IncidentEvent) -> str:
+    """What an event says as a comment (the title, for an opening, which has none)."""
+    incident, result, key = event.incident, event.result, event.key
+    if event.kind is EventKind.UPDATED:
+        return changed_comment(incident, result, event.detail, key)
+    if event.kind is EventKind.REMINDER:
+        return reminder_comment(incident, result, event.decided_at, key)
+    if event.kind is EventKind.RESOLVED:
+        return resolved_comment(incident, key)
+    if event.kind is EventKind.REOPENED:
+        return reopened_comment(incident, result, key)
+    return title(result)
 
 
 def _times(count: int) -> str:

@@ -368,7 +368,6 @@ class GithubChannel:
             status_url=event.status_url,
         )
         title = text.title(result)
-        key = event.key
 
         def step(kind: str, *, supersede: bool = False, **payload: object) -> NewAction:
             return NewAction(
@@ -382,18 +381,15 @@ class GithubChannel:
             labels = text.labels_for(incident.target, self._settings.labels)
             assignees = list(self._settings.assignees)
             return [step("open", title=title, body=body, labels=labels, assignees=assignees)]
+        comment = step("comment", body=text.event_comment(event), key=event.key)
         if event.kind is EventKind.REOPENED:
-            comment = text.reopened_comment(incident, result, key)
-            return [step("reopen"), step("comment", body=comment, key=key), edit(title=title)]
+            return [step("reopen"), comment, edit(title=title)]
         if event.kind is EventKind.UPDATED:
-            comment = text.changed_comment(incident, result, event.detail, key)
-            return [step("comment", body=comment, key=key), edit(title=title)]
+            return [comment, edit(title=title)]
         if event.kind is EventKind.REMINDER:
-            comment = text.reminder_comment(incident, result, event.decided_at, key)
-            return [step("comment", body=comment, key=key), edit()]
+            return [comment, edit()]
         # resolved: the final body rides on the close, one write less on the recovery path
-        comment = text.resolved_comment(incident, key)
-        return [step("comment", body=comment, key=key), step("close", body=body)]
+        return [comment, step("close", body=body)]
 
     def close_steps(self, issue: MarkedIssue, words: str, key: str) -> Sequence[NewAction]:
         """Comment ``words`` on an issue found while reconciling, then close it."""

@@ -32,7 +32,7 @@ class JournalChannel:
         """One log line per event, worded now."""
         payload = {
             "title": text.title(event.result),
-            "text": _first_line(_words(event)),
+            "text": _first_line(text.event_comment(event)),
         }
         return [NewAction(self.name, event.incident.id, event.target, event.kind.value, payload)]
 
@@ -52,20 +52,6 @@ class JournalChannel:
             fields["title"] = text.payload_text(action.payload, "title")
         log.warning(_HEADLINES[kind], **fields)
         return None
-
-
-def _words(event: IncidentEvent) -> str:
-    """What the event says, in the same words an issue comment would use."""
-    incident, result = event.incident, event.result
-    if event.kind is EventKind.UPDATED:
-        return text.changed_comment(incident, result, event.detail, event.key)
-    if event.kind is EventKind.REMINDER:
-        return text.reminder_comment(incident, result, event.decided_at, event.key)
-    if event.kind is EventKind.RESOLVED:
-        return text.resolved_comment(incident, event.key)
-    if event.kind is EventKind.REOPENED:
-        return text.reopened_comment(incident, result, event.key)
-    return text.title(result)
 
 
 def _first_line(body: str) -> str:
