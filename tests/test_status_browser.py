@@ -465,6 +465,18 @@ def test_outage_page_on_the_real_daemon_at_phone_width(
 # -- an in-process daemon behind its own server --------------------------------------------------
 
 
+def fast_monitor(tmp_path: Path) -> dict[str, Any]:
+    """``[monitor]`` for an in-process daemon: second-long cadences, an ephemeral port."""
+    return {
+        "interval": 1,
+        "incident_interval": 0.5,
+        "timeout": 2,
+        "jitter": 0,
+        "state_path": tmp_path / "monitor.db",
+        "listen": f"{HOST}:0",
+    }
+
+
 class LiveDaemon:
     """A real :class:`Daemon` probing real targets, with the status routes on real uvicorn."""
 
@@ -532,14 +544,7 @@ def test_degraded_page_in_process_fits_360px_and_bars_take_focus(
     target_server.route("/health", respond(200, b"ok"))
     target_server.route("/slow", delay(0.12, respond(200, b"ok")))
     settings = Settings(
-        monitor={
-            "interval": 1,
-            "incident_interval": 0.5,
-            "timeout": 2,
-            "jitter": 0,
-            "state_path": tmp_path / "monitor.db",
-            "listen": f"{HOST}:0",
-        },
+        monitor=fast_monitor(tmp_path),
         status_page={"title": "In-process status"},
         targets=[
             {
@@ -580,14 +585,7 @@ def test_chart_axis_labels_stay_the_size_of_the_caption_from_320_to_1920_px(
     """Pins chart axis labels at the caption's size on a phone, at 1280 px and at 1920 px."""
     target_server.route("/health", respond(200, b"ok"))
     settings = Settings(
-        monitor={
-            "interval": 1,
-            "incident_interval": 0.5,
-            "timeout": 2,
-            "jitter": 0,
-            "state_path": tmp_path / "monitor.db",
-            "listen": f"{HOST}:0",
-        },
+        monitor=fast_monitor(tmp_path),
         targets=[
             {
                 "name": "web",
