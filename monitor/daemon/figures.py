@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
-from monitor.config import Settings
+from monitor.config import Settings, TargetConfig
 from monitor.figures.history import History
 from monitor.figures.slo import WINDOWS, Span
 from monitor.figures.target import target_figures
@@ -41,11 +41,10 @@ class FigureRefresher:
             if any(removed.values()):
                 log.info("retention", removed=removed)
         for target in self._settings.targets:
-            self._refresh_target(target.name, now)
+            self._refresh_target(target, now)
 
-    def _refresh_target(self, name: str, now: datetime) -> None:
-        m, history = self._metrics, self._history
-        target = self._settings.target(name)
+    def _refresh_target(self, target: TargetConfig, now: datetime) -> None:
+        m, history, name = self._metrics, self._history, target.name
         for window in UPTIME_WINDOWS:
             acct = history.account(name, Span.ending(now, WINDOWS[window]), now)
             m.uptime.labels(name, window).set(_nan(acct.uptime))
