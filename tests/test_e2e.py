@@ -24,6 +24,7 @@ from typing import Any
 
 import pytest
 
+from monitor.incidents.channels.github import CREATE_SETTLE_S
 from tests.daemon_process import (
     DaemonProcess,
     Daemons,
@@ -486,7 +487,10 @@ def test_kill_9_and_restart(setup: Setup, kill: Any, creates: int) -> None:
         assert len(_resolved(setup.comments(issue["number"]))) == 1, setup.context()
     else:  # the outage goes on: one open issue, recorded, and it stays the only one
         setup.wait(lambda: setup.one_issue(state="open"), 15, "one open issue after restart")
-        setup.wait(lambda: _recorded(second), 10, "the issue recorded after restart")
+        # a create killed mid-request holds its lease until it has surely settled at GitHub
+        # (if the first daemon died before it saw the cut): the restart waits that out
+        settle = CREATE_SETTLE_S if kill is _kill_after_commit else 0
+        setup.wait(lambda: _recorded(second), 10 + settle, "the issue recorded after restart")
         probes = len(setup.health.snapshot())
         setup.wait(lambda: len(setup.health.snapshot()) >= probes + 2, 5, "two more probes")
         assert setup.one_issue(state="open"), setup.context()
