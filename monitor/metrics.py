@@ -111,6 +111,23 @@ class Metrics:
             ("target",),
             registry=r,
         )
+        self.leader = Gauge(
+            "monitor_leader",
+            "1 on the instance that decides incidents (the leader), 0 on followers",
+            registry=r,
+        )
+        self.regions_failing = Gauge(
+            "monitor_regions_failing",
+            "Fresh regions whose latest probe of the target failed (same on every instance)",
+            ("target",),
+            registry=r,
+        )
+        self.regions_fresh = Gauge(
+            "monitor_regions_fresh",
+            "Regions with a recent enough result of the target to vote (same on every instance)",
+            ("target",),
+            registry=r,
+        )
         self.incidents = Counter(
             "monitor_incidents", "Incidents opened (reopens not counted)", ("target",), registry=r
         )

@@ -65,11 +65,7 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
         raise ConfigError([f"config: {origin} is not valid TOML: {exc}"]) from None
     except RecursionError:
         raise ConfigError([f"config: {origin} is not valid TOML: nested too deeply"]) from None
-    token = os.environ.get("GITHUB_TOKEN")
-    if token and not os.environ.get(f"{ENV_PREFIX}GITHUB__TOKEN"):
-        github = data.setdefault("github", {})
-        if isinstance(github, dict) and "token" not in github:
-            github["token"] = token
+    _environment_defaults(data)
     reset = toml_data.set(data)
     try:
         settings = Settings(**overrides)
@@ -84,6 +80,26 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     if problems:
         raise ConfigError(problems)
     return settings
+
+
+# Variables other tools set, each standing in for a key the file and MONITOR_* leave unset:
+# GitHub Actions' token, Fly's attached Postgres, Fly's region and machine.
+PLATFORM_VARIABLES = {
+    "GITHUB_TOKEN": ("github", "token"),
+    "DATABASE_URL": ("monitor", "database_url"),
+    "FLY_REGION": ("monitor", "region"),
+    "FLY_MACHINE_ID": ("monitor", "instance"),
+}
+
+
+def _environment_defaults(data: dict[str, Any]) -> None:
+    for variable, (section, key) in PLATFORM_VARIABLES.items():
+        value = os.environ.get(variable)
+        if not value or os.environ.get(f"{ENV_PREFIX}{section.upper()}__{key.upper()}"):
+            continue
+        table = data.setdefault(section, {})
+        if isinstance(table, dict) and key not in table:
+            table[key] = value
 
 
 def _env_json_problem(exc: SettingsError, environ: Mapping[str, str]) -> str:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextvars
 import re
+import socket
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
@@ -47,6 +48,28 @@ class MonitorSection(_Section):
     failure_window: Duration = 3600.0
     slo_window: Duration = 30 * 86400.0
     metrics_refresh: Duration = 60.0
+    # several instances: PostgreSQL (DATABASE_URL when unset), regions, the quorum
+    database_url: SecretStr | None = None
+    region: str = Field("local", pattern=r"^[A-Za-z0-9_.-]{1,32}$")  # else FLY_REGION
+    instance: str | None = Field(None, pattern=r"^[A-Za-z0-9_.-]{1,64}$")  # else FLY_MACHINE_ID
+    quorum: Literal["majority"] | Annotated[int, Field(ge=1, le=100)] = "majority"
+    min_regions: int = Field(1, ge=1, le=100)
+    leader_check: Duration = 2.0  # how often followers try the lock and the leader proves it
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value().strip():
+            return None
+        # never echo the value: it may hold a password
+        if not value.get_secret_value().startswith(("postgresql://", "postgres://")):
+            raise ValueError("expected a postgresql:// URL")
+        return value
+
+    @property
+    def instance_id(self) -> str:
+        """This instance's stable name (sessions and leadership name it)."""
+        return self.instance or f"{socket.gethostname()}-{self.region}"
 
 
 class GithubSection(_Section):

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlsplit
 
 from monitor.config.schema import Settings
 
@@ -10,7 +11,8 @@ MASK = "***"
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret the configuration holds: the token and each check header value."""
+    """Every secret the configuration holds: the token, the database URL (and its
+    password on its own) and each check header value."""
     values = [
         header.get_secret_value()
         for target in settings.targets
@@ -19,6 +21,12 @@ def secret_values(settings: Settings) -> list[str]:
     ]
     if settings.github.token is not None:
         values.append(settings.github.token.get_secret_value())
+    if settings.monitor.database_url is not None:
+        url = settings.monitor.database_url.get_secret_value()
+        values.append(url)
+        password = urlsplit(url).password
+        if password:
+            values.append(password)
     return values
 
 
@@ -33,4 +41,6 @@ def redacted(settings: Settings) -> dict[str, Any]:
         for check in target["checks"]:
             check["headers"] = {name: MASK for name in check["headers"]}
     data["monitor"]["state_path"] = str(settings.monitor.state_path)
+    if settings.monitor.database_url is not None:
+        data["monitor"]["database_url"] = MASK
     return data

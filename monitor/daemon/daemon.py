@@ -23,6 +23,7 @@ from monitor.daemon.dispatch import Dispatch
 from monitor.daemon.events import EventBuilder
 from monitor.daemon.figures import FigureRefresher
 from monitor.daemon.health import assess, stale_targets
+from monitor.daemon.leader import LeaderElection
 from monitor.daemon.recorder import CycleRecorder, update_incident_metrics
 from monitor.daemon.runtime import TargetRuntime
 from monitor.daemon.schedule import ProbeSchedule
@@ -69,20 +70,27 @@ class Daemon:
         self._prober = prober or Prober(settings.monitor, clock=clock)
         self.store = store or open_store(settings)
         self.history = History(self.store, settings)
+        self.election = LeaderElection(self.store, settings.monitor, clock, monotonic)
         self.dispatch = Dispatch(
-            self.store, channels or configured_channels(settings), self.metrics, clock
+            self.store,
+            channels or configured_channels(settings),
+            self.metrics,
+            clock,
+            may_act=lambda: self.election.acting,
         )
-        self._writer = CycleWriter(self.store, self.metrics)
+        self._writer = CycleWriter(self.store, self.metrics, on_not_leader=self.election.lost)
         self._deployments = DeploymentWatch(
             self.store, self.metrics, settings.monitor.failure_window
         )
         self._recorder = CycleRecorder(
             settings,
+            self.store,
             self.metrics,
             self._writer,
             self._deployments,
             EventBuilder(self.store, settings, self.metrics),
             self.dispatch.channels,
+            self.election,
             monotonic,
         )
         self._figures = FigureRefresher(self.store, self.history, settings, self.metrics)
@@ -106,14 +114,32 @@ class Daemon:
             self.metrics.probe_interval.labels(name).set(runtime.cadence_s)
 
     def _restore(self) -> None:
-        """Tracker state and last versions from the store: incidents survive restarts."""
+        """Tracker state and last versions from the store: incidents survive restarts,
+        and a new leader continues where the last one stopped."""
         saved = self.store.load_states()
         for name, runtime in self.targets.items():
             if name in saved:
                 runtime.state = saved[name]
-                runtime.cadence_s = self._recorder.cadence_s(runtime.state)
+                runtime.cadence_s = self._recorder.cadence_s(runtime)
             self._deployments.restore(name)
             update_incident_metrics(self.metrics, runtime.state, [])
+
+    def _elected(self, epoch: int) -> bool:
+        """This instance leads from now on: load what the last leader decided."""
+        try:
+            self._restore()
+        except StoreError as exc:
+            log.error("cannot load the state to lead; giving the lead back", error=str(exc))
+            return False
+        self.metrics.leader.set(1)
+        self.dispatch.rearm_reconcile()
+        self.dispatch.wake()
+        for runtime in self.targets.values():
+            self._adjust_cadence(runtime)
+        return True
+
+    def _deposed(self) -> None:
+        self.metrics.leader.set(0)
 
     @property
     def store_problem(self) -> str | None:
@@ -126,7 +152,8 @@ class Daemon:
         """Probe one target now and record everything that follows from it."""
         result = await self._prober.probe_target(self.targets[name].config)
         self.record(result)
-        self.dispatch.maybe_reconcile(self._states, self._unprobed)
+        if self.election.acting:
+            self.dispatch.maybe_reconcile(self._states, self._unprobed)
         return result
 
     def record(self, result: TargetResult) -> list[Transition]:
@@ -140,7 +167,7 @@ class Daemon:
         return transitions
 
     def _adjust_cadence(self, runtime: TargetRuntime) -> None:
-        wanted = self._recorder.cadence_s(runtime.state)
+        wanted = self._recorder.cadence_s(runtime)
         if wanted == runtime.cadence_s:
             return
         runtime.cadence_s = wanted
@@ -177,7 +204,37 @@ class Daemon:
             sink=self.dispatch.health(),
             outbox=self.dispatch.stats(self._clock()),
             started_at=self._started_at,
+            cluster=self._cluster(),
         )
+
+    def _cluster(self) -> dict[str, object]:
+        """This instance's region and role, the leader's, and each region's latest result."""
+        now_mono = self._monotonic()
+        ages: dict[str, float] = {}
+        for runtime in self.targets.values():
+            since_read = now_mono - runtime.views_read_at
+            for view in runtime.views:
+                age = view.age_s + since_read
+                ages[view.region] = min(age, ages.get(view.region, age))
+            if runtime.last_result is not None:  # this region: its own last cycle
+                own = now_mono - runtime.last_completed
+                ages[self.election.region] = min(own, ages.get(self.election.region, own))
+        holder = self.election.holder
+        return {
+            "region": self.election.region,
+            "instance": self.election.instance,
+            "role": self.election.role,
+            "store": "postgresql" if self.election.shared else "sqlite",
+            "leader": None
+            if holder is None
+            else {
+                "region": holder.region,
+                "instance": holder.instance,
+                "epoch": holder.epoch,
+                "since": holder.since.isoformat(),
+            },
+            "regions": {name: {"age_s": round(ages[name], 1)} for name in sorted(ages)},
+        }
 
     # ---- housekeeping --------------------------------------------------------------------
 
@@ -191,7 +248,10 @@ class Daemon:
                 self._writer.failed("heartbeat", exc)
         if self._writer.backlog:
             self._writer.flush()
-        self.dispatch.maybe_reconcile(self._states, self._unprobed)
+        if self.election.shared:
+            self._follow_regions()
+        if self.election.acting:
+            self.dispatch.maybe_reconcile(self._states, self._unprobed)
         self.dispatch.refresh_metrics()
         # rollups and SLO figures read many rows: off the event loop, never blocking probes
         try:
@@ -201,8 +261,31 @@ class Daemon:
             log.error("could not refresh figures", error=str(exc))
 
     def refresh_figures(self) -> None:
-        """Roll up history, apply retention, and refresh the SLO gauges and figures."""
-        self._figures.refresh(self._clock())
+        """Roll up history and apply retention (the leader), and refresh the SLO gauges
+        and figures (every instance: they read the same store)."""
+        self._figures.refresh(self._clock(), maintain=self.election.acting)
+
+    def _follow_regions(self) -> None:
+        """Every region's views (and, on a follower, the leader's decisions): the cadence
+        speeds up from any region's first failure, and every instance shows the same."""
+        try:
+            views = self.store.region_views()
+            states = {} if self.election.acting else self.store.load_states()
+        except StoreError as exc:
+            self.metrics.store_errors.labels("read").inc()
+            log.error("could not read the other regions' views", error=str(exc))
+            return
+        read_at = self._monotonic()
+        for name, runtime in self.targets.items():
+            runtime.views = tuple(v for v in views if v.target == name)
+            runtime.views_read_at = read_at
+            fresh = [v for v in runtime.views if v.fresh]
+            self.metrics.regions_fresh.labels(name).set(len(fresh))
+            self.metrics.regions_failing.labels(name).set(sum(1 for v in fresh if v.down))
+            if name in states:
+                runtime.state = states[name]
+                update_incident_metrics(self.metrics, runtime.state, [])
+            self._adjust_cadence(runtime)
 
     # ---- lifecycle -----------------------------------------------------------------------
 
@@ -220,7 +303,11 @@ class Daemon:
         server_task = asyncio.create_task(self.http.serve(), name="http")
         for runtime in self.targets.values():
             runtime.last_completed = self._monotonic()
-        self._session_id = self.store.start_session(self._clock())
+        self._session_id = self.store.start_session(
+            self._clock(), self.settings.monitor.instance_id
+        )
+        self.election.start(self._elected, self._deposed)
+        self.metrics.leader.set(1 if self.election.acting else 0)
         self.dispatch.start()
         self._schedule.start(
             {name: rt.cadence_s for name, rt in self.targets.items()},
@@ -235,6 +322,9 @@ class Daemon:
             targets=list(self.targets),
             listen=self.settings.monitor.listen,
             pid=os.getpid(),
+            region=self.election.region,
+            role=self.election.role,
+            store="postgresql" if self.election.shared else "sqlite",
         )
         stop_wait = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
@@ -253,6 +343,7 @@ class Daemon:
         await self._schedule.drain(self.settings.monitor.shutdown_grace)
         await self._prober.aclose()
         self.dispatch.stop()
+        self.election.stop()  # after the workers: a successor may take over at once
         if self._session_id is not None:
             try:
                 self.store.stop_session(self._session_id, self._clock())

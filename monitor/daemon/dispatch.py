@@ -22,12 +22,19 @@ class Dispatch:
     """One outbox worker per channel: a failing channel never delays another."""
 
     def __init__(
-        self, store: Store, channels: Sequence[Channel], metrics: Metrics, clock: Clock
+        self,
+        store: Store,
+        channels: Sequence[Channel],
+        metrics: Metrics,
+        clock: Clock,
+        may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         if not channels:
             raise ValueError("at least one channel (the journal, when nothing else)")
         self.channels = list(channels)
-        self.workers = [OutboxWorker(store, c, metrics, clock=clock) for c in self.channels]
+        self.workers = [
+            OutboxWorker(store, c, metrics, clock=clock, may_act=may_act) for c in self.channels
+        ]
         self._store = store
         self._clock = clock
         self._reconciled = False
@@ -72,6 +79,10 @@ class Dispatch:
             return -1, 0.0
 
     # ---- start-up reconcile -----------------------------------------------------------
+
+    def rearm_reconcile(self) -> None:
+        """A new leader compares open issues with the state once more."""
+        self._reconciled = False
 
     def maybe_reconcile(
         self, states: Callable[[], Mapping[str, TrackerState]], unprobed: set[str]

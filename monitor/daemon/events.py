@@ -12,6 +12,7 @@ from monitor.incidents.events import (
     event_key,
     event_kind,
 )
+from monitor.incidents.quorum import RegionView
 from monitor.incidents.tracker import Transition
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
@@ -32,7 +33,11 @@ class EventBuilder:
         self._status_url = f"{public}/status" if public else None
 
     def build(
-        self, transition: Transition, now: datetime, deployment: Deployment | None
+        self,
+        transition: Transition,
+        now: datetime,
+        deployment: Deployment | None,
+        regions: tuple[RegionView, ...] = (),
     ) -> IncidentEvent | None:
         """The event, or None for a transition only the log hears (a cancelled blip)."""
         kind = event_kind(transition)
@@ -49,6 +54,7 @@ class EventBuilder:
             timeline=self._timeline(transition),
             deployment=deployment,
             status_url=self._status_url,
+            regions=regions,
         )
 
     def _timeline(self, transition: Transition) -> tuple[TimelineRow, ...]:

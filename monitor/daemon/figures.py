@@ -32,16 +32,24 @@ class FigureRefresher:
         self._metrics = metrics
         self._last_purge: datetime | None = None
 
-    def refresh(self, now: datetime) -> None:
-        """One pass; raises :class:`~monitor.store.base.StoreError` when the store fails."""
+    def refresh(self, now: datetime, *, maintain: bool = True) -> None:
+        """One pass; raises :class:`~monitor.store.base.StoreError` when the store fails.
+
+        ``maintain`` (the leader only) also rolls up and applies retention: one
+        instance writes them, every instance reads them.
+        """
+        if maintain:
+            self._maintain(now)
+        for target in self._settings.targets:
+            self._refresh_target(target, now)
+
+    def _maintain(self, now: datetime) -> None:
         self._history.rollup(now, [t.name for t in self._settings.targets])
         if self._last_purge is None or (now - self._last_purge).total_seconds() >= PURGE_EVERY_S:
             removed = self._history.purge(now)
             self._last_purge = now
             if any(removed.values()):
                 log.info("retention", removed=removed)
-        for target in self._settings.targets:
-            self._refresh_target(target, now)
 
     def _refresh_target(self, target: TargetConfig, now: datetime) -> None:
         m, history, name = self._metrics, self._history, target.name

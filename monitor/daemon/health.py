@@ -35,6 +35,7 @@ def assess(
     sink: SinkHealth,
     outbox: tuple[int, float],
     started_at: datetime,
+    cluster: Mapping[str, Any],
 ) -> tuple[bool, dict[str, Any]]:
     """(healthy, the JSON body of ``/healthz``): every reason to worry, by name."""
     stale = stale_targets(targets, now_mono, monitor)
@@ -51,6 +52,7 @@ def assess(
     detail: dict[str, Any] = {
         "version": __version__,
         "started_at": started_at.isoformat(),
+        **cluster,
         "problems": problems,
         "sink": {"name": sink_name, **sink.as_dict()},
         "outbox": {"pending": pending, "oldest_age_s": round(oldest_s, 1)},

@@ -8,15 +8,17 @@ from datetime import datetime
 from monitor.config import Settings
 from monitor.daemon.deployments import DeploymentWatch
 from monitor.daemon.events import EventBuilder
+from monitor.daemon.leader import LeaderElection
 from monitor.daemon.runtime import TargetRuntime
 from monitor.daemon.writer import CycleWriter
 from monitor.figures.slo import Deployment
 from monitor.incidents.channels.base import Channel
+from monitor.incidents.quorum import RegionView, Verdict, decide
 from monitor.incidents.tracker import Policy, TrackerState, Transition, TransitionKind, step
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
 from monitor.probing.results import TargetResult
-from monitor.store.base import NewAction, PendingCycle
+from monitor.store.base import NewAction, PendingCycle, Store, StoreError
 
 log = get_logger("monitor.daemon")
 
@@ -33,24 +35,29 @@ def policy_of(settings: Settings) -> Policy:
 
 
 class CycleRecorder:
-    """Feeds a target result through the tracker and writes everything it implies at once."""
+    """Feeds a target result through the quorum and the tracker, and writes everything
+    it implies at once."""
 
     def __init__(
         self,
         settings: Settings,
+        store: Store,
         metrics: Metrics,
         writer: CycleWriter,
         deployments: DeploymentWatch,
         events: EventBuilder,
         channels: Sequence[Channel],
+        election: LeaderElection,
         monotonic: Callable[[], float],
     ) -> None:
         self._settings = settings
+        self._store = store
         self._metrics = metrics
         self._writer = writer
         self._deployments = deployments
         self._events = events
         self._channels = channels
+        self._election = election
         self._monotonic = monotonic
         self.policy = policy_of(settings)
 
@@ -58,9 +65,16 @@ class CycleRecorder:
         self, runtime: TargetRuntime, result: TargetResult, now: datetime
     ) -> tuple[PendingCycle, list[Transition]]:
         """Advance ``runtime`` by ``result``: the cycle as written (or held), and the
-        tracker's transitions."""
+        tracker's transitions (none on a follower, or without a quorum)."""
         self._metrics.observe(result, now.timestamp())
-        new_state, transitions = step(runtime.state, result, now, self.policy)
+        runtime.streak.observe(result)
+        runtime.last_completed = self._monotonic()
+        own = runtime.view(self._election.region, result, self.view_hold_s(runtime))
+        verdict = self._verdict(runtime, own) if self._election.acting else None
+        if verdict is None or verdict.result is None:
+            return self._observed(runtime, result, own), []
+        judged = verdict.result
+        new_state, transitions = step(runtime.state, judged, now, self.policy)
         deployment = self._deployments.observe(result)
         actions: list[NewAction] = []
         followed: Deployment | None = None  # the deployment a newly opened incident followed
@@ -70,17 +84,13 @@ class CycleRecorder:
             before = self._deployments.followed_by(transition.incident, deployment)
             if transition.kind is TransitionKind.OPENED:
                 followed = before
-            event = self._events.build(transition, now, before)
+            event = self._events.build(transition, now, before, self._regions(verdict))
             if event is not None:
                 for channel in self._channels:
                     actions += channel.plan(event)
         incident = new_state.incident if (transitions or new_state.in_incident) else None
-        previous = runtime.last_result
-        if previous is None or previous.outcome is not result.outcome:
-            runtime.outcome_since = result.at
+        self._remember(runtime, judged)
         runtime.state = new_state
-        runtime.last_result = result
-        runtime.last_completed = self._monotonic()
         cycle = PendingCycle(
             result,
             self.hold_s(new_state),
@@ -89,6 +99,9 @@ class CycleRecorder:
             actions,
             deployment,
             followed,
+            region=self._election.region,
+            view=runtime.view(self._election.region, result, self.view_hold_s(runtime)),
+            decided=None if judged is result else judged,
         )
         self._writer.write(cycle)
         _log_cycle(result)
@@ -97,14 +110,70 @@ class CycleRecorder:
         update_incident_metrics(self._metrics, new_state, transitions)
         return cycle, transitions
 
-    def cadence_s(self, state: TrackerState) -> float:
-        """The interval a target in this state is probed at."""
+    def _observed(
+        self, runtime: TargetRuntime, result: TargetResult, own: RegionView
+    ) -> PendingCycle:
+        """A cycle that decides nothing: this region's results and view only."""
+        if not self._election.acting:
+            self._remember(runtime, result)
+        cycle = PendingCycle(
+            result, self.view_hold_s(runtime), None, None, (), region=own.region, view=own
+        )
+        self._writer.write(cycle)
+        _log_cycle(result)
+        return cycle
+
+    def _verdict(self, runtime: TargetRuntime, own: RegionView) -> Verdict | None:
+        """What the regions say; None when the other regions' views cannot be read."""
         monitor = self._settings.monitor
-        return monitor.incident_interval if state.needs_fast_cadence else monitor.interval
+        if self._election.shared:
+            try:
+                runtime.views = tuple(self._store.region_views(runtime.name))
+                runtime.views_read_at = self._monotonic()
+            except StoreError:
+                return None  # deciding on this region alone could page for its own network
+        verdict = decide(runtime.views, own, monitor.quorum, monitor.min_regions)
+        if runtime.verdict is None or runtime.verdict.kind is not verdict.kind:
+            log.info(
+                "quorum",
+                target=runtime.name,
+                verdict=verdict.kind.value,
+                failing=[v.region for v in verdict.failing],
+                fresh=[v.region for v in verdict.fresh],
+                needed=verdict.needed,
+            )
+        runtime.verdict = verdict
+        return verdict
+
+    def _regions(self, verdict: Verdict) -> tuple[RegionView, ...]:
+        """The regions' views an event shows: none for a lone instance, as before."""
+        return verdict.views if self._election.shared else ()
+
+    @staticmethod
+    def _remember(runtime: TargetRuntime, result: TargetResult) -> None:
+        previous = runtime.last_result
+        if previous is None or previous.outcome is not result.outcome:
+            runtime.outcome_since = result.at
+        runtime.last_result = result
+
+    def cadence_s(self, runtime: TargetRuntime) -> float:
+        """The interval a target is probed at: fast from any region's first failure
+        until the incident is resolved."""
+        monitor = self._settings.monitor
+        fast = runtime.state.needs_fast_cadence or runtime.any_region_failing
+        return monitor.incident_interval if fast else monitor.interval
 
     def hold_s(self, state: TrackerState) -> float:
-        """How long a result vouches for its target: two cadences and a timeout."""
-        return 2 * self.cadence_s(state) + self._settings.monitor.timeout
+        """How long a decided result vouches for its target: two cadences and a timeout."""
+        monitor = self._settings.monitor
+        cadence = monitor.incident_interval if state.needs_fast_cadence else monitor.interval
+        return 2 * cadence + monitor.timeout
+
+    def view_hold_s(self, runtime: TargetRuntime) -> float:
+        """How long this region's view stays fresh: two of its cadences and a timeout,
+        the slower of now and next (a recovery slows the cadence down)."""
+        monitor = self._settings.monitor
+        return 2 * max(runtime.cadence_s, self.cadence_s(runtime)) + monitor.timeout
 
 
 def update_incident_metrics(

@@ -2,13 +2,31 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.config import TargetConfig
+from monitor.incidents.quorum import RegionView, Verdict
 from monitor.incidents.tracker import TrackerState
 from monitor.probing.results import TargetResult
 from monitor.web.source import LiveTarget
+
+
+@dataclass
+class RegionStreak:
+    """This region's own run of good or down results of one target."""
+
+    down: bool | None = None  # None before the first result
+    since: datetime | None = None
+    count: int = 0
+
+    def observe(self, result: TargetResult) -> None:
+        """Extend the run, or start a new one at this result."""
+        down = not result.ok
+        if down == self.down:
+            self.count += 1
+        else:
+            self.down, self.since, self.count = down, result.at, 1
 
 
 @dataclass
@@ -21,6 +39,28 @@ class TargetRuntime:
     last_completed: float  # monotonic time of the last completed cycle (or of start-up)
     last_result: TargetResult | None = None
     outcome_since: datetime | None = None  # when the current outcome began
+    streak: RegionStreak = field(default_factory=RegionStreak)  # this region's own run
+    views: tuple[RegionView, ...] = ()  # every region's view, as last read
+    views_read_at: float = 0.0  # monotonic time of that read
+    verdict: Verdict | None = None  # the quorum's last answer (on the leader)
+
+    def view(self, region: str, result: TargetResult, hold_s: float) -> RegionView:
+        """This region's view after ``result`` (the streak already observed it)."""
+        return RegionView(
+            target=self.name,
+            region=region,
+            at=result.at,
+            outcome=result.outcome,
+            since=self.streak.since or result.at,
+            streak=self.streak.count,
+            hold_s=hold_s,
+            result=result,
+        )
+
+    @property
+    def any_region_failing(self) -> bool:
+        """True when a fresh region (this one included) last saw the target down."""
+        return bool(self.streak.down) or any(v.fresh and v.down for v in self.views)
 
     @property
     def name(self) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime
 
 from monitor.figures.slo import Deployment
+from monitor.incidents.quorum import RegionView
 from monitor.incidents.tracker import Incident, Transition, TransitionKind
 from monitor.probing.results import TargetResult
 
@@ -62,6 +63,8 @@ class IncidentEvent:
     timeline: tuple[TimelineRow, ...] = ()  # recent probes since the incident started
     deployment: Deployment | None = None  # the version change the incident followed
     status_url: str | None = None  # the public status page, when configured
+    # each region's view when several probe (none for a lone instance): who sees what
+    regions: tuple[RegionView, ...] = ()
 
     @property
     def target(self) -> str:

@@ -26,7 +26,7 @@ from monitor.incidents.text import utc
 from monitor.incidents.tracker import TrackerState
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
-from monitor.store.base import ChannelHandle, OutboxAction, Store, StoreError
+from monitor.store.base import ChannelHandle, NotLeader, OutboxAction, Store, StoreError
 
 log = get_logger("monitor.outbox")
 
@@ -80,8 +80,11 @@ class OutboxWorker:
         metrics: Metrics,
         *,
         clock: Clock = utcnow,
+        may_act: Callable[[], bool] = lambda: True,
     ) -> None:
         self.store = store
+        # False on a follower: only the leader performs steps (and the store fences it)
+        self._may_act = may_act
         self.channel = channel
         self.metrics = metrics
         self.health = SinkHealth()
@@ -98,6 +101,8 @@ class OutboxWorker:
     def run_once(self) -> int:
         """Perform every due action once; return how many succeeded."""
         done = 0
+        if not self._may_act():
+            return 0
         if self._held():
             self.refresh_metrics()
             return 0
@@ -107,7 +112,7 @@ class OutboxWorker:
             log.error("outbox read failed", error=str(exc))
             return 0
         for action in due:
-            if self._stop.is_set() or self._held():
+            if self._stop.is_set() or self._held() or not self._may_act():
                 break
             if self._perform(action):
                 done += 1
@@ -130,16 +135,17 @@ class OutboxWorker:
     def _perform(self, action: OutboxAction) -> bool:
         self._count(action.kind)
         settle_s = self.channel.settle_s(action)
-        if settle_s > 0:
-            # if this process dies mid-request, the service may still act on it: nobody
-            # retries before the request has surely settled (then the channel finds it)
-            try:
-                self.store.lease(action, self._clock() + timedelta(seconds=settle_s))
-            except StoreError as exc:
-                log.error(
-                    "outbox lease not recorded; not sending", action=action.id, error=str(exc)
-                )
-                return False
+        # The claim: if this process dies mid-request, the service may still act on it, so
+        # nobody retries before the request has surely settled (then the channel finds
+        # it). Claiming is fenced: a deposed leader's claim fails and it sends nothing.
+        try:
+            self.store.lease(action, self._clock() + timedelta(seconds=settle_s))
+        except NotLeader as exc:
+            log.warning("not the leader; step left to the leader", action=action.id, error=str(exc))
+            return False
+        except StoreError as exc:
+            log.error("outbox lease not recorded; not sending", action=action.id, error=str(exc))
+            return False
         try:
             handle = self.channel.deliver(action, self._delivery(action))
         except ChannelError as exc:

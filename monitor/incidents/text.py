@@ -16,6 +16,7 @@ from typing import Any
 from monitor.config import format_duration
 from monitor.figures.slo import Deployment
 from monitor.incidents.events import EventKind, IncidentEvent, TimelineRow
+from monitor.incidents.quorum import RegionView
 from monitor.incidents.tracker import Incident
 from monitor.logs import secrets
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
@@ -143,11 +144,22 @@ def body(
     deployment: Deployment | None = None,
     runbook_url: str | None = None,
     status_url: str | None = None,
+    regions: Sequence[RegionView] = (),
 ) -> str:
     """The issue body: current status first, then evidence, timeline and runbook."""
     target = incident.target
     lines = [marker(target, incident.id)]
     lines += _status_section(incident, result, now)
+    if regions:
+        lines += ["", "### Regions", "", regions_line(regions), ""]
+        lines += ["| Region | Sees | Since (UTC) | Last probe | Detail |", "|---|---|---|---|---|"]
+        for view in regions:
+            failing = ", ".join(describe_failure(c) for c in view.result.failing)
+            lines.append(
+                f"| {defuse(view.region, 32)} | {view.outcome.value}"
+                f"{'' if view.fresh else ' (stale: no vote)'} | {utc(view.since)}"
+                f" | {utc(view.at)} | {defuse(failing, 160) or '-'} |"
+            )
     lines += ["", "### What is failing", ""]
     lines += _checks_table(result)
     for check in result.checks:
@@ -239,6 +251,18 @@ def deployment_note(deployment: Deployment, first_failure: datetime) -> str:
     )
 
 
+def regions_line(regions: Sequence[RegionView]) -> str:
+    """Who sees the failure: "2 of 3 regions see it down: ams (since 12:00:01 UTC), ord (...)"."""
+    fresh = [v for v in regions if v.fresh]
+    down = [v for v in fresh if v.down]
+    seen = ", ".join(f"{defuse(v.region, 32)} (since {utc(v.since)})" for v in down) or "none"
+    stale = [defuse(v.region, 32) for v in regions if not v.fresh]
+    text = f"{len(down)} of {len(fresh)} fresh regions see it down: {seen}."
+    if stale:
+        text += f" No recent result from {', '.join(stale)}: not counted."
+    return text
+
+
 def changed_comment(incident: Incident, result: TargetResult, detail: str, key: str) -> str:
     """A comment when the failure changes character."""
     what = "; ".join(
@@ -304,7 +328,15 @@ def reopened_comment(incident: Incident, result: TargetResult, key: str) -> str:
 
 
 def event_comment(event: IncidentEvent) -> str:
-    """What an event says as a comment (the title, for an opening, which has none)."""
+    """What an event says as a comment (the title, for an opening, which has none); with
+    several regions, who sees what."""
+    text = _comment(event)
+    if event.regions and event.kind is not EventKind.OPENED:
+        text += "\n\n" + regions_line(event.regions)
+    return text
+
+
+def _comment(event: IncidentEvent) -> str:
     incident, result, key = event.incident, event.result, event.key
     if event.kind is EventKind.UPDATED:
         return changed_comment(incident, result, event.detail, key)

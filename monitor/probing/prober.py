@@ -10,13 +10,22 @@ from types import TracebackType
 
 import httpx
 
+from monitor import __version__
 from monitor.clock import Clock, utcnow
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
 from monitor.probing.errors import ConnectionLost, classify_error
 from monitor.probing.judge import judge, mask_headers
 from monitor.probing.results import CheckResult, Outcome, TargetResult
 
-USER_AGENT = "fly-monitor/0.1 (+https://github.com/)"
+REGION_HEADER = "X-Monitor-Region"
+
+
+def user_agent(region: str) -> str:
+    """The monitor, its version and the region it probes from, for the app's logs."""
+    return f"fly-monitor/{__version__} (region {region}; +https://github.com/)"
+
+
+USER_AGENT = user_agent("local")  # a lone instance's
 
 
 class _BodyTooLarge(Exception):
@@ -45,7 +54,8 @@ class Prober:
             transport=transport,
             limits=limits,
             verify=verify,
-            headers={"User-Agent": USER_AGENT},
+            # the app's logs can tell the regions' probes apart
+            headers={"User-Agent": user_agent(settings.region), REGION_HEADER: settings.region},
             max_redirects=10,
         )
 

@@ -9,11 +9,12 @@ column types.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
 from monitor.figures.slo import Deployment, IncidentRecord, Sample, Span
+from monitor.incidents.quorum import RegionView as RegionView  # the backends' too
 from monitor.incidents.tracker import Incident, TrackerState
 from monitor.probing.results import TargetResult
 
@@ -22,7 +23,21 @@ GITHUB_CHANNEL = "github"  # the channel whose handles are the incidents' issues
 
 
 class StoreError(Exception):
-    """The state database failed (disk full, read-only, locked, corrupt)."""
+    """The state database failed (disk full, read-only, locked, corrupt, unreachable)."""
+
+
+class NotLeader(StoreError):
+    """A fenced write from an instance whose leadership epoch has passed: nothing written."""
+
+
+@dataclass(frozen=True, slots=True)
+class Leadership:
+    """Who leads: the epoch (one per leadership, only ever growing) and its holder."""
+
+    epoch: int
+    region: str
+    instance: str
+    since: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -104,13 +119,43 @@ class PendingCycle:
     The daemon keeps these in memory while the database refuses writes.
     """
 
-    result: TargetResult
+    result: TargetResult  # this instance's probe
     hold_s: float  # how long the result vouches for the target
-    state: TrackerState
+    # the decision, or None where this instance decides nothing (a follower)
+    state: TrackerState | None
     incident: Incident | None
     actions: Sequence[NewAction]
     deployment: Deployment | None = None  # a version change seen in this cycle
     incident_deployment: Deployment | None = None  # what a newly opened incident followed
+    region: str = "local"  # where the probe ran
+    view: RegionView | None = None  # the region's view to publish, if newest
+    decided: TargetResult | None = None  # what the tracker judged (the quorum's); default result
+
+    def observation(self) -> PendingCycle:
+        """This cycle without its decision: what a deposed leader may still write."""
+        return PendingCycle(
+            self.result, self.hold_s, None, None, (), region=self.region, view=self.view
+        )
+
+    def without_view(self) -> PendingCycle:
+        """This cycle without its region view (a newer one of the same target waits)."""
+        return replace(self, view=None)
+
+
+class LeaderLock(Protocol):
+    """The lock whose holder leads (PostgreSQL's advisory lock on its own session)."""
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it."""
+        ...
+
+    def alive(self) -> bool:
+        """True while the lock is provably still held."""
+        ...
+
+    def release(self) -> None:
+        """Give the lock up."""
+        ...
 
 
 class Store(Protocol):
@@ -120,13 +165,37 @@ class Store(Protocol):
     threads) and raise :class:`StoreError` for every database fault.
     """
 
+    upgraded_from: int  # the schema version found when opened (0: a new database)
+
     def close(self) -> None:
         """Flush and release the database."""
         ...
 
+    # ---- leadership: who may decide (see ``store.sql``'s fencing)
+
+    def fence(self, epoch: int | None) -> None:
+        """Act under ``epoch`` (0: follower; None: unfenced, for tools and one instance)."""
+        ...
+
+    def claim_leadership(self, region: str, instance: str, now: datetime) -> int:
+        """Begin a new leadership epoch held by the caller (who holds the leader lock)."""
+        ...
+
+    def leadership(self) -> Leadership | None:
+        """The current epoch and its holder."""
+        ...
+
+    def leader_lock(self) -> LeaderLock | None:
+        """The lock instances compete for; None where only one instance can run (SQLite)."""
+        ...
+
+    def region_views(self, target: str | None = None) -> list[RegionView]:
+        """Each region's latest view, with its age by the database's clock."""
+        ...
+
     # ---- monitor sessions: the monitor's own downtime counts as unknown
 
-    def start_session(self, now: datetime) -> int:
+    def start_session(self, now: datetime, instance: str = "local") -> int:
         """Record that the monitor started; its id for heartbeats."""
         ...
 

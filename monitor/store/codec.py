@@ -1,4 +1,5 @@
-"""Encodings shared by the backends: Unix seconds for times, JSON for tracker state."""
+"""Encodings shared by the backends: Unix seconds for times, JSON for tracker state and
+region views."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from typing import Any
 
 from monitor.figures.slo import Deployment
 from monitor.incidents.tracker import Incident, Phase, TrackerState
+from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
 
 def ts(moment: datetime) -> float:
@@ -76,4 +78,55 @@ def state_from_json(text: str) -> TrackerState:
         good_streak=raw.get("good_streak", 0),
         streak_started_at=when(raw.get("streak_started_at")),
         incident=incident,
+    )
+
+
+def result_to_json(result: TargetResult) -> str:
+    """A target result as a region view keeps it: what issue text and the page show.
+
+    Body excerpts and JSON fields stay out: the view is rewritten every cycle.
+    """
+    return json.dumps(
+        {
+            "target": result.target,
+            "at": ts(result.at),
+            "checks": [
+                {
+                    "check": c.check,
+                    "url": c.url,
+                    "started_at": ts(c.started_at),
+                    "duration_s": c.duration_s,
+                    "outcome": c.outcome.value,
+                    "reason": c.reason.value,
+                    "detail": c.detail[:500],
+                    "status": c.status_code,
+                    "version": c.version,
+                }
+                for c in result.checks
+            ],
+        }
+    )
+
+
+def result_from_json(text: str) -> TargetResult:
+    """Inverse of :func:`result_to_json`."""
+    raw = json.loads(text)
+    return TargetResult(
+        target=raw["target"],
+        at=dt(raw["at"]),
+        checks=tuple(
+            CheckResult(
+                target=raw["target"],
+                check=c["check"],
+                url=c["url"],
+                started_at=dt(c["started_at"]),
+                duration_s=c["duration_s"],
+                outcome=Outcome(c["outcome"]),
+                reason=Reason(c["reason"]),
+                detail=c["detail"],
+                status_code=c["status"],
+                version=c["version"],
+            )
+            for c in raw["checks"]
+        ),
     )

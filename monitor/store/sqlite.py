@@ -1,47 +1,29 @@
-"""SQLite state: probe history, tracker state, incidents, deployments and the outbox.
-
-One file in WAL mode. A probe cycle's results, the tracker's new state and the
-GitHub actions it implies are written in one transaction, so a crash at any
-point leaves either all of them or none (DESIGN invariant 2).
-
-All times are stored as Unix seconds (REAL, UTC).
-"""
+"""SQLite: the embedded default. One file in WAL mode, one connection, one lock."""
 
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
-import threading
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from monitor.figures.slo import Deployment, Sample, Span
-from monitor.incidents.tracker import Incident, TrackerState
-from monitor.probing.results import Outcome
-from monitor.store.base import (
-    GITHUB_CHANNEL,
-    ChannelHandle,
-    IncidentRow,
-    NewAction,
-    OutboxAction,
-    PendingCycle,
-    Row,
-    StoreError,
-)
-from monitor.store.codec import deployment_json, dt, opt_dt, state_from_json, state_to_json, ts
+from monitor.store.base import Row, StoreError
+from monitor.store.codec import ts
+from monitor.store.sql import SqlStore, Tx
 from monitor.store.sqlite_schema import migrate
 
 
-class SqliteStore:
+class SqliteStore(SqlStore):
     """The SQLite file. Thread-safe: one connection, one lock, short transactions."""
 
+    DB_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+
     def __init__(self, path: Path | str) -> None:
+        super().__init__()
         self.path = Path(path)
-        self._lock = threading.RLock()
         try:
             if str(path) != ":memory:":
                 self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -55,9 +37,16 @@ class SqliteStore:
             # writes run on the event loop: a lock held elsewhere may delay a cycle by
             # one second, then the write fails, is counted, and the cycle is retried
             self._db.execute("PRAGMA busy_timeout=1000")
-            self.upgraded_from = migrate(self._db)
+            self.upgraded_from = self._migrate()
         except (sqlite3.Error, OSError) as exc:
             raise StoreError(f"cannot open state database {path}: {exc}") from exc
+
+    def _migrate(self) -> int:
+        try:
+            return migrate(self._db)
+        except BaseException:
+            self._db.close()  # a refused file must not stay open behind the error
+            raise
 
     def close(self) -> None:
         """Checkpoint and close."""
@@ -67,12 +56,12 @@ class SqliteStore:
             self._db.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[sqlite3.Connection]:
+    def _tx(self) -> Iterator[Tx]:
         with self._lock:
             try:
                 self._db.execute("BEGIN IMMEDIATE")
                 try:
-                    yield self._db
+                    yield self._db  # type: ignore[misc]  # sqlite3's cursor is a Cursor
                 except BaseException:
                     self._db.execute("ROLLBACK")
                     raise
@@ -80,7 +69,7 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreError(str(exc)) from exc
 
-    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[sqlite3.Row]:
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         with self._lock:
             try:
                 cursor = self._db.execute(sql, params)
@@ -89,461 +78,9 @@ class SqliteStore:
             except sqlite3.Error as exc:
                 raise StoreError(str(exc)) from exc
 
-    def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return [dict(row) for row in self._query(sql, params)]
-
-    # ---- sessions -------------------------------------------------------------------
-
-    def start_session(self, now: datetime) -> int:
-        """Record that the monitor started; its id for heartbeats."""
-        with self._tx() as db:
-            cursor = db.execute(
-                "INSERT INTO sessions (started_at, last_seen_at) VALUES (?, ?)", (ts(now), ts(now))
-            )
-            return int(cursor.lastrowid or 0)
-
-    def heartbeat(self, session_id: int, now: datetime) -> None:
-        """The monitor is still running at ``now``."""
-        with self._tx() as db:
-            db.execute("UPDATE sessions SET last_seen_at = ? WHERE id = ?", (ts(now), session_id))
-
-    def stop_session(self, session_id: int, now: datetime) -> None:
-        """The monitor stopped cleanly at ``now``."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE sessions SET last_seen_at = ?, stopped_at = ? WHERE id = ?",
-                (ts(now), ts(now), session_id),
-            )
-
-    def sessions(self, window: Span, now: datetime, live_grace_s: float = 180.0) -> list[Span]:
-        """Spans the monitor was running that overlap ``window``.
-
-        A session that never stopped ends at its last heartbeat, unless it is the
-        newest session and that heartbeat is within ``live_grace_s`` of ``now``:
-        then it is running and its span reaches ``now``.
-        """
-        rows = self._query(
-            "SELECT id, started_at, last_seen_at, stopped_at FROM sessions"
-            " WHERE started_at < ? AND (stopped_at IS NULL OR stopped_at >= ?)",
-            (ts(window.end), ts(window.start)),
-        )
-        latest = self._query("SELECT MAX(id) AS id FROM sessions")[0]["id"]
-        spans = []
-        for row in rows:
-            end = row["stopped_at"]
-            if end is None:
-                # only the newest session can still be running: an older one without a
-                # stop was killed, and ends at its last heartbeat
-                recent = ts(now) - row["last_seen_at"] <= live_grace_s
-                live = row["id"] == latest and recent
-                end = ts(now) if live else row["last_seen_at"]
-            if end > row["started_at"]:
-                spans.append(Span(dt(row["started_at"]), dt(end)))
-        return spans
-
-    # ---- one probe cycle ----------------------------------------------------------------
-
-    def commit_cycle(self, cycle: PendingCycle) -> None:
-        """Everything one target's probe implies, in one transaction.
-
-        ``cycle.deployment`` is a version change seen by this probe;
-        ``cycle.incident_deployment`` the one a newly opened incident followed (what
-        change failure rate blames).
-        """
-        result, hold_s, state, incident = cycle.result, cycle.hold_s, cycle.state, cycle.incident
-        deployment, incident_deployment = cycle.deployment, cycle.incident_deployment
-        now_ts = ts(result.at)
-        with self._tx() as db:
-            db.executemany(
-                "INSERT INTO check_results (target, check_name, started_at, duration_s, outcome,"
-                " reason, status, detail) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                [
-                    (
-                        c.target,
-                        c.check,
-                        ts(c.started_at),
-                        c.duration_s,
-                        c.outcome.value,
-                        c.reason.value,
-                        c.status_code,
-                        c.detail[:500],
-                    )
-                    for c in result.checks
-                ],
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO target_samples (target, at, outcome, hold_s) VALUES (?, ?, ?, ?)",
-                (result.target, now_ts, result.outcome.value, hold_s),
-            )
-            db.execute(
-                "INSERT OR REPLACE INTO tracker_state (target, state, updated_at) VALUES (?, ?, ?)",
-                (state.target, state_to_json(state), now_ts),
-            )
-            if incident is not None:
-                self._upsert_incident(db, incident, now_ts)
-            for check in result.checks:
-                if check.version is not None:
-                    db.execute(
-                        "INSERT OR REPLACE INTO versions (target, check_name, version, seen_at)"
-                        " VALUES (?, ?, ?, ?)",
-                        (check.target, check.check, check.version, ts(check.started_at)),
-                    )
-            if deployment is not None:
-                db.execute(
-                    "INSERT INTO deployments (target, from_version, to_version, seen_at)"
-                    " VALUES (?, ?, ?, ?)",
-                    (
-                        deployment.target,
-                        deployment.from_version,
-                        deployment.to_version,
-                        ts(deployment.seen_at),
-                    ),
-                )
-            if incident is not None and incident_deployment is not None:
-                db.execute(
-                    "UPDATE incidents SET deployment = ? WHERE id = ?",
-                    (deployment_json(incident_deployment), incident.id),
-                )
-            self._enqueue(db, cycle.actions, now_ts)
-
-    def _upsert_incident(self, db: sqlite3.Connection, incident: Incident, now_ts: float) -> None:
-        db.execute(
-            "INSERT INTO incidents (id, target, started_at, resolved_at, probes_total,"
-            " probes_failed, reopened, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
-            " ON CONFLICT (id) DO UPDATE SET resolved_at = excluded.resolved_at,"
-            " probes_total = excluded.probes_total, probes_failed = excluded.probes_failed,"
-            " reopened = excluded.reopened, updated_at = excluded.updated_at",
-            (
-                incident.id,
-                incident.target,
-                ts(incident.started_at),
-                None if incident.resolved_at is None else ts(incident.resolved_at),
-                incident.probes_total,
-                incident.probes_failed,
-                incident.reopened,
-                now_ts,
-            ),
-        )
-
-    def _enqueue(self, db: sqlite3.Connection, actions: Iterable[NewAction], now_ts: float) -> None:
-        for action in actions:
-            if action.supersede:
-                # only the newest matters (a body edit): an older one not yet tried goes
-                db.execute(
-                    "UPDATE outbox SET done_at = ?, last_error = 'superseded'"
-                    " WHERE channel = ? AND incident_id = ? AND kind = ? AND done_at IS NULL"
-                    " AND attempts = 0",
-                    (now_ts, action.channel, action.incident_id, action.kind),
-                )
-            db.execute(
-                "INSERT INTO outbox (channel, incident_id, target, kind, payload, created_at,"
-                " next_attempt_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                (
-                    action.channel,
-                    action.incident_id,
-                    action.target,
-                    action.kind,
-                    json.dumps(action.payload),
-                    now_ts,
-                    now_ts,
-                ),
-            )
-
-    def enqueue(self, actions: Sequence[NewAction], now: datetime) -> None:
-        """Add actions outside a probe cycle (reconcile, ``verify --file-incident``)."""
-        with self._tx() as db:
-            self._enqueue(db, actions, ts(now))
-
-    def load_states(self) -> dict[str, TrackerState]:
-        """The tracker state of every target seen before."""
-        return {
-            row["target"]: state_from_json(row["state"])
-            for row in self._query("SELECT target, state FROM tracker_state")
-        }
-
-    # ---- incidents ------------------------------------------------------------------------
-
-    def _incident_from_row(self, row: sqlite3.Row) -> IncidentRow:
-        return IncidentRow(
-            id=row["id"],
-            target=row["target"],
-            started_at=dt(row["started_at"]),
-            resolved_at=opt_dt(row["resolved_at"]),
-            issue_number=row["issue_number"],
-            issue_url=row["issue_url"],
-            probes_total=row["probes_total"],
-            probes_failed=row["probes_failed"],
-            reopened=row["reopened"],
-            deployment=json.loads(row["deployment"]) if row["deployment"] else None,
-        )
-
-    def incident(self, incident_id: str) -> IncidentRow | None:
-        """One incident by id."""
-        rows = self._query("SELECT * FROM incidents WHERE id = ?", (incident_id,))
-        return self._incident_from_row(rows[0]) if rows else None
-
-    def incidents(
-        self, target: str | None = None, since: datetime | None = None, limit: int | None = None
-    ) -> list[IncidentRow]:
-        """Incidents still open or resolved after ``since``, newest first."""
-        sql = "SELECT * FROM incidents WHERE (? IS NULL OR target = ?)"
-        params: list[Any] = [target, target]
-        if since is not None:
-            sql += " AND (resolved_at IS NULL OR resolved_at >= ?)"
-            params.append(ts(since))
-        sql += " ORDER BY started_at DESC"
-        if limit is not None:
-            sql += " LIMIT ?"
-            params.append(limit)
-        return [self._incident_from_row(row) for row in self._query(sql, params)]
-
-    def set_issue(self, incident_id: str, number: int, url: str | None) -> None:
-        """Remember the GitHub issue that tracks an incident (reconcile's adoption)."""
-        with self._tx() as db:
-            self._record_handle(db, GITHUB_CHANNEL, incident_id, ChannelHandle(number, url))
-
-    # ---- outbox ---------------------------------------------------------------------------
-
-    def _action_from_row(self, row: sqlite3.Row) -> OutboxAction:
-        return OutboxAction(
-            id=row["id"],
-            channel=row["channel"],
-            incident_id=row["incident_id"],
-            target=row["target"],
-            kind=row["kind"],
-            payload=json.loads(row["payload"]),
-            created_at=dt(row["created_at"]),
-            attempts=row["attempts"],
-            next_attempt_at=dt(row["next_attempt_at"]),
-            last_error=row["last_error"],
-        )
-
-    def due_actions(self, channel: str, now: datetime, limit: int = 20) -> list[OutboxAction]:
-        """The oldest pending action of each of the channel's targets, if due.
-
-        A target's actions run in the order they were decided: a new incident's
-        ``open`` waits behind the previous incident's close, so a target never has
-        two open issues at once. Channels never wait for each other.
-        """
-        rows = self._query(
-            "SELECT o.* FROM outbox o JOIN ("
-            "  SELECT target, MIN(id) AS first_id FROM outbox"
-            "  WHERE channel = ? AND done_at IS NULL GROUP BY target"
-            ") heads ON o.id = heads.first_id WHERE o.next_attempt_at <= ? ORDER BY o.id LIMIT ?",
-            (channel, ts(now), limit),
-        )
-        return [self._action_from_row(row) for row in rows]
-
-    def pending_actions(self, channel: str | None = None) -> list[OutboxAction]:
-        """Every action not yet performed (of one channel, or all), oldest first."""
-        rows = self._query(
-            "SELECT * FROM outbox WHERE done_at IS NULL AND (? IS NULL OR channel = ?) ORDER BY id",
-            (channel, channel),
-        )
-        return [self._action_from_row(row) for row in rows]
-
-    def next_due_at(self, channel: str) -> datetime | None:
-        """When the channel's earliest runnable action becomes due."""
-        # only the head of each target's queue can run: later actions wait behind it
-        rows = self._query(
-            "SELECT MIN(o.next_attempt_at) AS at FROM outbox o JOIN ("
-            "  SELECT target, MIN(id) AS first_id FROM outbox"
-            "  WHERE channel = ? AND done_at IS NULL GROUP BY target"
-            ") heads ON o.id = heads.first_id",
-            (channel,),
-        )
-        return opt_dt(rows[0]["at"]) if rows else None
-
-    def handle(self, channel: str, incident_id: str) -> ChannelHandle | None:
-        """What the channel recorded for the incident."""
-        rows = self._query(
-            "SELECT number, url, ref FROM channel_handles WHERE channel = ? AND incident_id = ?",
-            (channel, incident_id),
-        )
-        if not rows:
-            return None
-        return ChannelHandle(rows[0]["number"], rows[0]["url"], rows[0]["ref"])
-
-    def complete(
-        self, action: OutboxAction, now: datetime, handle: ChannelHandle | None = None
-    ) -> None:
-        """Mark an action done and record the channel's handle, atomically.
-
-        A handle with a number is an issue: it becomes the incident's issue too,
-        which the status page and the reports link.
-        """
-        with self._tx() as db:
-            db.execute(
-                "UPDATE outbox SET done_at = ?, attempts = attempts + 1, last_error = NULL"
-                " WHERE id = ?",
-                (ts(now), action.id),
-            )
-            if handle is not None:
-                self._record_handle(db, action.channel, action.incident_id, handle)
-
-    def _record_handle(
-        self,
-        db: sqlite3.Connection,
-        channel: str,
-        incident_id: str,
-        handle: ChannelHandle,
-    ) -> None:
-        db.execute(
-            "INSERT OR REPLACE INTO channel_handles (channel, incident_id, number, url, ref)"
-            " VALUES (?, ?, ?, ?, ?)",
-            (channel, incident_id, handle.number, handle.url, handle.ref),
-        )
-        if handle.number is not None:
-            db.execute(
-                "UPDATE incidents SET issue_number = ?, issue_url = ? WHERE id = ?",
-                (handle.number, handle.url, incident_id),
-            )
-
-    def lease(self, action: OutboxAction, until: datetime) -> None:
-        """No process may retry ``action`` before ``until``: a create or comment sent by a
-        process killed mid-request may still land on GitHub's side meanwhile."""
-        with self._tx() as db:
-            db.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ?", (ts(until), action.id))
-
-    def retry_later(self, action: OutboxAction, error: str, next_attempt_at: datetime) -> None:
-        """Count a failed attempt and schedule the next one."""
-        with self._tx() as db:
-            db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-                " WHERE id = ?",
-                (error[:500], ts(next_attempt_at), action.id),
-            )
-
-    def outbox_stats(self, now: datetime) -> tuple[int, float]:
-        """(pending count, age in seconds of the oldest pending action)."""
-        rows = self._query(
-            "SELECT COUNT(*) AS n, MIN(created_at) AS oldest FROM outbox WHERE done_at IS NULL"
-        )
-        count = int(rows[0]["n"])
-        oldest = rows[0]["oldest"]
-        return count, 0.0 if oldest is None else max(0.0, ts(now) - oldest)
-
-    # ---- history ---------------------------------------------------------------------------
-
-    def samples(self, target: str, window: Span, max_hold_s: float) -> list[Sample]:
-        """Target-level samples in the window, plus the ones that may hold into it."""
-        rows = self._query(
-            "SELECT at, outcome FROM target_samples WHERE target = ? AND at >= ? AND at < ?"
-            " ORDER BY at",
-            (target, ts(window.start) - max_hold_s, ts(window.end)),
-        )
-        return [Sample(dt(row["at"]), Outcome(row["outcome"])) for row in rows]
-
-    def recent_check_results(self, target: str, since: datetime, limit: int) -> list[Row]:
-        """The newest ``limit`` raw results since a time, oldest first (for issue timelines)."""
-        rows = self._query(
-            "SELECT target, check_name, started_at, duration_s, outcome, reason, status, detail"
-            " FROM check_results WHERE target = ? AND started_at >= ?"
-            " ORDER BY started_at DESC LIMIT ?",
-            (target, ts(since), limit),
-        )
-        return [dict(row) for row in rows[::-1]]
-
-    def deployments(self, target: str | None, since: datetime | None = None) -> list[Deployment]:
-        """Version changes seen, oldest first."""
-        rows = self._query(
-            "SELECT target, from_version, to_version, seen_at FROM deployments"
-            " WHERE (? IS NULL OR target = ?) AND seen_at >= ? ORDER BY seen_at",
-            (target, target, ts(since) if since else 0.0),
-        )
-        return [
-            Deployment(
-                target=row["target"],
-                from_version=row["from_version"],
-                to_version=row["to_version"],
-                seen_at=dt(row["seen_at"]),
-            )
-            for row in rows
-        ]
-
-    def last_versions(self, target: str) -> dict[str, str]:
-        """The last version seen per check of a target."""
-        rows = self._query("SELECT check_name, version FROM versions WHERE target = ?", (target,))
-        return {row["check_name"]: row["version"] for row in rows}
-
-    # ---- rollups and retention ---------------------------------------------------------------
-
-    def meta(self, key: str) -> str | None:
-        """A value from the meta table."""
-        rows = self._query("SELECT value FROM meta WHERE key = ?", (key,))
-        return str(rows[0]["value"]) if rows else None
-
-    def first_sample_at(self, target: str | None = None) -> datetime | None:
-        """The oldest target sample still stored (of one target, or of any)."""
-        if target is None:
-            rows = self._query("SELECT MIN(at) AS at FROM target_samples")
-        else:
-            rows = self._query(
-                "SELECT MIN(at) AS at FROM target_samples WHERE target = ?", (target,)
-            )
-        return opt_dt(rows[0]["at"]) if rows else None
-
-    def check_names(self, target: str) -> list[str]:
-        """Checks with stored results for a target."""
-        rows = self._query(
-            "SELECT DISTINCT check_name FROM check_results WHERE target = ?", (target,)
-        )
-        return [row["check_name"] for row in rows]
-
-    def targets_with_samples(self) -> list[str]:
-        """Targets with stored samples."""
-        return [row["target"] for row in self._query("SELECT DISTINCT target FROM target_samples")]
-
-    def check_samples(self, target: str, check: str, window: Span, max_hold_s: float) -> list[Row]:
-        """Raw results of one check in a window (and the holds reaching into it)."""
-        return self._rows(
-            "SELECT started_at, duration_s, outcome FROM check_results"
-            " WHERE target = ? AND check_name = ? AND started_at >= ? AND started_at < ?"
-            " ORDER BY started_at",
-            (target, check, ts(window.start) - max_hold_s, ts(window.end)),
-        )
-
-    def write_rollups(self, rows: Sequence[Row], watermark: datetime | None) -> None:
-        """Upsert rollup rows and move the watermark, in one transaction."""
-        columns = (
-            "period", "target", "check_name", "bucket", "probes", "failures", "degraded",
-            "up_s", "degraded_s", "down_s", "unknown_s", "latency_sum", "latency_min",
-            "latency_max", "latency_hist",
-        )  # fmt: skip
-        sql = (
-            "INSERT OR REPLACE INTO rollups (period, target, check_name, bucket, probes,"
-            " failures, degraded, up_s, degraded_s, down_s, unknown_s, latency_sum, latency_min,"
-            " latency_max, latency_hist) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-        )
-        with self._tx() as db:
-            db.executemany(sql, [tuple(row[c] for c in columns) for row in rows])
-            if watermark is not None:
-                db.execute(
-                    "INSERT OR REPLACE INTO meta (key, value) VALUES ('rollup_watermark', ?)",
-                    (str(ts(watermark)),),
-                )
-
-    def rollups(
-        self, period: str, target: str, check: str, start: datetime, end: datetime
-    ) -> list[Row]:
-        """Rollup rows whose bucket starts in [start, end), oldest first."""
-        return self._rows(
-            "SELECT * FROM rollups WHERE period = ? AND target = ? AND check_name = ?"
-            " AND bucket >= ? AND bucket < ? ORDER BY bucket",
-            (period, target, check, ts(start), ts(end)),
-        )
-
-    def rollup_totals(
-        self, period: str, target: str, check: str, start: datetime, end: datetime
-    ) -> tuple[int, float, float, float, float]:
-        """(rows, up_s, degraded_s, down_s, unknown_s) summed over buckets in [start, end)."""
-        row = self._query(
-            "SELECT COUNT(*) AS n, TOTAL(up_s) AS up, TOTAL(degraded_s) AS degraded,"
-            " TOTAL(down_s) AS down, TOTAL(unknown_s) AS unknown FROM rollups"
-            " WHERE period = ? AND target = ? AND check_name = ? AND bucket >= ? AND bucket < ?",
-            (period, target, check, ts(start), ts(end)),
-        )[0]
-        return int(row["n"]), row["up"], row["degraded"], row["down"], row["unknown"]
+    def leader_lock(self) -> None:
+        """One file, one process: the only instance always leads."""
+        return None
 
     def latency_slots(
         self, target: str, start: datetime, end: datetime, slot_s: float
@@ -565,52 +102,3 @@ class SqliteStore:
                 (row["started_at"], row["slowest"], row["n"], row["down"], row["degraded"])
             )
         return slots
-
-    def median_duration(
-        self, target: str, check: str, start: datetime, end: datetime, count: int
-    ) -> float | None:
-        """The median probe duration of one check over [start, end] with ``count`` probes."""
-        if count <= 0:
-            return None
-        middle = self._query(
-            "SELECT duration_s FROM check_results WHERE target = ? AND check_name = ?"
-            " AND started_at >= ? AND started_at <= ? ORDER BY duration_s LIMIT ? OFFSET ?",
-            (target, check, ts(start), ts(end), 2 - count % 2, (count - 1) // 2),
-        )
-        values = [float(row["duration_s"]) for row in middle]
-        return sum(values) / len(values) if values else None
-
-    def rollups_any(self, period: str, target: str, start: datetime, end: datetime) -> list[Row]:
-        """Rollup rows of every check of a target in [start, end)."""
-        return self._rows(
-            "SELECT * FROM rollups WHERE period = ? AND target = ? AND bucket >= ? AND bucket < ?"
-            " ORDER BY bucket",
-            (period, target, ts(start), ts(end)),
-        )
-
-    def purge(self, raw_before: datetime, rollups_before: datetime) -> dict[str, int]:
-        """Delete raw history, finished outbox rows and rollups past their retention."""
-        raw = ts(raw_before)
-        counts: dict[str, int] = {}
-        with self._tx() as db:
-            counts["check_results"] = db.execute(
-                "DELETE FROM check_results WHERE started_at < ?", (raw,)
-            ).rowcount
-            counts["target_samples"] = db.execute(
-                "DELETE FROM target_samples WHERE at < ?", (raw,)
-            ).rowcount
-            counts["outbox"] = db.execute(
-                "DELETE FROM outbox WHERE done_at IS NOT NULL AND done_at < ?", (raw,)
-            ).rowcount
-            old = ts(rollups_before)
-            counts["rollups"] = db.execute("DELETE FROM rollups WHERE bucket < ?", (old,)).rowcount
-            counts["sessions"] = db.execute(
-                "DELETE FROM sessions WHERE COALESCE(stopped_at, last_seen_at) < ?", (old,)
-            ).rowcount
-            counts["deployments"] = db.execute(
-                "DELETE FROM deployments WHERE seen_at < ?", (old,)
-            ).rowcount
-            counts["incidents"] = db.execute(
-                "DELETE FROM incidents WHERE resolved_at IS NOT NULL AND resolved_at < ?", (old,)
-            ).rowcount
-        return counts

@@ -131,7 +131,34 @@ INSERT INTO channel_handles (channel, incident_id, number, url, ref)
     FROM incidents WHERE issue_number IS NOT NULL;
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2)
+# Version 3: several instances. Results name the region that probed; each region's
+# latest view of each target is its quorum vote; sessions name their instance; the
+# leadership row carries the epoch that fences a deposed leader's writes.
+_V3 = """
+ALTER TABLE check_results ADD COLUMN region TEXT NOT NULL DEFAULT 'local';
+ALTER TABLE sessions ADD COLUMN instance TEXT NOT NULL DEFAULT 'local';
+CREATE TABLE region_views (
+    target TEXT NOT NULL,
+    region TEXT NOT NULL,
+    at REAL NOT NULL,
+    seen_at REAL NOT NULL,
+    outcome TEXT NOT NULL,
+    since REAL NOT NULL,
+    streak INTEGER NOT NULL,
+    hold_s REAL NOT NULL,
+    result TEXT NOT NULL,
+    PRIMARY KEY (target, region)
+) WITHOUT ROWID;
+CREATE TABLE leadership (
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL,
+    region TEXT NOT NULL,
+    instance TEXT NOT NULL,
+    since REAL NOT NULL
+);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

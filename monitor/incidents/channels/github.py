@@ -366,6 +366,7 @@ class GithubChannel:
             deployment=event.deployment,
             runbook_url=self._settings.runbook_url,
             status_url=event.status_url,
+            regions=event.regions,
         )
         title = text.title(result)
 

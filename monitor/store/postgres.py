@@ -1,0 +1,226 @@
+"""PostgreSQL: the shared state of several instances, selected by a ``postgresql://`` URL.
+
+One connection for queries and transactions (behind a lock, as SQLite's), and
+one more, dedicated, for the leader lock: a session-level advisory lock that
+PostgreSQL releases the moment that session ends, which is what makes a
+killed leader's successor able to take over at once.
+
+A broken connection is replaced on the next use. Connection attempts are
+spaced by :data:`RECONNECT_PAUSE_S` so that an unreachable database costs the
+event loop one short time-out per pause, not one per write.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager, suppress
+from datetime import datetime
+from functools import lru_cache
+from typing import Any
+
+import psycopg
+from psycopg.rows import dict_row
+
+from monitor.store.base import Row, StoreError
+from monitor.store.codec import ts
+from monitor.store.postgres_schema import migrate
+from monitor.store.sql import Cursor, SqlStore, Tx
+
+CONNECT_TIMEOUT_S = 3
+STATEMENT_TIMEOUT_MS = 10_000
+RECONNECT_PAUSE_S = 1.0
+LEADER_LOCK = 0x6D6F6E00  # "mon" + 0: the session advisory lock the leader holds
+# the server notices a leader cut off from it within idle + interval * count seconds,
+# and releases its lock: 5 + 2 * 3 = 11 s, longer than the leader's own step-down
+KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+SERVER_KEEPALIVE = (
+    "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3"
+)
+
+
+@lru_cache(maxsize=512)
+def _paramstyle(sql: str) -> str:
+    """The shared ``?`` placeholders in psycopg's style (a literal ``%`` doubled)."""
+    return sql.replace("%", "%%").replace("?", "%s")
+
+
+class _PgTx:
+    """A transaction's statements, with SQLite-style placeholders."""
+
+    def __init__(self, conn: psycopg.Connection[Any]) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: Sequence[Any] = ()) -> Cursor:
+        return self._conn.execute(_paramstyle(sql), params)
+
+    def executemany(self, sql: str, params: Iterable[Sequence[Any]]) -> None:
+        with self._conn.cursor() as cursor:
+            cursor.executemany(_paramstyle(sql), params)
+
+
+def connect(url: str, **kwargs: Any) -> psycopg.Connection[Any]:
+    """A connection in autocommit mode (transactions are explicit), with time-outs."""
+    return psycopg.connect(
+        url,
+        autocommit=True,
+        connect_timeout=CONNECT_TIMEOUT_S,
+        options=f"-c statement_timeout={STATEMENT_TIMEOUT_MS}",
+        **kwargs,
+    )
+
+
+class PostgresStore(SqlStore):
+    """State in PostgreSQL, shared by every instance."""
+
+    DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
+    FOR_UPDATE = " FOR UPDATE"
+
+    def __init__(self, url: str) -> None:
+        super().__init__()
+        self.url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._next_attempt = 0.0
+        with self._lock:
+            conn = self._connection()
+            try:
+                self.upgraded_from = migrate(conn)
+            except psycopg.Error as exc:
+                conn.close()
+                raise StoreError(f"cannot prepare the state database: {_describe(exc)}") from exc
+            except BaseException:
+                conn.close()  # a refused database must not keep a session open
+                raise
+
+    def _connection(self) -> psycopg.Connection[Any]:
+        """The open connection, or a new one (never more often than the pause allows)."""
+        if self._conn is not None and not self._conn.closed and not self._conn.broken:
+            return self._conn
+        if time.monotonic() < self._next_attempt:
+            raise StoreError("the state database is unreachable; retrying shortly")
+        try:
+            self._conn = connect(self.url, **KEEPALIVE)
+        except psycopg.Error as exc:
+            self._next_attempt = time.monotonic() + RECONNECT_PAUSE_S
+            raise StoreError(f"cannot connect to the state database: {_describe(exc)}") from exc
+        return self._conn
+
+    def close(self) -> None:
+        """Close the connection."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+
+    @contextmanager
+    def _tx(self) -> Iterator[Tx]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.transaction():
+                    yield _PgTx(conn)
+            except psycopg.Error as exc:
+                raise StoreError(_describe(exc)) from exc
+
+    def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.cursor(row_factory=dict_row) as cursor:
+                    cursor.execute(_paramstyle(sql), params)
+                    return list(cursor.fetchall())
+            except psycopg.Error as exc:
+                raise StoreError(_describe(exc)) from exc
+
+    def latency_slots(
+        self, target: str, start: datetime, end: datetime, slot_s: float
+    ) -> dict[str, list[tuple[float, float, int, int, int]]]:
+        """Per check, per time slot: (time of the slowest probe, its duration, probes,
+        down, degraded), oldest first. The status page's charts, downsampled in SQL."""
+        rows = self._query(
+            "SELECT check_name, slot, MAX(duration_s) AS slowest,"
+            " (ARRAY_AGG(started_at ORDER BY duration_s DESC))[1] AS started_at,"
+            " COUNT(*) AS n, COUNT(*) FILTER (WHERE outcome = 'down') AS down,"
+            " COUNT(*) FILTER (WHERE outcome = 'degraded') AS degraded FROM ("
+            "  SELECT check_name, duration_s, started_at, outcome,"
+            "   FLOOR((started_at - ?) / ?)::bigint AS slot FROM check_results"
+            "  WHERE target = ? AND started_at >= ? AND started_at <= ?"
+            " ) s GROUP BY check_name, slot ORDER BY check_name, slot",
+            (ts(start), slot_s, target, ts(start), ts(end)),
+        )
+        slots: dict[str, list[tuple[float, float, int, int, int]]] = {}
+        for row in rows:
+            slots.setdefault(row["check_name"], []).append(
+                (row["started_at"], row["slowest"], row["n"], row["down"], row["degraded"])
+            )
+        return slots
+
+    def leader_lock(self) -> PostgresLeaderLock:
+        """The advisory lock that makes one instance the leader."""
+        return PostgresLeaderLock(self.url)
+
+
+class PostgresLeaderLock:
+    """A session advisory lock on a connection of its own.
+
+    ``try_acquire`` takes it if free; ``alive`` proves the session (and so the
+    lock) still exists. PostgreSQL drops the lock with the session: at once when
+    the holder dies, within the keep-alive time when it is cut off.
+    """
+
+    def __init__(self, url: str) -> None:
+        self._url = url
+        self._conn: psycopg.Connection[Any] | None = None
+        self._held = False
+        self._guard = threading.Lock()
+
+    @property
+    def held(self) -> bool:
+        """True while this instance believes it holds the lock."""
+        return self._held
+
+    def try_acquire(self) -> bool:
+        """Take the lock if no other session holds it."""
+        with self._guard:
+            try:
+                if self._conn is None or self._conn.closed or self._conn.broken:
+                    self._conn = connect(self._url, **KEEPALIVE)
+                    self._conn.execute(SERVER_KEEPALIVE)
+                row = self._conn.execute(
+                    "SELECT pg_try_advisory_lock(%s)", (LEADER_LOCK,)
+                ).fetchone()
+            except psycopg.Error:
+                self._drop()
+                return False
+            self._held = bool(row and row[0])
+            return self._held
+
+    def alive(self) -> bool:
+        """True if the lock's session still answers (and so still holds the lock)."""
+        with self._guard:
+            if not self._held or self._conn is None:
+                return False
+            try:
+                self._conn.execute("SELECT 1")
+            except psycopg.Error:
+                self._drop()
+                return False
+            return True
+
+    def release(self) -> None:
+        """Give the lock up (closing the session releases it even if the unlock fails)."""
+        with self._guard:
+            self._drop()
+
+    def _drop(self) -> None:
+        self._held = False
+        if self._conn is not None:
+            with suppress(psycopg.Error):
+                self._conn.close()
+        self._conn = None
+
+
+def _describe(exc: psycopg.Error) -> str:
+    """The error without the connection string (which may hold a password)."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
