@@ -562,3 +562,49 @@ async def test_probe_never_raises(
     assert (result.outcome, result.reason) == (Outcome.DOWN, reason)
     assert_readable(result)
     assert target_server.errors == []
+
+
+# --- the region in every request -----------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("settings", "region"),
+    [(MonitorSection(), "local"), (MonitorSection(region="ams"), "ams")],
+    ids=["default-local", "ams"],
+)
+async def test_every_request_names_the_region(
+    target_server: TargetServer, settings: MonitorSection, region: str
+) -> None:
+    """Every probe request, of every check and every redirect followed, carries
+    ``X-Monitor-Region`` and a User-Agent naming fly-monitor, its version and the region:
+    the app's logs can tell the regions' probes apart."""
+    from monitor import __version__
+    from monitor.probing.prober import REGION_HEADER, user_agent
+
+    target_server.route(PATH, respond(200, b"ok"))
+    target_server.route("/moved", redirect(PATH))
+    target = TargetConfig(
+        name="t",
+        url=target_server.url,
+        checks=[
+            CheckConfig(name="health", path=PATH),
+            CheckConfig(name="head", path=PATH, method="HEAD"),
+            CheckConfig(name="moved", path="/moved", follow_redirects=True),
+            CheckConfig(name="auth", path=PATH, headers={"Authorization": "Bearer x"}),
+        ],
+    )
+
+    async with Prober(settings) as prober:
+        result = await prober.probe_target(target)
+
+    assert result.ok, result
+    requests = target_server.requests(PATH) + target_server.requests("/moved")
+    assert len(requests) == 5  # four checks and one redirect hop
+    for request in requests:
+        assert request.header(REGION_HEADER) == region
+        agent = request.header("user-agent")
+        assert agent == user_agent(region)
+        assert agent is not None
+        assert agent.startswith(f"fly-monitor/{__version__} ")
+        assert f"region {region}" in agent
+    assert REGION_HEADER == "X-Monitor-Region"

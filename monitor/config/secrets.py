@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from monitor.config.schema import Settings
 
@@ -25,8 +25,8 @@ def secret_values(settings: Settings) -> list[str]:
         url = settings.monitor.database_url.get_secret_value()
         values.append(url)
         password = urlsplit(url).password
-        if password:
-            values.append(password)
+        if password:  # as written in the URL, and as the server sees it (p%40ss is p@ss)
+            values += [password, unquote(password)]
     return values
 
 

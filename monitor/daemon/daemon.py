@@ -180,7 +180,9 @@ class Daemon:
 
     def live_targets(self) -> dict[str, LiveTarget]:
         """A consistent view of every target for the status page, in config order."""
-        return {name: rt.live() for name, rt in self.targets.items()}
+        monitor = self.settings.monitor
+        region, quorum, min_regions = self.election.region, monitor.quorum, monitor.min_regions
+        return {name: rt.live(region, quorum, min_regions) for name, rt in self.targets.items()}
 
     def now(self) -> datetime:
         """The daemon's clock (injected in tests)."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.config import TargetConfig
-from monitor.incidents.quorum import RegionView, Verdict
+from monitor.incidents.quorum import Quorum, RegionView, Verdict, VerdictKind, decide
 from monitor.incidents.tracker import TrackerState
 from monitor.probing.results import TargetResult
 from monitor.web.source import LiveTarget
@@ -67,8 +67,27 @@ class TargetRuntime:
         """The target's name."""
         return self.config.name
 
-    def live(self) -> LiveTarget:
-        """The view the status page reads."""
+    def live(self, region: str, quorum: Quorum, min_regions: int) -> LiveTarget:
+        """The view the status page reads.
+
+        With several regions, every instance shows the same thing: the decided
+        tracker state, and the result of the first region (by name) that agrees with
+        the quorum, whichever instance serves the page.
+        """
+        if not self.views or self.last_result is None:
+            return LiveTarget(
+                self.name, self.state, self.last_result, self.outcome_since, self.cadence_s
+            )
+        own = next((v for v in self.views if v.region == region), None)
+        if own is None:
+            return LiveTarget(
+                self.name, self.state, self.last_result, self.outcome_since, self.cadence_s,
+                self.views,
+            )  # fmt: skip
+        verdict = decide(self.views, own, quorum, min_regions)
+        agreeing = [v for v in verdict.fresh if v.down == (verdict.kind is VerdictKind.DOWN)]
+        result = agreeing[0].result if agreeing and verdict.decisive else None
+        since = min((v.since for v in agreeing), default=None) if agreeing else None
         return LiveTarget(
-            self.name, self.state, self.last_result, self.outcome_since, self.cadence_s
+            self.name, self.state, result, since, self.cadence_s, verdict.views, verdict
         )

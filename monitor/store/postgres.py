@@ -5,9 +5,11 @@ one more, dedicated, for the leader lock: a session-level advisory lock that
 PostgreSQL releases the moment that session ends, which is what makes a
 killed leader's successor able to take over at once.
 
-A broken connection is replaced on the next use. Connection attempts are
-spaced by :data:`RECONNECT_PAUSE_S` so that an unreachable database costs the
-event loop one short time-out per pause, not one per write.
+A broken connection is replaced by a background thread, never on the caller's:
+the daemon writes on its event loop, and an unreachable database must cost it
+at most one time-out (``tcp_user_timeout`` bounds a request that gets no answer),
+after which every call fails at once with :class:`StoreError` (the daemon keeps
+the results in memory) until the thread has connected again.
 """
 
 from __future__ import annotations
@@ -34,7 +36,14 @@ RECONNECT_PAUSE_S = 1.0
 LEADER_LOCK = 0x6D6F6E00  # "mon" + 0: the session advisory lock the leader holds
 # the server notices a leader cut off from it within idle + interval * count seconds,
 # and releases its lock: 5 + 2 * 3 = 11 s, longer than the leader's own step-down
-KEEPALIVE = {"keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2, "keepalives_count": 3}
+KEEPALIVE = {
+    "keepalives": 1,
+    "keepalives_idle": 5,
+    "keepalives_interval": 2,
+    "keepalives_count": 3,
+    # a request the network swallows fails after 5 s, not after TCP's 15 minutes
+    "tcp_user_timeout": 5000,
+}
 SERVER_KEEPALIVE = (
     "SET tcp_keepalives_idle = 5; SET tcp_keepalives_interval = 2; SET tcp_keepalives_count = 3"
 )
@@ -81,9 +90,13 @@ class PostgresStore(SqlStore):
         super().__init__()
         self.url = url
         self._conn: psycopg.Connection[Any] | None = None
-        self._next_attempt = 0.0
+        self._reconnecting = threading.Lock()  # held by the one reconnect thread
+        self._closed = False
         with self._lock:
-            conn = self._connection()
+            try:
+                conn = self._conn = connect(self.url, **KEEPALIVE)
+            except psycopg.Error as exc:
+                raise StoreError(f"cannot connect to the state database: {_describe(exc)}") from exc
             try:
                 self.upgraded_from = migrate(conn)
             except psycopg.Error as exc:
@@ -94,21 +107,40 @@ class PostgresStore(SqlStore):
                 raise
 
     def _connection(self) -> psycopg.Connection[Any]:
-        """The open connection, or a new one (never more often than the pause allows)."""
-        if self._conn is not None and not self._conn.closed and not self._conn.broken:
-            return self._conn
-        if time.monotonic() < self._next_attempt:
-            raise StoreError("the state database is unreachable; retrying shortly")
+        """The open connection; else StoreError at once, while a thread reconnects."""
+        conn = self._conn
+        if conn is not None and not conn.closed and not conn.broken:
+            return conn
+        if self._closed:
+            raise StoreError("the state database is closed")
+        if self._reconnecting.acquire(blocking=False):
+            threading.Thread(target=self._reconnect, name="postgres-reconnect", daemon=True).start()
+        raise StoreError("the state database is unreachable; reconnecting")
+
+    def _reconnect(self) -> None:
+        """Connect again, pausing between attempts, until it works or the store closes."""
         try:
-            self._conn = connect(self.url, **KEEPALIVE)
-        except psycopg.Error as exc:
-            self._next_attempt = time.monotonic() + RECONNECT_PAUSE_S
-            raise StoreError(f"cannot connect to the state database: {_describe(exc)}") from exc
-        return self._conn
+            while not self._closed:
+                try:
+                    conn = connect(self.url, **KEEPALIVE)
+                except psycopg.Error:
+                    time.sleep(RECONNECT_PAUSE_S)
+                    continue
+                with self._lock:
+                    old, self._conn = self._conn, conn
+                    if self._closed:
+                        conn.close()
+                if old is not None:
+                    with suppress(psycopg.Error):
+                        old.close()
+                return
+        finally:
+            self._reconnecting.release()
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (and stop reconnecting)."""
         with self._lock:
+            self._closed = True
             if self._conn is not None:
                 self._conn.close()
 

@@ -217,6 +217,8 @@ def _target_snapshot(
         ],
         "failing": _failing(live, state, settings),
         "open_incident": _open_incident(live, incidents, now, sink),
+        "regions": _regions(live),
+        "quorum": _quorum(live),
         "uptime": {
             window: {"ratio": _ratio(acct.uptime), "coverage": _ratio(acct.coverage)}
             for window, acct in uptime.items()
@@ -230,8 +232,54 @@ def _target_snapshot(
     }
 
 
+def _regions(live: LiveTarget | None) -> list[dict[str, Any]]:
+    """Each region's latest view, when several regions probe: who sees what, since when."""
+    if live is None:
+        return []
+    return [
+        {
+            "region": view.region,
+            "state": view.outcome.value if view.fresh else State.UNKNOWN.value,
+            "outcome": view.outcome.value,
+            "since": _iso(view.since),
+            "last_checked_at": _iso(view.at),
+            "age_s": round(view.age_s, 1),
+            "votes": view.fresh,
+            "failing": [
+                {"name": c.check, "reason": c.reason.value, "status": c.status_code}
+                for c in view.result.failing
+            ],
+        }
+        for view in live.regions
+    ]
+
+
+def _quorum(live: LiveTarget | None) -> dict[str, Any] | None:
+    """What the regions say together; None for a lone instance."""
+    if live is None or live.quorum is None:
+        return None
+    verdict = live.quorum
+    return {
+        "verdict": verdict.kind.value,
+        "fresh": len(verdict.fresh),
+        "failing": len(verdict.failing),
+        "needed": verdict.needed,
+    }
+
+
 def _state(live: LiveTarget | None, now: datetime, settings: Settings) -> tuple[State, str | None]:
     """The state to show, and a note when it is unknown (why)."""
+    if live is not None and live.quorum is not None and not live.quorum.decisive:
+        verdict = live.quorum
+        if verdict.kind.value == "unknown":
+            return State.UNKNOWN, (
+                f"Only {len(verdict.fresh)} region(s) reported recently;"
+                f" {settings.monitor.min_regions} needed."
+            )
+        return State.UNKNOWN, (
+            f"The regions disagree: {len(verdict.failing)} of {len(verdict.fresh)} see it down,"
+            f" {verdict.needed} needed either way."
+        )
     if live is None or live.last_result is None:
         return State.UNKNOWN, "Not probed yet."
     result = live.last_result

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from monitor.config import Settings
 from monitor.figures.history import History
+from monitor.incidents.quorum import RegionView, Verdict
 from monitor.incidents.tracker import TrackerState
 from monitor.probing.results import Outcome, TargetResult
 from monitor.store.base import Store
@@ -26,6 +27,9 @@ class LiveTarget:
     last_result: TargetResult | None  # None until the first probe completes
     outcome_since: datetime | None  # when the current outcome (up/degraded/down) began
     cadence_s: float  # the interval it is probed at now
+    # each region's latest view, when several regions probe (empty for a lone instance)
+    regions: tuple[RegionView, ...] = ()
+    quorum: Verdict | None = None  # what the regions say together (several regions only)
 
     @property
     def outcome(self) -> Outcome | None:
