@@ -1,7 +1,7 @@
-"""The ``monitor`` command: run, check, config, demo (and the release-pipeline verbs).
+"""The ``monitor`` command: run, check, config, demo, store copy (and the release-pipeline verbs).
 
-Exit codes are part of the interface: 0 healthy/done, 1 a check or an SLO
-failed, 2 bad configuration or usage.
+Exit codes are part of the interface: 0 healthy/done, 1 a check, an SLO or a
+store copy failed, 2 bad configuration or usage.
 """
 
 from __future__ import annotations
@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Sequence
 from datetime import UTC, datetime, timedelta
 from typing import TextIO
@@ -40,14 +41,17 @@ def build_parser() -> argparse.ArgumentParser:
         description="Production monitor: probes, metrics, incident issues and SLO figures.",
     )
     parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    common = argparse.ArgumentParser(add_help=False)
+    logging_options = argparse.ArgumentParser(add_help=False)
+    logging_options.add_argument(
+        "--log-format", choices=["auto", "json", "console"], default="auto"
+    )
+    logging_options.add_argument("--log-level", default="INFO")
+    common = argparse.ArgumentParser(add_help=False, parents=[logging_options])
     common.add_argument(
         "--config",
         metavar="PATH",
         help="config file (default: $MONITOR_CONFIG, ./config.toml, embedded)",
     )
-    common.add_argument("--log-format", choices=["auto", "json", "console"], default="auto")
-    common.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     sub.add_parser("run", parents=[common], help="run the daemon")
@@ -132,6 +136,40 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-slo", action="store_true", help="exit 1 when an SLO or MTTR objective is missed"
     )
 
+    store = sub.add_parser(
+        "store", help="the state database itself (no config file needed)"
+    ).add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
+    copy = store.add_parser(
+        "copy",
+        parents=[logging_options],
+        help="copy a whole state database into an empty one (SQLite to PostgreSQL)",
+        description=(
+            "Copy every table of one state database into an empty one, in one"
+            " transaction: a refusal or a failure leaves the destination as it was. Both are"
+            " first brought to this monitor's schema, so a SQLite file of an older release"
+            " (schema version 1 or 2) is upgraded in place before it is read. Every row"
+            " keeps its id; the leadership row is not copied (the new cluster elects its"
+            " own leader). Stop every monitor using either database first."
+        ),
+    )
+    copy.add_argument(
+        "--from",
+        dest="source",
+        required=True,
+        type=_store_url_arg,
+        metavar="URL",
+        help="sqlite:///PATH (a relative path; sqlite:////PATH for an absolute one; an older"
+        " file is upgraded in place first) or postgresql://USER@HOST/DB",
+    )
+    copy.add_argument(
+        "--to",
+        dest="dest",
+        required=True,
+        type=_store_url_arg,
+        metavar="URL",
+        help="an empty database: postgresql://USER@HOST/DB (or sqlite:///PATH for a backup)",
+    )
+
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -165,6 +203,8 @@ def _main(argv: Sequence[str] | None) -> int:
         from monitor.demo import run_demo  # imported late: only the demo needs it
 
         return run_demo(listen=args.listen, duration_s=args.duration)
+    if args.command == "store":  # no configuration: the URLs say everything
+        return _store_copy(args.source, args.dest, sys.stdout, sys.stderr)
     try:
         settings = load_settings(resolve_config_path(args.config, os.environ))
     except ConfigError as exc:
@@ -218,6 +258,54 @@ def _duration_arg(text: str) -> float:
         return parse_duration(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _store_url_arg(text: str) -> str:
+    from monitor.store.copy import CopyError, parse_store_url
+
+    try:
+        parse_store_url(text)
+    except CopyError as exc:  # the message never repeats the URL: it may hold a password
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _store_copy(source: str, dest: str, out: TextIO, err: TextIO) -> int:
+    """``monitor store copy``: one line per table, then the total; 1 with one line if not."""
+    from monitor.store.base import StoreError
+    from monitor.store.copy import SKIPPED, CopyError, copy_store, masked_url, url_secrets
+
+    secrets.add([*url_secrets(source), *url_secrets(dest)])  # logs and errors alike
+    shown = f"{masked_url(source)} to {masked_url(dest)}"
+    live = err.isatty()  # a terminal sees each table's rows go by, on one line
+    clear = "\r\x1b[K" if live else ""
+
+    def progress(table: str, rows: int) -> None:
+        if live:
+            err.write(f"{clear}copying {table}: {rows:,} rows")
+            err.flush()
+
+    started = time.monotonic()
+    try:
+        copied = copy_store(source, dest, progress=progress)
+    except (CopyError, StoreError) as exc:
+        message = " ".join(str(exc).split())  # one line
+        err.write(f"{clear}monitor: store copy: {secrets.redact(message)}\n")
+        return EXIT_FAILED
+    err.write(clear)
+    for table, rows in copied.items():
+        out.write(f"{table}: {_count(rows)}\n")
+    total = sum(copied.values())
+    skipped = "; ".join(f"{table} not copied: {why}" for table, why in SKIPPED.items())
+    out.write(
+        f"copied {_count(total)} in {len(copied)} tables from {shown}"
+        f" in {time.monotonic() - started:.1f} s ({skipped})\n"
+    )
+    return EXIT_OK
+
+
+def _count(rows: int) -> str:
+    return f"{rows:,} row" if rows == 1 else f"{rows:,} rows"
 
 
 def _unknown_target(settings: Settings, names: Sequence[str] | None) -> int:

@@ -263,6 +263,24 @@ def test_image_configuration_with_the_github_secret(
     assert settings.github.active
 
 
+def test_image_configuration_on_fly_postgres_in_a_region(
+    image_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The multi-region set-up: `fly postgres attach` sets DATABASE_URL (postgres://, as Fly
+    writes it), Fly sets FLY_REGION and FLY_MACHINE_ID; the image selects PostgreSQL."""
+    url = "postgres://hotdash_monitor:pw@hotdash-monitor-db.flycast:5432/hotdash_monitor"
+    monkeypatch.setenv("DATABASE_URL", url)
+    monkeypatch.setenv("FLY_REGION", "ams")
+    monkeypatch.setenv("FLY_MACHINE_ID", "3d8d9e1bc41289")
+    settings = load_settings(image_config_path())
+    assert settings.monitor.database_url is not None
+    assert settings.monitor.database_url.get_secret_value() == url
+    assert settings.monitor.region == "ams"
+    assert settings.monitor.instance_id == "3d8d9e1bc41289"
+    assert settings.monitor.quorum == "majority"
+    assert daemon_problems(settings) == []
+
+
 def test_image_configuration_refuses_a_token_without_repository(
     image_environment: dict[str, str], monkeypatch: pytest.MonkeyPatch
 ) -> None:

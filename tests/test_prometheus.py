@@ -1,6 +1,7 @@
 """The Prometheus side: the shipped scrape config and alert rules pass promtool, the rule
-unit tests pass, and a real Prometheus scraping the real daemon sees an outage fire
-TargetDown and clear it.
+unit tests pass, a real Prometheus scraping the real daemon sees an outage fire
+TargetDown and clear it, and a real Prometheus scraping three instances (a leader and two
+followers) sees every dashboard figure and alert once, not once per instance.
 
 promtool and prometheus come from Debian's ``prometheus`` package. Without them these
 tests skip locally, and fail in CI (``CI=true``), where the binaries are installed.
@@ -9,6 +10,7 @@ tests skip locally, and fail in CI (``CI=true``), where the binaries are install
 from __future__ import annotations
 
 import contextlib
+import http.server
 import json
 import os
 import re
@@ -16,17 +18,23 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
 import pytest
 import yaml
 
+from monitor.config import TargetConfig
+from monitor.metrics import UPTIME_WINDOWS, Metrics
+from monitor.probing.results import Outcome
+from tests.builders import result
 from tests.daemon_process import free_port, http_get
 from tests.targets import TargetServer, respond
 from tests.test_deploy import dashboard_expressions, exported_sample_names, promql_metric_names
@@ -124,6 +132,8 @@ EXPECTED_ALERTS = {
     "MonitorAbsent": "critical",
     "GitHubSinkBacklog": "warning",
     "GitHubSinkAuthErrors": "warning",
+    "MonitorNoLeader": "critical",
+    "MonitorTwoLeaders": "warning",
 }
 
 
@@ -252,6 +262,24 @@ class Prometheus:
     def alerts(self, name: str) -> list[dict[str, Any]]:
         """Active (pending or firing) alerts called ``name``."""
         return [a for a in self.api("alerts")["alerts"] if a["labels"]["alertname"] == name]
+
+    def rule(self, name: str) -> dict[str, Any]:
+        """The rules API's entry for the rule called ``name`` (health, lastEvaluation, alerts)."""
+        rules = [r for g in self.api("rules")["groups"] for r in g["rules"] if r["name"] == name]
+        assert len(rules) == 1, f"{len(rules)} rules named {name}"
+        return rules[0]
+
+
+def grafana(expr: str, time_range: str = "1h") -> str:
+    """A dashboard query with Grafana's variables replaced, ready for the query API."""
+    for variable, value in {
+        "$target": ".*",
+        "$__rate_interval": "1m",
+        "$__interval": "1m",
+        "$__range": time_range,
+    }.items():
+        expr = expr.replace(variable, value)
+    return expr
 
 
 def daemon_config(path: Path, *, target_url: str, port: int, state: Path) -> Path:
@@ -418,11 +446,8 @@ def test_prometheus_scrapes_the_daemon_and_target_down_fires_and_clears(
     assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}
 
     # -- every dashboard query is valid PromQL against the real series
-    substitutions = {"$target": ".*", "$__rate_interval": "1m", "$__interval": "1m"}
     for where, expr in dashboard_expressions():
-        for variable, value in substitutions.items():
-            expr = expr.replace(variable, value)
-        api.api("query", query=expr.replace("$__range", "1h"))  # asserts success
+        api.api("query", query=grafana(expr))  # asserts success
         assert where
 
     # -- outage: the incident opens, TargetDown pends, then fires
@@ -438,13 +463,8 @@ def test_prometheus_scrapes_the_daemon_and_target_down_fires_and_clears(
     wait_for(lambda: target_down_state("firing"), 20, "TargetDown firing", logs)
     assert states[0] == "pending", f"TargetDown went {states}, never pending first"
     (alert,) = api.alerts("TargetDown")
-    assert alert["labels"] == {
-        "alertname": "TargetDown",
-        "severity": "critical",
-        "job": JOB,
-        "instance": f"{HOST}:{daemon_port}",
-        "target": "web",
-    }
+    # aggregated by target: one alert per target, whichever instances report it
+    assert alert["labels"] == {"alertname": "TargetDown", "severity": "critical", "target": "web"}
     assert alert["annotations"]["summary"] == "web is down: the monitor has an incident open"
     assert api.value('monitor_target_up{target="web"}') == 0
     assert api.alerts("MonitorAbsent") == []
@@ -457,4 +477,359 @@ def test_prometheus_scrapes_the_daemon_and_target_down_fires_and_clears(
     assert api.value('monitor_incidents_total{target="web"}') == 1
 
     assert daemon.stop() == 0, logs()
+    assert time.monotonic() - started_at < 60
+
+
+# -- three instances, one Prometheus: every figure once, not once per instance ---------
+
+CLUSTER = {"a": "ams", "b": "ord", "c": "sin"}  # instance: region, as Fly labels them
+LEADER = "a"
+WEB = TargetConfig.model_validate(
+    {
+        "name": "web",
+        "url": "https://web.example",
+        "slo": 0.99,
+        "checks": [{"name": "health", "path": "/health"}],
+    }
+)
+INCIDENT_S = 864.0  # the one incident: 1 % of a day
+# after it: the figures every instance reads from the shared store
+UPTIME = {"1h": 0.76, "24h": 0.99, "7d": 0.9986, "30d": 0.9997, "90d": 0.9999}
+BURN = {"1h": 24.0, "6h": 4.0}
+BUDGET_LEFT = 0.97
+DEPLOYMENTS = 2
+CHANGE_FAILURE = {"30d": 0.5}
+# dashboard panels that show one line per instance (its region's probes) by design
+PER_INSTANCE_PANELS = {
+    "Target state",
+    "Last probe",
+    "Probe latency percentiles",
+    "Failed probes by reason",
+    "HTTP status of the last probe",
+    "Leader",
+}
+
+
+class ExpositionServer:
+    """One instance's ``/metrics`` on loopback: the body a test sets, in the daemon's format."""
+
+    def __init__(self) -> None:
+        self.body = b""
+        owner = self
+
+        class Handler(http.server.BaseHTTPRequestHandler):
+            def do_GET(self) -> None:
+                body = owner.body
+                self.send_response(200)
+                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+            def log_message(self, format: str, *args: Any) -> None:
+                """Quiet: Prometheus scrapes every second."""
+
+        self.httpd = http.server.ThreadingHTTPServer((HOST, 0), Handler)
+        self.port: int = self.httpd.server_address[1]
+        self.thread = threading.Thread(target=self.httpd.serve_forever, daemon=True)
+        self.thread.start()
+
+    def close(self) -> None:
+        """Stop serving and free the port."""
+        self.httpd.shutdown()
+        self.httpd.server_close()
+        self.thread.join(timeout=5)
+
+
+class Instance:
+    """One daemon instance's metrics as the leader or a follower would set them."""
+
+    def __init__(self, name: str, server: ExpositionServer) -> None:
+        self.name = name
+        self.region = CLUSTER[name]
+        self.leader = name == LEADER
+        self.server = server
+        self.metrics = Metrics()
+        m = self.metrics
+        m.declare([WEB])
+        m.leader.set(1 if self.leader else 0)
+        m.probe_interval.labels("web").set(900)
+        m.regions_fresh.labels("web").set(len(CLUSTER))
+        m.regions_failing.labels("web").set(0)
+        m.outbox_pending.set(0)
+        m.outbox_oldest_age.set(0)
+        m.deployments.labels("web").set(DEPLOYMENTS)
+        m.budget_remaining.labels("web").set(1.0)
+        for window in UPTIME_WINDOWS:
+            m.uptime.labels("web", window).set(1.0)
+            m.coverage.labels("web", window).set(1.0)
+        for window in BURN:
+            m.burn_rate.labels("web", window).set(0.0)
+        self.probe(Outcome.UP)
+
+    def probe(self, outcome: Outcome) -> None:
+        """This region's own probe of web (each instance probes from its region)."""
+        now = datetime.now(UTC)
+        self.metrics.observe(result(outcome, now, target="web"), now.timestamp())
+
+    def open_incident(self, started: float) -> None:
+        """Every region sees web down; the leader opens the incident, followers read it."""
+        m = self.metrics
+        self.probe(Outcome.DOWN)
+        m.probe_interval.labels("web").set(60)
+        m.regions_failing.labels("web").set(len(CLUSTER))
+        m.incident_open.labels("web").set(1)
+        m.incident_started.labels("web").set(started)
+        if self.leader:
+            m.incidents.labels("web").inc()
+            m.github_requests.labels("open").inc()
+
+    def resolve_incident(self) -> None:
+        """Web is back; the leader resolves and measures; every instance reads the figures."""
+        m = self.metrics
+        self.probe(Outcome.UP)
+        m.probe_interval.labels("web").set(900)
+        m.regions_failing.labels("web").set(0)
+        m.incident_open.labels("web").set(0)
+        m.incident_started.labels("web").set(0)
+        if self.leader:
+            m.incident_duration.labels("web").observe(INCIDENT_S)
+            m.github_requests.labels("close").inc()
+        for window, ratio in UPTIME.items():
+            m.uptime.labels("web", window).set(ratio)
+            m.mttr.labels("web", window).set(INCIDENT_S)
+        for window, rate in BURN.items():
+            m.burn_rate.labels("web", window).set(rate)
+        for window, ratio in CHANGE_FAILURE.items():
+            m.change_failure.labels("web", window).set(ratio)
+        m.budget_remaining.labels("web").set(BUDGET_LEFT)
+
+    def publish(self) -> None:
+        """Serve the current registry, as ``/metrics`` would."""
+        self.server.body = self.metrics.exposition()[0]
+
+
+@pytest.fixture
+def exposition_servers() -> Iterator[list[ExpositionServer]]:
+    """One loopback server per instance, closed at teardown."""
+    servers = [ExpositionServer() for _ in CLUSTER]
+    yield servers
+    for server in servers:
+        server.close()
+
+
+def cluster_prometheus_config(workdir: Path, instances: list[Instance]) -> Path:
+    """Scrape every instance each second, labelled as Fly labels them; the shipped rules."""
+    config = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(ALERTS)],
+        "scrape_configs": [
+            {
+                "job_name": JOB,
+                "metrics_path": "/metrics",
+                "static_configs": [
+                    {
+                        "targets": [f"{HOST}:{i.server.port}"],
+                        "labels": {"instance": i.name, "region": i.region},
+                    }
+                    for i in instances
+                ],
+            }
+        ],
+    }
+    path = workdir / "prometheus.yml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False), encoding="utf-8")
+    return path
+
+
+def alert_expr(name: str) -> str:
+    """The shipped expression of the alert called ``name``."""
+    (expr,) = [r["expr"] for r in alert_rules() if r["alert"] == name]
+    return str(expr)
+
+
+def keyed(samples: list[dict[str, Any]], *labels: str) -> dict[tuple[str, ...], float]:
+    """{label values: value}; AssertionError when two samples share the labels (a duplicate)."""
+    found: dict[tuple[str, ...], float] = {}
+    for sample in samples:
+        key = tuple(sample["metric"].get(label, "") for label in labels)
+        assert key not in found, f"two series for {key}: {samples}"
+        found[key] = float(sample["value"][1])
+    return found
+
+
+def assert_once_per_target(api: Prometheus) -> None:
+    """Every alert expression and every dashboard query but the per-region panels answers
+    without an instance or region label, each label set once."""
+    checked = [(r["alert"], r["expr"]) for r in alert_rules()]
+    checked += [(w, grafana(e, "5m")) for w, e in dashboard_expressions()]
+    for where, expr in checked:
+        if where.startswith("variable ") or where.rsplit(" ", 1)[0] in PER_INSTANCE_PANELS:
+            continue
+        samples = api.query(expr)
+        labelsets = [tuple(sorted(s["metric"].items())) for s in samples]
+        assert len(labelsets) == len(set(labelsets)), f"{where}: duplicates {samples}"
+        for sample in samples:
+            assert not {"instance", "region"} & set(sample["metric"]), f"{where}: {sample}"
+
+
+@pytest.mark.e2e
+def test_three_instances_count_each_incident_and_figure_once(
+    tmp_path: Path, exposition_servers: list[ExpositionServer], processes: list[Process]
+) -> None:
+    """A leader and two followers, scraped by a real Prometheus with the shipped rules: the
+    dashboard's and the rules' figures equal one instance's (1 incident, not 3; uptime 0.99,
+    not 2.97), TargetDown goes off once, the probe panels keep one line per region."""
+    prometheus_bin = binary("prometheus")
+    started_at = time.monotonic()
+    instances = [Instance(name, s) for name, s in zip(CLUSTER, exposition_servers, strict=True)]
+    for instance in instances:
+        instance.publish()
+    prometheus_port = free_port()
+    prometheus = Process(
+        "prometheus",
+        [
+            prometheus_bin,
+            f"--config.file={cluster_prometheus_config(tmp_path, instances)}",
+            f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+            f"--web.listen-address={HOST}:{prometheus_port}",
+            "--log.level=warn",
+        ],
+        tmp_path,
+        {k: v for k, v in os.environ.items() if k != "GITHUB_TOKEN"},
+    )
+    processes.append(prometheus)
+    api = Prometheus(prometheus_port)
+    panels = dict(dashboard_expressions())
+
+    def logs() -> str:
+        return prometheus.tail()
+
+    def ready() -> bool:
+        assert prometheus.running(), f"prometheus exited during start-up\n{logs()}"
+        try:
+            return http_get(f"{api.base}/-/ready")[0] == 200
+        except OSError:
+            return False
+
+    def panel(where: str) -> list[dict[str, Any]]:
+        return api.query(grafana(panels[where], "5m"))
+
+    def scraped(expr: str) -> bool:
+        """Every instance's latest scrape satisfies ``expr`` (a per-instance filter)."""
+        return api.value(f"count({expr})") == len(CLUSTER)
+
+    wait_for(ready, 15, "prometheus ready", logs)
+    # two scrapes of each instance before the incident: increase() sees the counters at 0
+    wait_for(
+        lambda: scraped('count_over_time(monitor_incidents_total{target="web"}[1m]) >= 2'),
+        15,
+        "two scrapes of every instance",
+        logs,
+    )
+    assert keyed(api.query('up{job="fly-monitor"}'), "instance", "region") == {
+        ("a", "ams"): 1,
+        ("b", "ord"): 1,
+        ("c", "sin"): 1,
+    }
+    assert api.value("sum(monitor_leader)") == 1
+    rules = [r for g in api.api("rules")["groups"] for r in g["rules"]]
+    assert {r["name"] for r in rules} == {r["alert"] for r in alert_rules()}
+    assert_once_per_target(api)
+
+    # -- the incident opens: the leader counts it, every instance reports it open
+    opened_at = time.time()
+    for instance in instances:
+        instance.open_incident(started=opened_at - 120)
+        instance.publish()
+    wait_for(lambda: scraped('monitor_incident_open{target="web"} == 1'), 10, "open", logs)
+    all_scraped = time.time()
+    assert api.value('sum(monitor_incident_open{target="web"})') == 3  # what a sum would say
+    assert keyed(panel("Incident A"), "target") == {("web",): 1}
+    (age,) = keyed(panel("Open incident age A"), "target").values()
+    assert 100 < age < 300
+    assert keyed(panel("Regions voting B"), "target") == {("web",): 3}
+    assert keyed(api.query(alert_expr("TargetDown")), "target") == {("web",): 1}
+
+    def evaluated_since(name: str, moment: float) -> dict[str, Any] | None:
+        rule = api.rule(name)
+        evaluated = datetime.fromisoformat(rule["lastEvaluation"]).timestamp()
+        return rule if evaluated > moment else None
+
+    target_down = wait_for(
+        lambda: evaluated_since("TargetDown", all_scraped), 10, "TargetDown evaluated", logs
+    )
+    assert target_down["health"] == "ok", target_down
+    (alert,) = target_down["alerts"]  # one, not one per instance
+    assert alert["labels"] == {"alertname": "TargetDown", "severity": "critical", "target": "web"}
+    assert alert["state"] == "pending"  # for: 1m
+    for quiet in ("TargetProbeFailing", "MonitorNoLeader", "MonitorTwoLeaders"):
+        rule = wait_for(lambda q=quiet: evaluated_since(q, all_scraped), 10, quiet, logs)
+        assert rule["alerts"] == [], rule
+    assert_once_per_target(api)
+
+    # -- resolved: the leader measures it; the store's figures are the same everywhere
+    for instance in instances:
+        instance.resolve_incident()
+        instance.publish()
+    wait_for(lambda: scraped('monitor_incident_open{target="web"} == 0'), 10, "resolved", logs)
+    wait_for(lambda: not api.alerts("TargetDown"), 10, "TargetDown cleared", logs)
+
+    (incidents,) = keyed(panel("Incidents opened A"), "target").values()
+    assert incidents == pytest.approx(1, abs=0.25)  # not 3: only the leader counts
+    assert api.value('count(monitor_incidents_total{target="web"})') == 3
+    assert keyed(panel("Resolved incident durations A"), "target") == {
+        ("web",): pytest.approx(INCIDENT_S)
+    }
+    assert keyed(panel("Incident A"), "target") == {("web",): 0}
+    assert panel("Open incident age A") == []
+    assert api.value('sum(monitor_uptime_ratio{target="web", window="24h"})') == (
+        pytest.approx(2.97)  # what a sum would say
+    )
+    assert keyed(panel("Uptime per window A"), "target", "window") == {
+        ("web", window): pytest.approx(ratio) for window, ratio in UPTIME.items()
+    }
+    assert keyed(panel("Coverage per window A"), "target", "window") == {
+        ("web", window): 1 for window in UPTIME_WINDOWS
+    }
+    assert keyed(panel("MTTR per window A"), "target", "window") == {
+        ("web", window): INCIDENT_S for window in UPTIME
+    }
+    assert keyed(panel("Error budget burn rate A"), "target", "window") == {
+        ("web", window): rate for window, rate in BURN.items()
+    }
+    assert keyed(panel("Error budget remaining A"), "target") == {
+        ("web",): pytest.approx(BUDGET_LEFT)
+    }
+    assert keyed(panel("Objective A"), "target") == {("web",): pytest.approx(0.99)}
+    assert keyed(panel("Deployments seen A"), "target") == {("web",): DEPLOYMENTS}
+    assert keyed(panel("Change failure ratio A"), "target", "window") == {
+        ("web", window): ratio for window, ratio in CHANGE_FAILURE.items()
+    }
+    assert keyed(panel("Outbox pending A"), "job") == {("",): 0}
+    assert keyed(panel("Oldest pending action A"), "job") == {("",): 0}
+    requests = keyed(panel("GitHub requests and errors A"), "operation")
+    assert requests == {
+        ("open",): pytest.approx(1, abs=0.25),
+        ("close",): pytest.approx(1, abs=0.25),
+    }
+    assert panel("GitHub requests and errors B") == []
+    assert keyed(panel("Regions voting A"), "target") == {("web",): 3}
+    assert keyed(panel("Regions voting B"), "target") == {("web",): 0}
+    (version_count,) = keyed(panel("Monitor version A"), "version").values()
+    assert version_count == len(CLUSTER)
+    # -- the per-region panels keep one line per instance; the leader is one of them
+    assert keyed(panel("Target state A"), "target", "region") == {
+        ("web", region): 1 for region in CLUSTER.values()
+    }
+    assert keyed(panel("Last probe A"), "target", "region").keys() == {
+        ("web", region) for region in CLUSTER.values()
+    }
+    assert keyed(panel("Failed probes by reason A"), "region", "reason").keys() == {
+        (region, "status") for region in CLUSTER.values()
+    }
+    assert keyed(panel("Leader A"), "instance", "region") == {(LEADER, CLUSTER[LEADER]): 1}
+    # -- the rules read the same: one leader, nothing open, each figure once
+    assert api.query(alert_expr("TargetDown")) == []
+    assert_once_per_target(api)
     assert time.monotonic() - started_at < 60

@@ -15,7 +15,7 @@ import sqlite3
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field, replace
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -946,3 +946,24 @@ def test_postgres_rides_out_a_server_down_for_a_while(
         ]
     finally:
         store.close()
+
+
+def test_freshness_is_judged_by_the_database_clock_not_the_regions(store: SqlStore) -> None:
+    """A region whose clock runs 30 s ahead (or behind) is neither fresher nor staler for
+    it: a view's age counts from when the database stored it."""
+    now = datetime.now(UTC)
+    for region, skew_s in (("ams", 30.0), ("sin", -30.0)):
+        when = now + timedelta(seconds=skew_s)
+        view = replace(_view(region, when, Outcome.DOWN, hold_s=0.5), since=when)
+        store.commit_cycle(
+            PendingCycle(view.result, 120.0, None, None, (), region=region, view=view)
+        )
+    assert [(v.region, v.fresh) for v in store.region_views("production")] == [
+        ("ams", True),
+        ("sin", True),
+    ]
+    time.sleep(0.6)
+    assert [(v.region, v.fresh) for v in store.region_views("production")] == [
+        ("ams", False),
+        ("sin", False),
+    ]
