@@ -188,6 +188,9 @@ def test_three_regions_one_truth(cluster: Cluster) -> None:
     assert "2 of 3 fresh regions see it down" in issue["body"], issue["body"]
     for region in REGIONS:
         assert f"| {region} |" in issue["body"]
+    timeline = issue["body"].split("### Timeline (UTC)")[1].split("###")[0]
+    assert "| Time | Region | Check |" in timeline
+    assert {"ams", "ord"} <= {line.split("|")[2].strip() for line in timeline.splitlines()[4:-1]}
 
     # every instance serves the same view of it
     def views() -> list[tuple[str, str | None, list[tuple[str, str]]]]:

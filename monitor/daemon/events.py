@@ -38,7 +38,10 @@ class EventBuilder:
         now: datetime,
         deployment: Deployment | None,
         regions: tuple[RegionView, ...] = (),
+        region: str = "local",
     ) -> IncidentEvent | None:
+        """``regions``: every region's view when several probe; ``region``: where the
+        probe behind the transition ran."""
         """The event, or None for a transition only the log hears (a cancelled blip)."""
         kind = event_kind(transition)
         incident = transition.incident
@@ -51,13 +54,13 @@ class EventBuilder:
             decided_at=now,
             key=event_key(transition),
             detail=transition.detail,
-            timeline=self._timeline(transition),
+            timeline=self._timeline(transition, region),
             deployment=deployment,
             status_url=self._status_url,
             regions=regions,
         )
 
-    def _timeline(self, transition: Transition) -> tuple[TimelineRow, ...]:
+    def _timeline(self, transition: Transition, region: str) -> tuple[TimelineRow, ...]:
         incident = transition.incident
         assert incident is not None
         try:
@@ -77,13 +80,23 @@ class EventBuilder:
                 r["status"],
                 r["duration_s"],
                 r["detail"],
+                r["region"],
             )
             for r in rows
         ]
+        stored = {(row.at, row.check, row.region) for row in timeline}
+        # this cycle's probe, unless it is already stored (another region's, judged now)
         timeline += [
             TimelineRow(
-                c.started_at, c.check, c.outcome.value, c.status_code, c.duration_s, c.detail
+                c.started_at,
+                c.check,
+                c.outcome.value,
+                c.status_code,
+                c.duration_s,
+                c.detail,
+                region,
             )
             for c in transition.result.checks
+            if (c.started_at, c.check, region) not in stored
         ]
         return tuple(timeline[-TIMELINE_ROWS:])

@@ -84,7 +84,13 @@ class CycleRecorder:
             before = self._deployments.followed_by(transition.incident, deployment)
             if transition.kind is TransitionKind.OPENED:
                 followed = before
-            event = self._events.build(transition, now, before, self._regions(verdict))
+            event = self._events.build(
+                transition,
+                now,
+                before,
+                self._regions(verdict),
+                verdict.result_region or self._election.region,
+            )
             if event is not None:
                 for channel in self._channels:
                     actions += channel.plan(event)

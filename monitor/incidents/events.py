@@ -47,6 +47,7 @@ class TimelineRow:
     status: int | None
     duration_s: float
     detail: str
+    region: str = ""  # where the probe ran (shown when several regions probe)
 
 
 @dataclass(frozen=True, slots=True)

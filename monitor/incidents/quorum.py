@@ -74,6 +74,7 @@ class Verdict:
     views: tuple[RegionView, ...]  # every region's view, fresh or not, by region
     needed: int  # votes either side needs
     result: TargetResult | None = None  # what the tracker judges (DOWN and UP only)
+    result_region: str | None = None  # the region whose probe that is
 
     @property
     def fresh(self) -> tuple[RegionView, ...]:
@@ -116,13 +117,13 @@ def decide(
     down = [v for v in fresh if v.down]
     good = [v for v in fresh if not v.down]
     if len(down) >= need:
-        return Verdict(VerdictKind.DOWN, ordered, need, _judged(down, own))
+        return Verdict(VerdictKind.DOWN, ordered, need, *_judged(down, own))
     if len(good) >= need:
-        return Verdict(VerdictKind.UP, ordered, need, _judged(good, own))
+        return Verdict(VerdictKind.UP, ordered, need, *_judged(good, own))
     return Verdict(VerdictKind.SPLIT, ordered, need)
 
 
-def _judged(agreeing: Sequence[RegionView], own: RegionView) -> TargetResult:
+def _judged(agreeing: Sequence[RegionView], own: RegionView) -> tuple[TargetResult, str]:
     if own in agreeing:
-        return own.result
-    return replace(agreeing[0].result, at=own.result.at)
+        return own.result, own.region
+    return replace(agreeing[0].result, at=own.result.at), agreeing[0].region

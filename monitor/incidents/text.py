@@ -184,13 +184,16 @@ def body(
             "",
             "### Timeline (UTC)",
             "",
-            "| Time | Check | Outcome | Status | Latency | Detail |",
-            "|---|---|---|---|---|---|",
-        ]
+            "| Time |" + (" Region |" if regions else "")
+            + " Check | Outcome | Status | Latency | Detail |",
+            "|---|" + ("---|" if regions else "") + "---|---|---|---|---|",
+        ]  # fmt: skip
         for row in timeline:
+            where = f" {defuse(row.region, 32)} |" if regions else ""
             lines.append(
-                f"| {row.at:%H:%M:%S} | {defuse(row.check, 64)} | {row.outcome} | {row.status or '-'}"
-                f" | {row.duration_s * 1000:.0f} ms | {defuse(row.detail, 120)} |"
+                f"| {row.at:%H:%M:%S} |{where} {defuse(row.check, 64)} | {row.outcome}"
+                f" | {row.status or '-'} | {row.duration_s * 1000:.0f} ms"
+                f" | {defuse(row.detail, 120)} |"
             )
     lines += ["", "### Runbook", ""]
     if runbook_url:

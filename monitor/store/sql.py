@@ -573,8 +573,8 @@ class SqlStore(ABC):
     def recent_check_results(self, target: str, since: datetime, limit: int) -> list[Row]:
         """The newest ``limit`` raw results since a time, oldest first (for issue timelines)."""
         rows = self._query(
-            "SELECT target, check_name, started_at, duration_s, outcome, reason, status, detail"
-            " FROM check_results WHERE target = ? AND started_at >= ?"
+            "SELECT target, check_name, started_at, duration_s, outcome, reason, status, detail,"
+            " region FROM check_results WHERE target = ? AND started_at >= ?"
             " ORDER BY started_at DESC LIMIT ?",
             (target, ts(since), limit),
         )
