@@ -560,3 +560,26 @@ def target_server_tls() -> Iterator[TargetServer]:
     """
     with TargetServer(tls=tls_identity()) as server:
         yield server
+
+
+@dataclass
+class RegionalHealth:
+    """``/health`` that answers 503 to the probes of the regions in ``failing``."""
+
+    failing: set[str] = field(default_factory=set)
+    seen: dict[str, int] = field(default_factory=dict)  # probes per X-Monitor-Region
+    agents: set[str] = field(default_factory=set)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    async def __call__(self, request: Request, conn: Connection) -> None:
+        region = request.header("x-monitor-region") or "?"
+        with self.lock:
+            self.seen[region] = self.seen.get(region, 0) + 1
+            self.agents.add(request.header("user-agent") or "")
+            status = 503 if region in self.failing else 200
+        await respond(status, b'{"status": "ok"}' if status == 200 else b"{}")(request, conn)
+
+    def fail(self, *regions: str) -> None:
+        """From now on, exactly these regions see the target down."""
+        with self.lock:
+            self.failing = set(regions)

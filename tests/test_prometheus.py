@@ -35,8 +35,8 @@ from monitor.config import TargetConfig
 from monitor.metrics import UPTIME_WINDOWS, Metrics
 from monitor.probing.results import Outcome
 from tests.builders import result
-from tests.daemon_process import free_port, http_get
-from tests.targets import TargetServer, respond
+from tests.daemon_process import clean_env, free_port, http_get, write_config
+from tests.targets import RegionalHealth, TargetServer, respond
 from tests.test_deploy import dashboard_expressions, exported_sample_names, promql_metric_names
 
 T = TypeVar("T")
@@ -833,3 +833,94 @@ def test_three_instances_count_each_incident_and_figure_once(
     assert api.query(alert_expr("TargetDown")) == []
     assert_once_per_target(api)
     assert time.monotonic() - started_at < 60
+
+
+@pytest.mark.e2e
+def test_three_real_daemons_count_one_incident_once(
+    tmp_path: Path,
+    postgres_url: str,
+    target_server: TargetServer,
+    processes: list[Process],
+) -> None:
+    """Three real daemons (ams, ord, sin) on one PostgreSQL, scraped by a real Prometheus
+    with the shipped rules: followers export the leader's decisions, so an incident two
+    regions see is open on every instance, TargetDown goes off once, and it is counted
+    once (only the leader increments the counter)."""
+    prometheus_bin = binary("prometheus")
+    health = RegionalHealth()
+    target_server.route("/health", health)
+    daemons, ports = [], {}
+    for region in ("ams", "ord", "sin"):
+        ports[region] = free_port()
+        config = write_config(
+            tmp_path / f"{region}.toml",
+            target_url=target_server.url,
+            listen_port=ports[region],
+            state_path=tmp_path / f"{region}.db",
+            leader_check=0.3,
+            open_after=2,
+        )
+        env = clean_env(DATABASE_URL=postgres_url, FLY_REGION=region, FLY_MACHINE_ID=region)
+        argv = [sys.executable, "-m", "monitor", "run", "--config", str(config)]
+        daemons.append(Process(f"daemon-{region}", argv, tmp_path, env))
+    processes.extend(daemons)
+    scrape = {
+        "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+        "rule_files": [str(fast_rules(tmp_path))],
+        "scrape_configs": [
+            {
+                "job_name": JOB,
+                "static_configs": [
+                    {"targets": [f"{HOST}:{port}"], "labels": {"region": region}}
+                    for region, port in ports.items()
+                ],
+            }
+        ],
+    }
+    config_path = tmp_path / "prometheus.yml"
+    config_path.write_text(yaml.safe_dump(scrape, sort_keys=False), encoding="utf-8")
+    prometheus_port = free_port()
+    processes.append(
+        Process(
+            "prometheus",
+            [
+                prometheus_bin,
+                f"--config.file={config_path}",
+                f"--storage.tsdb.path={tmp_path / 'tsdb'}",
+                f"--web.listen-address={HOST}:{prometheus_port}",
+                "--log.level=warn",
+            ],
+            tmp_path,
+            {k: v for k, v in os.environ.items() if k != "GITHUB_TOKEN"},
+        )
+    )
+    api = Prometheus(prometheus_port)
+
+    def logs() -> str:
+        return "\n".join(p.tail() for p in processes)
+
+    def value(expr: str) -> float | None:
+        try:
+            return api.value(expr)
+        except (OSError, ValueError, AssertionError):  # not ready yet: not JSON, or an error
+            return None
+
+    wait_for(lambda: value('count(up{job="fly-monitor"} == 1)') == 3, 30, "3 scraped", logs)
+    wait_for(lambda: value("sum(monitor_leader)") == 1, 15, "one leader", logs)
+
+    health.fail("ams", "ord")
+    wait_for(
+        lambda: value('count(monitor_incident_open{target="web"} == 1)') == 3,
+        30,
+        "the incident open on every instance",
+        logs,
+    )
+    wait_for(lambda: len(api.alerts("TargetDown")) == 1, 15, "TargetDown, once", logs)
+    assert_once_per_target(api)
+
+    health.fail()
+    wait_for(lambda: value('max(monitor_incident_open{target="web"})') == 0, 30, "resolved", logs)
+    assert value('sum(monitor_incidents_total{target="web"})') == 1, logs()
+    assert value('count(monitor_incidents_total{target="web"} == 1)') == 1  # the leader's
+    wait_for(lambda: not api.alerts("TargetDown"), 15, "TargetDown cleared", logs)
+    assert_once_per_target(api)

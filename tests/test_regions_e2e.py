@@ -12,7 +12,6 @@ one issue with one resolve comment, and the old leader comes back as a follower.
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,36 +31,13 @@ from tests.daemon_process import (
 )
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 from tests.pgserver import PostgresServer
-from tests.targets import Connection, Request, TargetServer, respond
+from tests.targets import RegionalHealth, TargetServer
 
 pytestmark = pytest.mark.e2e
 
 REGIONS = ("ams", "ord", "sin")
 TARGET = "web"
 TAKEOVER_S = 30  # the issue's bar for a new leader after kill -9
-
-
-@dataclass
-class RegionalHealth:
-    """``/health`` that answers 503 to the probes of the regions in ``failing``."""
-
-    failing: set[str] = field(default_factory=set)
-    seen: dict[str, int] = field(default_factory=dict)  # probes per X-Monitor-Region
-    agents: set[str] = field(default_factory=set)
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    async def __call__(self, request: Request, conn: Connection) -> None:
-        region = request.header("x-monitor-region") or "?"
-        with self.lock:
-            self.seen[region] = self.seen.get(region, 0) + 1
-            self.agents.add(request.header("user-agent") or "")
-            status = 503 if region in self.failing else 200
-        await respond(status, b'{"status": "ok"}' if status == 200 else b"{}")(request, conn)
-
-    def fail(self, *regions: str) -> None:
-        """From now on, exactly these regions see the target down."""
-        with self.lock:
-            self.failing = set(regions)
 
 
 @dataclass
