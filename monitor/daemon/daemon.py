@@ -209,6 +209,10 @@ class Daemon:
             cluster=self._cluster(),
         )
 
+    @property
+    def _store_kind(self) -> str:
+        return "postgresql" if self.election.shared else "sqlite"
+
     def _cluster(self) -> dict[str, object]:
         """This instance's region and role, the leader's, and each region's latest result."""
         now_mono = self._monotonic()
@@ -226,7 +230,7 @@ class Daemon:
             "region": self.election.region,
             "instance": self.election.instance,
             "role": self.election.role,
-            "store": "postgresql" if self.election.shared else "sqlite",
+            "store": self._store_kind,
             "leader": None
             if holder is None
             else {
@@ -254,6 +258,8 @@ class Daemon:
             self._follow_regions()
         if self.election.acting:
             self.dispatch.maybe_reconcile(self._states, self._unprobed)
+        # also when a leader's proof lapsed while its thread still hangs on the lock
+        self.metrics.leader.set(1 if self.election.acting else 0)
         self.dispatch.refresh_metrics()
         # rollups and SLO figures read many rows: off the event loop, never blocking probes
         try:
@@ -326,7 +332,7 @@ class Daemon:
             pid=os.getpid(),
             region=self.election.region,
             role=self.election.role,
-            store="postgresql" if self.election.shared else "sqlite",
+            store=self._store_kind,
         )
         stop_wait = asyncio.create_task(self._stopping.wait())
         done, _ = await asyncio.wait({stop_wait, server_task}, return_when=asyncio.FIRST_COMPLETED)
