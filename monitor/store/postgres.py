@@ -240,8 +240,13 @@ class PostgresLeaderLock:
             return True
 
     def release(self) -> None:
-        """Give the lock up (closing the session releases it even if the unlock fails)."""
+        """Give the lock up: unlocked at once when the session still answers (a successor
+        need not wait for the server to notice the closed connection), and the session
+        closed, which releases it in any case."""
         with self._guard:
+            if self._held and self._conn is not None and not self._conn.broken:
+                with suppress(psycopg.Error):
+                    self._conn.execute("SELECT pg_advisory_unlock(%s)", (LEADER_LOCK,))
             self._drop()
 
     def _drop(self) -> None:
