@@ -249,6 +249,7 @@ def test_commit_cycle_round_trip(store: SqlStore) -> None:
             "reason": "status",
             "status": 503,
             "detail": "expected 200, got 503",
+            "region": "local",
         },
         {
             "target": "production",
@@ -259,6 +260,7 @@ def test_commit_cycle_round_trip(store: SqlStore) -> None:
             "reason": "ok",
             "status": 200,
             "detail": "up",
+            "region": "local",
         },
     ]
     assert [r["check_name"] for r in store.recent_check_results("production", T0, 1)] == [

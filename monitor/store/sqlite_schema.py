@@ -158,7 +158,18 @@ CREATE TABLE leadership (
 );
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3)
+# Version 4: the status page's chart and median queries read a target's recent results;
+# with three regions' rows interleaved, indexes that hold every column those queries read
+# answer them from the index alone (docs/benchmarks.md, "PostgreSQL against SQLite").
+_V4 = """
+DROP INDEX IF EXISTS check_results_by_time;
+CREATE INDEX check_results_by_time
+    ON check_results (target, check_name, started_at, duration_s, outcome);
+CREATE INDEX check_results_by_target
+    ON check_results (target, started_at, check_name, duration_s, outcome);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 
