@@ -16,6 +16,15 @@
    (default 30-day window and ``--window 90d``), ``target_figures`` in process, and
    ``/api/status`` (``monitor.status.build_snapshot`` in process, and the route through
    the ASGI app, uncached). Bar: under 200 ms each. The database size after all of it.
+3. PostgreSQL against SQLite (``bench/store_backends.py``): 90 days x 50 checks x
+   ``--regions`` regions (3) loaded into each ``--backend`` (both when PostgreSQL is
+   installed), rolled up by ``History.rollup``; then ``region_views()``, ``/api/status``
+   cold and warm, and ``commit_cycle`` (median, p95, p99 over ``--commits`` commits) of
+   observation and decided cycles, on the same data. PostgreSQL is a throwaway
+   ``tests.pgserver`` cluster on 127.0.0.1 (fsync off; the commits again with it on).
+
+    python bench/store.py --only backends                  # section 3 alone (~3 min)
+    python bench/store.py --only backends --backend sqlite --regions 1
 """
 
 from __future__ import annotations
@@ -35,6 +44,7 @@ import _common as c
 
 BAR_S = 0.2
 TARGETS = 25  # x 2 checks = 50 checks
+PARTS = ("write", "history", "backends")  # sections 1, 2 and 3
 
 
 def main() -> None:
@@ -43,16 +53,47 @@ def main() -> None:
     p.add_argument("--reps", type=int, default=None)
     p.add_argument("--targets", type=int, default=TARGETS, help="targets of 2 checks (25)")
     p.add_argument("--profile", type=Path)
+    p.add_argument(
+        "--only",
+        default=",".join(PARTS),
+        help=f"comma-separated parts to run, of {', '.join(PARTS)} (default: all)",
+    )
+    p.add_argument(
+        "--backend",
+        choices=("sqlite", "postgres", "both"),
+        default=None,
+        help="backends compared in part 'backends' (default: both if PostgreSQL is installed)",
+    )
+    p.add_argument("--regions", type=int, default=3, help="regions in part 'backends' (3)")
+    p.add_argument("--commits", type=int, default=None, help="commits per kind (2000)")
     args = p.parse_args()
+    parts = [part.strip() for part in args.only.split(",") if part.strip()]
+    if not parts or set(parts) - set(PARTS):
+        p.error(f"--only takes a comma-separated list of {', '.join(PARTS)}")
+    if args.regions < 1:
+        p.error("--regions must be at least 1")
     days = args.days or (3 if args.quick else 90)
     reps = args.reps or (2 if args.quick else 5)
     c.null_logging()
+    result: dict[str, Any] = {"bench": "store", "parts": parts}
     with tempfile.TemporaryDirectory(prefix="bench-store-") as tmp:
-        result = {
-            "bench": "store",
-            "commit": commit_throughput(Path(tmp), args.quick, reps),
-            "history": history(Path(tmp), days, reps, args.quick, args.profile, args.targets),
-        }
+        if "write" in parts:
+            result["commit"] = commit_throughput(Path(tmp), args.quick, reps)
+        if "history" in parts:
+            result["history"] = history(
+                Path(tmp), days, reps, args.quick, args.profile, args.targets
+            )
+        if "backends" in parts:
+            import store_backends
+
+            backend = args.backend or ("both" if store_backends.backends_available() else "sqlite")
+            chosen = ["sqlite", "postgres"] if backend == "both" else [backend]
+            commits = args.commits or (200 if args.quick else 2000)
+            sub = Path(tmp) / "backends"
+            sub.mkdir()
+            result["backends"] = store_backends.run(
+                chosen, days, args.targets, args.regions, commits, reps, sub
+            )
     c.emit(result, args.out)
 
 

@@ -1,13 +1,15 @@
 """Smoke run of every benchmark in bench/ at tiny sizes: each runs and emits its result JSON.
 
 Timings are never asserted here (a shared CI machine says nothing about them); the
-figures live in docs/benchmarks.md. The six scripts run concurrently, once per module,
-so the whole smoke costs about as long as the slowest of them.
+figures live in docs/benchmarks.md. The scripts run concurrently, once per module,
+so the whole smoke costs about as long as the slowest of them. A case that needs
+PostgreSQL skips without its binaries, except in CI (``CI=true``), which installs them.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -15,6 +17,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+
+from tests.pgserver import MISSING, postgres_binaries
 
 REPO = Path(__file__).resolve().parents[1]
 TIMEOUT_S = 150
@@ -27,7 +31,27 @@ SMOKE_ARGS = {
     "latency": ["--reps", "1", "--modes", "subprocess", "--labels-exist"],
     "github_economy": ["--healthy-s", "1", "--reps", "1", "--labels-exist"],
     "footprint": ["--probes", "200", "--idle-s", "1", "--reps", "1", "--settle-s", "0"],
+    # bench/store.py's PostgreSQL-against-SQLite part, on both backends, three regions
+    "store-backends": [
+        "--only",
+        "backends",
+        "--backend",
+        "both",
+        "--regions",
+        "3",
+        "--days",
+        "2",
+        "--targets",
+        "2",
+        "--reps",
+        "1",
+        "--commits",
+        "30",
+    ],
 }
+SMOKE_ARGS["remote_db"] = ["--delays-ms", "0,2", "--commits", "3"]
+SCRIPTS = {"store-backends": "store"}  # cases that run another case's script
+NEEDS_POSTGRES = {"store-backends", "remote_db"}
 
 pytestmark = pytest.mark.slow
 
@@ -49,11 +73,14 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
     tmp = tmp_path_factory.mktemp("bench")
     started = {}
     for name, args in SMOKE_ARGS.items():
+        if name in NEEDS_POSTGRES and postgres_binaries() is None:
+            continue  # the test says why
         out_file = tmp / f"{name}.json"
+        script = SCRIPTS.get(name, name)
         stdout = (tmp / f"{name}.stdout").open("wb")
         stderr = (tmp / f"{name}.stderr").open("wb")
         proc = subprocess.Popen(
-            [sys.executable, str(REPO / "bench" / f"{name}.py"), *args, "--out", str(out_file)],
+            [sys.executable, str(REPO / "bench" / f"{script}.py"), *args, "--out", str(out_file)],
             cwd=tmp,
             stdin=subprocess.DEVNULL,
             stdout=stdout,
@@ -89,11 +116,18 @@ def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Run]:
 @pytest.mark.parametrize("name", list(SMOKE_ARGS))
 def test_bench_runs_and_emits_its_result(runs: dict[str, Run], name: str) -> None:
     """The bench exits 0 and its last stdout line (and --out file) is its result JSON."""
+    if name in NEEDS_POSTGRES and postgres_binaries() is None:
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{MISSING}; CI must install it")
+        pytest.skip(MISSING)
     run = runs[name]
     assert run.returncode == 0, f"{name} exited {run.returncode}\n{run.stderr[-4000:]}"
     lines = [line for line in run.stdout.splitlines() if line.strip()]
     assert lines, f"{name} printed nothing\n{run.stderr[-4000:]}"
     result = json.loads(lines[-1])
-    assert result["bench"] == name
+    bench = SCRIPTS.get(name, name)
+    assert result["bench"] == bench
     assert "machine" in result
-    assert json.loads(run.out_file.read_text("utf-8"))["bench"] == name
+    assert json.loads(run.out_file.read_text("utf-8"))["bench"] == bench
+    if name == "store-backends":
+        assert {"sqlite", "postgresql"} <= result["backends"].keys()

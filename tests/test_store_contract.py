@@ -969,3 +969,21 @@ def test_freshness_is_judged_by_the_database_clock_not_the_regions(store: SqlSto
         ("ams", False),
         ("sin", False),
     ]
+
+
+def test_a_statement_the_database_refuses_mid_cycle_leaves_nothing(
+    database: Database, store: SqlStore
+) -> None:
+    """A failure the database reports only when the cycle reaches it (PostgreSQL sends a
+    cycle as one pipeline and learns of errors at its end) rolls the whole cycle back,
+    and the store works on afterwards."""
+    store.commit_cycle(_decide(down(at(1))))
+    database.sql("DROP TABLE deployments")
+    deployment = Deployment("production", "1.0", "1.1", at(2))
+    with pytest.raises(StoreError):
+        store.commit_cycle(_decide(down(at(2)), deployment=deployment))
+    assert [r["started_at"] for r in store.recent_check_results("production", T0, 10)] == [
+        ts(at(1))
+    ]
+    store.commit_cycle(_decide(down(at(3))))
+    assert len(store.recent_check_results("production", T0, 10)) == 2

@@ -145,12 +145,28 @@ class PostgresStore(SqlStore):
                 self._conn.close()
 
     @contextmanager
-    def _tx(self) -> Iterator[Tx]:
+    def _tx(self, *, pipelined: bool = False) -> Iterator[Tx]:
+        """A transaction; ``pipelined``, its statements are sent without waiting for each
+        answer, so a probe cycle costs a round trip or two to a database in another
+        region, not one per statement. (A statement whose rows are read still waits;
+        row counts are unknown until then, so only writes that read none pipeline.)"""
         with self._lock:
             conn = self._connection()
             try:
-                with conn.transaction():
-                    yield _PgTx(conn)
+                if not pipelined:
+                    with conn.transaction():
+                        yield _PgTx(conn)
+                    return
+                # psycopg's transaction() waits for its BEGIN even in a pipeline: plain
+                # BEGIN and COMMIT statements let the whole cycle travel in one trip
+                try:
+                    with conn.pipeline():
+                        conn.execute("BEGIN")
+                        yield _PgTx(conn)
+                        conn.execute("COMMIT")
+                except BaseException:
+                    _rollback(conn)
+                    raise
             except psycopg.Error as exc:
                 raise StoreError(_describe(exc)) from exc
 
@@ -255,6 +271,15 @@ class PostgresLeaderLock:
             with suppress(psycopg.Error):
                 self._conn.close()
         self._conn = None
+
+
+def _rollback(conn: psycopg.Connection[Any]) -> None:
+    """End a failed pipelined transaction, if the connection still has one."""
+    if conn.closed or conn.broken:
+        return
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
+        with suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
 
 
 def _describe(exc: psycopg.Error) -> str:

@@ -93,8 +93,9 @@ class SqlStore(ABC):
         """Release the database."""
 
     @abstractmethod
-    def _tx(self) -> AbstractContextManager[Tx]:
-        """A write transaction (raises StoreError for database faults)."""
+    def _tx(self, *, pipelined: bool = False) -> AbstractContextManager[Tx]:
+        """A write transaction (raises StoreError for database faults); ``pipelined``
+        where a backend may send its statements without waiting for each answer."""
 
     @abstractmethod
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
@@ -211,13 +212,12 @@ class SqlStore(ABC):
         """
         result, state, incident = cycle.result, cycle.state, cycle.incident
         now_ts = ts(result.at)
-        with self._tx() as db:
+        with self._tx(pipelined=True) as db:
             self._insert_results(db, cycle)
             if cycle.view is not None:
                 self._upsert_view(db, cycle.view)
             if state is None:
                 return
-            self._check_fence(db)
             decided = cycle.decided or result
             db.execute(
                 "INSERT INTO target_samples (target, at, outcome, hold_s) VALUES (?, ?, ?, ?)"
@@ -240,6 +240,10 @@ class SqlStore(ABC):
                     (deployment_json(cycle.incident_deployment), incident.id),
                 )
             self._enqueue(db, cycle.actions, now_ts)
+            # last, so that PostgreSQL's pipeline sends the whole cycle in one round trip:
+            # the check still precedes the commit, in the same transaction, holding the
+            # leadership row until then, so no new epoch can begin in between
+            self._check_fence(db)
 
     def _insert_results(self, db: Tx, cycle: PendingCycle) -> None:
         db.executemany(
