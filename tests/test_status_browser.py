@@ -50,7 +50,7 @@ from tests.daemon_process import (
     write_config,
 )
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
-from tests.targets import Connection, Request, TargetServer, delay, respond
+from tests.targets import Connection, RegionalHealth, Request, TargetServer, delay, respond
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
@@ -618,3 +618,65 @@ def test_chart_axis_labels_stay_the_size_of_the_caption_from_320_to_1920_px(
         assert facts["plot"]["height"] > 3 * caption["height"], facts["plot"]
         assert facts["scrollWidth"] <= facts["innerWidth"], (width, facts["scrollWidth"])
     assert problems == [], problems
+
+
+# -- several regions: the same page from a follower ------------------------------------------
+
+
+def test_regions_section_on_a_follower_at_phone_width(
+    tmp_path: Path, postgres_url: str, target_server: TargetServer, browser: Browser
+) -> None:
+    """Three real daemons on PostgreSQL, the target failing for ams only: a follower's page
+    says it is up, that 1 of 3 regions sees it down (not counted as an outage), and
+    lists each region, fitting a phone without console errors."""
+    health = RegionalHealth()
+    health.fail("ams")
+    target_server.route("/health", health)
+    with Daemons.session(tmp_path) as daemons:
+        started = {}
+        for region in ("ams", "ord", "sin"):
+            config = write_config(
+                tmp_path / f"{region}.toml",
+                target_url=target_server.url,
+                listen_port=free_port(),
+                state_path=tmp_path / f"{region}.db",
+                leader_check=0.3,
+            )
+            env = clean_env(DATABASE_URL=postgres_url, FLY_REGION=region, FLY_MACHINE_ID=region)
+            started[region] = daemons.start(config, env)
+        for daemon in started.values():
+            daemon.wait_healthy(20)
+        follower = wait_for(
+            lambda: next(
+                (d for d in started.values() if d.healthz()[1].get("role") == "follower"), None
+            ),
+            15,
+            "a follower",
+            daemons.logs,
+        )
+
+        def three_regions() -> dict[str, Any] | None:
+            snapshot = _status(follower.base_url)
+            web = snapshot["targets"][0] if snapshot else None
+            return web if web and web["quorum"] and web["quorum"]["fresh"] == 3 else None
+
+        web = wait_for(three_regions, 20, "three fresh regions on the page", daemons.logs)
+        assert web["state"] == "up", web
+        assert [(r["region"], r["state"]) for r in web["regions"]] == [
+            ("ams", "down"),
+            ("ord", "up"),
+            ("sin", "up"),
+        ]
+        tab = Tab(browser, *PHONE)
+        tab.open(follower.base_url + "/status")
+        facts = tab.evaluate(READ_PAGE)
+        tab.screenshot(OUTPUT / "regions-390-full.png", full_page=True)
+        assert facts["pills"] == ["Up"]
+        assert "1 of 3 reporting regions see it down; 2 must agree" in facts["text"]
+        assert "ams: down since" in facts["text"]
+        assert "health status (HTTP 503)" in facts["text"]
+        assert "ord: up since" in facts["text"]
+        assert_fits(tab, facts, PHONE[0])
+        tab.resize(NARROWEST, 740)
+        assert_fits(tab, tab.evaluate(READ_PAGE), NARROWEST)
+        assert tab.problems() == [], tab.problems()
