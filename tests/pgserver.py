@@ -24,6 +24,7 @@ a test needs. ``synchronous_commit`` stays on, so a commit that returned survive
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 import pwd
 import re
@@ -124,9 +125,16 @@ class PostgresServer:
             "-c", "fsync=off",
             "-c", "full_page_writes=off",
         ]  # fmt: skip
-        # pg_ctl hands -o to a shell, hence the quoting
-        self._pg_ctl("start", "-w", "-l", str(self.log_path), "-o", shlex.join(options))
+        # pg_ctl hands -o to a shell, hence the quoting; running is set first so that a
+        # start interrupted half-way (a signal) still gets stopped by close()
         self._running = True
+        try:
+            self._pg_ctl("start", "-w", "-l", str(self.log_path), "-o", shlex.join(options))
+        except BaseException:
+            with contextlib.suppress(Exception):
+                self.kill()
+            self._running = False
+            raise
         return self
 
     def stop(self) -> None:

@@ -242,3 +242,45 @@ def test_postgres_lock_session_is_dropped_by_the_server_within_its_keepalive(
             other.release()
     finally:
         lock.release()
+
+
+async def test_a_retiring_instance_takes_no_lead(fake: tuple[FakeLockStore, FakeLock]) -> None:
+    """Stopping instances all at once: a follower that is stopping must not take the lock
+    the stopping leader just released (it would decide, then fail on a closed store)."""
+    store, lock = fake
+    lock.free = False
+    elected: list[int] = []
+    election = LeaderElection(store, _monitor(), lambda: T0)
+    election.start(lambda epoch: elected.append(epoch) is None, lambda: None)
+    try:
+        election.retire()
+        lock.free = True
+        await asyncio.sleep(6 * CHECK_S)
+        assert elected == []
+        assert not election.acting
+        assert store.leadership() is None  # no epoch was even claimed
+    finally:
+        election.stop()
+
+
+async def test_elected_while_stopping_hands_the_lead_straight_on(
+    fake: tuple[FakeLockStore, FakeLock],
+) -> None:
+    """The lock taken just before the stop began: the election is dropped on the loop,
+    never acted on."""
+    store, lock = fake
+    elected: list[int] = []
+    election = LeaderElection(store, _monitor(), lambda: T0)
+    loop = asyncio.get_running_loop()
+    election._loop = loop  # as start() sets it, without the thread
+    election._lock = lock
+    election._on_elected = lambda epoch: elected.append(epoch) is None
+    election._take(store.claim_leadership("ams", "i-ams", T0))
+    election._holding = True
+    election.retire()
+    election._elected(election.epoch or 0)
+    assert elected == []
+    assert not election.acting
+    assert lock.released == 1
+    with pytest.raises(NotLeader):
+        _decision(store)

@@ -348,6 +348,7 @@ class Daemon:
 
     async def _shutdown(self, server_task: asyncio.Task[None]) -> None:
         log.info("stopping", inflight=len(self._schedule.inflight))
+        self.election.retire()  # a follower must not take the lead another is handing over
         await self._schedule.drain(self.settings.monitor.shutdown_grace)
         await self._prober.aclose()
         self.dispatch.stop()

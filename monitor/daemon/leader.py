@@ -103,13 +103,19 @@ class LeaderElection:
         self._thread = threading.Thread(target=self._run, name="leader-election", daemon=True)
         self._thread.start()
 
+    def retire(self) -> None:
+        """Stopping: take no lead from now on (a lead held is kept until :meth:`stop`,
+        so the outbox workers can finish the step in hand)."""
+        self._stop.set()
+
     def stop(self) -> None:
         """Hand the lock over (a graceful stop lets a successor take over at once)."""
-        self._stop.set()
+        self.retire()
         if self._thread is not None:
             self._thread.join(self._check_s + 5)
         if self._lock is not None:
             self._lock.release()
+        self._holding = False
         self.is_leader = False
 
     def lost(self, reason: str) -> None:
@@ -128,6 +134,8 @@ class LeaderElection:
 
     def _check(self) -> None:
         assert self._lock is not None
+        if self._stop.is_set():
+            return  # a retiring instance takes no lead
         if self._holding:
             if self._lock.alive():
                 self._proven_at = self._monotonic()
@@ -169,6 +177,9 @@ class LeaderElection:
     def _elected(self, epoch: int) -> None:
         if epoch != self.epoch or not self._holding:
             return  # deposed again before the loop got here
+        if self._stop.is_set():
+            self._depose()  # elected while stopping: hand it straight on
+            return
         if not self._on_elected(epoch):
             self._depose()
             return

@@ -64,7 +64,7 @@ class ProbeSchedule:
         self._scheduler.start()
         refresh = self._monitor.metrics_refresh
         self._scheduler.add_job(
-            housekeeping,
+            self._tracked_housekeeping(housekeeping),
             IntervalTrigger(seconds=refresh, timezone=UTC),
             id="housekeeping",
             name="housekeeping",
@@ -72,19 +72,35 @@ class ProbeSchedule:
             next_run_time=datetime.now(UTC) + timedelta(seconds=min(5.0, refresh)),
         )
 
+    async def _in_flight(self, work: Awaitable[None]) -> None:
+        """Await ``work`` as a run that a stop waits for (see :meth:`drain`)."""
+        task = asyncio.current_task()
+        if task is not None:
+            self.inflight.add(task)
+        try:
+            await work
+        finally:
+            if task is not None:
+                self.inflight.discard(task)
+
     def _tracked(self, job: Job) -> Job:
         async def run(name: str) -> None:
-            task = asyncio.current_task()
-            if task is not None:
-                self.inflight.add(task)
             try:
-                await job(name)
+                await self._in_flight(job(name))
             except Exception:
                 # a bug of ours must not stop the schedule: log it, the watchdog sees stalls
                 log.exception("probe cycle failed", target=name)
-            finally:
-                if task is not None:
-                    self.inflight.discard(task)
+
+        return run
+
+    def _tracked_housekeeping(
+        self, housekeeping: Callable[[], Awaitable[None]]
+    ) -> Callable[[], Awaitable[None]]:
+        """Housekeeping in flight is waited for at a stop, like a probe: cancelling it
+        half-way through a figure refresh would only log a traceback."""
+
+        async def run() -> None:
+            await self._in_flight(housekeeping())
 
         return run
 
