@@ -21,7 +21,6 @@ import contextlib
 import threading
 import time
 from collections.abc import Callable
-from datetime import datetime
 
 from monitor.clock import Clock
 from monitor.config import MonitorSection
@@ -194,7 +193,3 @@ class LeaderElection:
         if was:
             self._on_deposed()
             log.warning("following", region=self.region, instance=self.instance)
-
-    def since(self) -> datetime | None:
-        """When the current leadership began."""
-        return None if self.holder is None else self.holder.since
