@@ -297,11 +297,11 @@ def _latencies(settings: Any, store: Any, config: Path, reps: int) -> dict[str, 
         build_snapshot(daemon, daemon.now())
         builds.append(time.perf_counter() - start)
     out["status_build_snapshot_s"] = c.summary(builds)
-    out["api_status_asgi_uncached_s"] = asyncio.run(_api_status(daemon, reps))
+    out["api_status_asgi_uncached_s"] = asyncio.run(api_status_uncached(daemon, reps))
     return out
 
 
-async def _api_status(daemon: Any, reps: int) -> dict[str, Any]:
+async def api_status_uncached(daemon: Any, reps: int) -> dict[str, Any]:
     """GET /api/status through the daemon's ASGI app with an uncached snapshot (TTL 0)."""
     import httpx
 

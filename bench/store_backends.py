@@ -57,6 +57,7 @@ from pathlib import Path
 from typing import Any
 
 import _common as c
+from store import api_status_uncached
 
 REGION_NAMES = ("ams", "iad", "sin", "syd", "gru", "nrt", "fra", "lax", "jnb")
 CHECKS = ("health", "monitoring")
@@ -440,7 +441,7 @@ def _status(
     out = {
         "build_snapshot_cold_s": round(cold, 4),
         "build_snapshot_warm_s": c.summary(warm),
-        "api_status_asgi_uncached_s": asyncio.run(_api_status(daemon, reps)),
+        "api_status_asgi_uncached_s": asyncio.run(api_status_uncached(daemon, reps)),
         "one_warm_build": {
             "total_s": round(total, 4),
             "store_s": round(sum(sum(t) for t in spent.values()), 4),
@@ -449,26 +450,6 @@ def _status(
         "summary_state": snapshot["summary"]["state"],
     }
     return out, store, daemon
-
-
-async def _api_status(daemon: Any, reps: int) -> dict[str, Any]:
-    import httpx
-
-    from monitor.web.routes import status_routes
-    from monitor.web.server import create_app
-    from monitor.web.snapshot import SnapshotCache
-
-    app = create_app(daemon.metrics, daemon, status_routes(daemon, cache=SnapshotCache(daemon, 0)))
-    times = []
-    async with httpx.AsyncClient(
-        transport=httpx.ASGITransport(app=app), base_url="http://monitor"
-    ) as client:
-        for _ in range(reps):
-            begin = time.perf_counter()
-            response = await client.get("/api/status")
-            response.raise_for_status()
-            times.append(time.perf_counter() - begin)
-    return c.summary(times)
 
 
 def _plans(store: Any, backend: str, seed: Seed, daemon: Any) -> dict[str, Any]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from datetime import datetime
 
 from monitor.config import Settings
@@ -106,7 +107,8 @@ class CycleRecorder:
             deployment,
             followed,
             region=self._election.region,
-            view=runtime.view(self._election.region, result, self.view_hold_s(runtime)),
+            # the verdict's own view, held as long as the cadence after this decision says
+            view=replace(own, hold_s=self.view_hold_s(runtime)),
             decided=None if judged is result else judged,
         )
         self._writer.write(cycle)

@@ -87,7 +87,7 @@ class TargetRuntime:
         verdict = decide(self.views, own, quorum, min_regions)
         agreeing = [v for v in verdict.fresh if v.down == (verdict.kind is VerdictKind.DOWN)]
         result = agreeing[0].result if agreeing and verdict.decisive else None
-        since = min((v.since for v in agreeing), default=None) if agreeing else None
+        since = min((v.since for v in agreeing), default=None)
         return LiveTarget(
             self.name, self.state, result, since, self.cadence_s, verdict.views, verdict
         )

@@ -18,7 +18,6 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager, suppress
-from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
@@ -26,7 +25,6 @@ import psycopg
 from psycopg.rows import dict_row
 
 from monitor.store.base import Row, StoreError
-from monitor.store.codec import ts
 from monitor.store.postgres_schema import migrate
 from monitor.store.sql import Cursor, SqlStore, Tx
 
@@ -85,6 +83,17 @@ class PostgresStore(SqlStore):
 
     DB_NOW = "EXTRACT(EPOCH FROM clock_timestamp())::double precision"
     FOR_UPDATE = " FOR UPDATE"
+    # the slowest probe's start per group: PostgreSQL has no bare column beside MAX()
+    LATENCY_SLOTS = (
+        "SELECT check_name, slot, MAX(duration_s) AS slowest,"
+        " (ARRAY_AGG(started_at ORDER BY duration_s DESC))[1] AS started_at,"
+        " COUNT(*) AS n, COUNT(*) FILTER (WHERE outcome = 'down') AS down,"
+        " COUNT(*) FILTER (WHERE outcome = 'degraded') AS degraded FROM ("
+        "  SELECT check_name, duration_s, started_at, outcome,"
+        "   FLOOR((started_at - ?) / ?)::bigint AS slot FROM check_results"
+        "  WHERE target = ? AND started_at >= ? AND started_at <= ?"
+        " ) s GROUP BY check_name, slot ORDER BY check_name, slot"
+    )
 
     def __init__(self, url: str) -> None:
         super().__init__()
@@ -179,29 +188,6 @@ class PostgresStore(SqlStore):
                     return list(cursor.fetchall())
             except psycopg.Error as exc:
                 raise StoreError(_describe(exc)) from exc
-
-    def latency_slots(
-        self, target: str, start: datetime, end: datetime, slot_s: float
-    ) -> dict[str, list[tuple[float, float, int, int, int]]]:
-        """Per check, per time slot: (time of the slowest probe, its duration, probes,
-        down, degraded), oldest first. The status page's charts, downsampled in SQL."""
-        rows = self._query(
-            "SELECT check_name, slot, MAX(duration_s) AS slowest,"
-            " (ARRAY_AGG(started_at ORDER BY duration_s DESC))[1] AS started_at,"
-            " COUNT(*) AS n, COUNT(*) FILTER (WHERE outcome = 'down') AS down,"
-            " COUNT(*) FILTER (WHERE outcome = 'degraded') AS degraded FROM ("
-            "  SELECT check_name, duration_s, started_at, outcome,"
-            "   FLOOR((started_at - ?) / ?)::bigint AS slot FROM check_results"
-            "  WHERE target = ? AND started_at >= ? AND started_at <= ?"
-            " ) s GROUP BY check_name, slot ORDER BY check_name, slot",
-            (ts(start), slot_s, target, ts(start), ts(end)),
-        )
-        slots: dict[str, list[tuple[float, float, int, int, int]]] = {}
-        for row in rows:
-            slots.setdefault(row["check_name"], []).append(
-                (row["started_at"], row["slowest"], row["n"], row["down"], row["degraded"])
-            )
-        return slots
 
     def leader_lock(self) -> PostgresLeaderLock:
         """The advisory lock that makes one instance the leader."""

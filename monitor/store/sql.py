@@ -82,6 +82,10 @@ class SqlStore(ABC):
     DB_NOW: str = ""
     # a row lock for the fencing check (PostgreSQL); SQLite's writers are serialised
     FOR_UPDATE: str = ""
+    # the status page's charts downsampled in SQL, per check and slot: (check_name, slot,
+    # slowest, started_at of the slowest, n, down, degraded); parameters start, slot
+    # length, target, start, end
+    LATENCY_SLOTS: str = ""
 
     def __init__(self) -> None:
         self._lock = threading.RLock()
@@ -698,12 +702,18 @@ class SqlStore(ABC):
             float(row["unknown"]),
         )
 
-    @abstractmethod
     def latency_slots(
         self, target: str, start: datetime, end: datetime, slot_s: float
     ) -> dict[str, list[tuple[float, float, int, int, int]]]:
         """Per check, per time slot: (time of the slowest probe, its duration, probes,
         down, degraded), oldest first. The status page's charts, downsampled in SQL."""
+        rows = self._query(self.LATENCY_SLOTS, (ts(start), slot_s, target, ts(start), ts(end)))
+        slots: dict[str, list[tuple[float, float, int, int, int]]] = {}
+        for row in rows:
+            slots.setdefault(row["check_name"], []).append(
+                (row["started_at"], row["slowest"], row["n"], row["down"], row["degraded"])
+            )
+        return slots
 
     def median_duration(
         self, target: str, check: str, start: datetime, end: datetime, count: int

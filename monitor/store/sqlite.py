@@ -6,12 +6,10 @@ import contextlib
 import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 from monitor.store.base import Row, StoreError
-from monitor.store.codec import ts
 from monitor.store.sql import SqlStore, Tx
 from monitor.store.sqlite_schema import migrate
 
@@ -20,6 +18,14 @@ class SqliteStore(SqlStore):
     """The SQLite file. Thread-safe: one connection, one lock, short transactions."""
 
     DB_NOW = "((julianday('now') - 2440587.5) * 86400.0)"
+    # SQLite returns the bare column started_at from the row that holds MAX()
+    LATENCY_SLOTS = (
+        "SELECT check_name, CAST((started_at - ?) / ? AS INTEGER) AS slot,"
+        " MAX(duration_s) AS slowest, started_at, COUNT(*) AS n,"
+        " SUM(outcome = 'down') AS down, SUM(outcome = 'degraded') AS degraded"
+        " FROM check_results WHERE target = ? AND started_at >= ? AND started_at <= ?"
+        " GROUP BY check_name, slot ORDER BY check_name, slot"
+    )
 
     def __init__(self, path: Path | str) -> None:
         super().__init__()
@@ -82,24 +88,3 @@ class SqliteStore(SqlStore):
     def leader_lock(self) -> None:
         """One file, one process: the only instance always leads."""
         return None
-
-    def latency_slots(
-        self, target: str, start: datetime, end: datetime, slot_s: float
-    ) -> dict[str, list[tuple[float, float, int, int, int]]]:
-        """Per check, per time slot: (time of the slowest probe, its duration, probes,
-        down, degraded), oldest first. The status page's charts, downsampled in SQL."""
-        rows = self._query(
-            # SQLite returns the bare column started_at from the row that holds MAX()
-            "SELECT check_name, CAST((started_at - ?) / ? AS INTEGER) AS slot,"
-            " MAX(duration_s) AS slowest, started_at, COUNT(*) AS n,"
-            " SUM(outcome = 'down') AS down, SUM(outcome = 'degraded') AS degraded"
-            " FROM check_results WHERE target = ? AND started_at >= ? AND started_at <= ?"
-            " GROUP BY check_name, slot ORDER BY check_name, slot",
-            (ts(start), slot_s, target, ts(start), ts(end)),
-        )
-        slots: dict[str, list[tuple[float, float, int, int, int]]] = {}
-        for row in rows:
-            slots.setdefault(row["check_name"], []).append(
-                (row["started_at"], row["slowest"], row["n"], row["down"], row["degraded"])
-            )
-        return slots
