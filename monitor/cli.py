@@ -1,4 +1,5 @@
-"""The ``monitor`` command: run, check, config, demo, store copy (and the release-pipeline verbs).
+"""The ``monitor`` command: run, check, config, demo, store copy (and the release-pipeline
+verbs: check, verify, notify, maintenance).
 
 Exit codes are part of the interface: 0 healthy/done, 1 a check, an SLO or a
 store copy failed, 2 bad configuration or usage.
@@ -170,6 +171,44 @@ def build_parser() -> argparse.ArgumentParser:
         help="an empty database: postgresql://USER@HOST/DB (or sqlite:///PATH for a backup)",
     )
 
+    notify = sub.add_parser(
+        "notify",
+        parents=[common],
+        help="send a one-off message to configured channels (exit 0 only if all accepted)",
+    )
+    notify.add_argument(
+        "action", nargs="?", choices=["test"], help="test: send a clearly marked test message"
+    )
+    notify.add_argument(
+        "--channel", action="append", required=True, metavar="NAME", help="repeatable"
+    )
+    notify.add_argument("--title", help="the message's title (required unless test)")
+    notify.add_argument("--body", help="the message's text (required unless test)")
+    notify.add_argument(
+        "--severity", choices=["info", "warning", "error", "critical"], default="info"
+    )
+
+    maintenance = sub.add_parser(
+        "maintenance",
+        parents=[common],
+        help="open or end a maintenance window on the running daemon (MONITOR_API_TOKEN)",
+    )
+    maintenance.add_argument("action", choices=["start", "end"])
+    maintenance.add_argument("--target", required=True, metavar="NAME")
+    maintenance.add_argument(
+        "--for",
+        dest="duration",
+        type=_duration_arg,
+        metavar="DURATION",
+        help="how long (start; e.g. 15m): the window ends by itself even if nobody ends it",
+    )
+    maintenance.add_argument("--reason", default="maintenance", help="shown on the status page")
+    maintenance.add_argument(
+        "--monitor-url",
+        metavar="URL",
+        help="the daemon (default: $MONITOR_URL, else the local monitor.listen)",
+    )
+
     demo = sub.add_parser(
         "demo",
         parents=[common],
@@ -246,11 +285,57 @@ def _main(argv: Sequence[str] | None) -> int:
         )
     if args.command == "report":
         return _report(settings, args, sys.stdout)
+    if args.command == "notify":
+        return _notify(settings, args)
+    if args.command == "maintenance":
+        return _maintenance(settings, args)
     if args.command == "config":
         json.dump(redacted(settings), sys.stdout, indent=2)
         sys.stdout.write("\n")
         return EXIT_OK
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _notify(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.release.notify import run_notify  # the channels load only to notify
+
+    test = args.action == "test"
+    if not test and (not args.title or not args.body):
+        sys.stderr.write("monitor: notify: --title and --body are required (or: notify test)\n")
+        return EXIT_CONFIG
+    return run_notify(
+        settings,
+        args.channel,
+        title=args.title,
+        body=args.body,
+        severity=args.severity,
+        test=test,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _maintenance(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.release.maintenance import monitor_url, run_maintenance
+
+    if args.target not in {t.name for t in settings.targets}:
+        return _unknown_target(settings, [args.target])
+    if args.action == "start" and args.duration is None:
+        sys.stderr.write("monitor: maintenance start: --for is required (e.g. --for 15m)\n")
+        return EXIT_CONFIG
+    token = os.environ.get("MONITOR_API_TOKEN", "").strip() or None
+    if token:
+        secrets.add([token])
+    return run_maintenance(
+        args.action,
+        monitor_url(args.monitor_url, settings, os.environ),
+        target=args.target,
+        duration_s=args.duration,
+        reason=args.reason,
+        token=token,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
 
 
 def _duration_arg(text: str) -> float:

@@ -155,6 +155,37 @@ class Metrics:
             ("operation", "reason"),
             registry=r,
         )
+        # --- every channel (GitHub's requests keep their own series above)
+        self.channel_requests = Counter(
+            "monitor_channel_requests",
+            "Channel steps attempted, by channel and step kind",
+            ("channel", "kind"),
+            registry=r,
+        )
+        self.channel_errors = Counter(
+            "monitor_channel_errors",
+            "Channel steps that failed, by channel and reason",
+            ("channel", "reason"),
+            registry=r,
+        )
+        self.channel_pending = Gauge(
+            "monitor_channel_pending",
+            "Channel steps written but not yet performed",
+            ("channel",),
+            registry=r,
+        )
+        self.channel_stopped = Gauge(
+            "monitor_channel_stopped",
+            "1 while a channel's queue is stopped by a permanent refusal (or disabled)",
+            ("channel",),
+            registry=r,
+        )
+        self.maintenance = Gauge(
+            "monitor_maintenance",
+            "1 while the target is in a maintenance window (nobody is paged)",
+            ("target",),
+            registry=r,
+        )
         # --- history and SLOs
         tw = ("target", "window")
         self.uptime = Gauge(
@@ -230,11 +261,20 @@ class Metrics:
                 for reason in Reason:
                     if reason not in (Reason.OK, Reason.SLOW):
                         self.probe_failures.labels(*labels, reason.value)
+            self.maintenance.labels(target.name).set(0)
         for operation in GITHUB_OPERATIONS:
             self.github_requests.labels(operation)
             # the errors an alert watches exist from start-up, so increase() sees the first
             for sink_reason in ("auth", "forbidden", "not_found"):
                 self.github_errors.labels(operation, sink_reason)
+
+    def declare_channels(self, names: Sequence[str]) -> None:
+        """The channel series, zero from start-up (an alert's increase() sees the first)."""
+        for name in names:
+            self.channel_pending.labels(name).set(0)
+            self.channel_stopped.labels(name).set(0)
+            for reason in ("rejected", "auth", "disabled"):
+                self.channel_errors.labels(name, reason)
 
     def observe(self, result: TargetResult, completed_at: float) -> None:
         """Record one target's probe cycle."""

@@ -7,6 +7,7 @@ its instructions are parsed and compared with what the daemon needs.
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import inspect
 import json
@@ -590,8 +591,11 @@ def test_dashboard_covers_the_interface() -> None:
 
 # -- example workflows -------------------------------------------------------------------
 
+# A command line up to a shell operator or the end of a quoted string around it (as in
+# `-C "... monitor report --json"`); a quoted argument after a space is part of it.
 MONITOR_COMMAND = re.compile(
-    r"(?<![\w$./-])monitor\s+(?:run|check|verify|report|config|demo)\b[^\n\"'|>;&)]*"
+    r"(?<![\w$./-])monitor\s+(?:run|check|verify|report|config|demo|notify|maintenance)\b"
+    r"(?:[^\n\"'|>;&)]|(?<=\s)\"[^\"\n]*\"|(?<=\s)'[^'\n]*')*"
 )
 
 
@@ -621,11 +625,29 @@ def monitor_commands() -> list[tuple[str, str]]:
     return found
 
 
+def with_sample_values(argv: list[str]) -> list[str]:
+    """``argv`` with each shell expansion (``"$severity"``) that an option restricts to
+    choices replaced by its first choice: the script decides the value at run time."""
+    parser = build_parser()
+    out: list[str] = []
+    for word in argv:
+        # argparse keeps no public map of a parser's options and sub-commands
+        actions = {o: a for a in parser._actions for o in a.option_strings}
+        commands = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
+        if commands and word in commands[0].choices:
+            parser = commands[0].choices[word]
+        elif word.startswith("$") and out and out[-1] in actions and actions[out[-1]].choices:
+            word = str(next(iter(actions[out[-1]].choices)))
+        out.append(word)
+    return out
+
+
 def test_workflows_are_valid_workflow_yaml() -> None:
     """Name, trigger and jobs; each job runs steps or calls a workflow; steps run or use."""
     assert {p.name for p in WORKFLOWS} == {
         "deployment-gate.yml",
         "deploy-production.yml",
+        "rollback-production.yml",
         "slo-report.yml",
         "security.yml",
     }
@@ -651,7 +673,7 @@ def test_workflows_are_valid_workflow_yaml() -> None:
 )
 def test_workflow_monitor_commands_parse(name: str, command: str) -> None:
     """Every `monitor` invocation in the workflows is accepted by the real CLI parser."""
-    argv = shlex.split(command)[1:]
+    argv = with_sample_values(shlex.split(command)[1:])
     try:
         build_parser().parse_args(argv)
     except SystemExit as exc:  # argparse reports the problem on stderr

@@ -16,6 +16,7 @@ from hypothesis import strategies as st
 
 from monitor.config import Settings, load_settings
 from monitor.figures.history import History
+from monitor.figures.maintenance import Window, spans_for
 from monitor.figures.slo import Sample, Span, account
 from monitor.figures.target import target_figures
 from monitor.incidents.tracker import Incident, TrackerState
@@ -26,10 +27,12 @@ from monitor.store.sqlite import SqliteStore
 T0 = datetime(2026, 11, 1, tzinfo=UTC)
 
 
-def make_settings(state: Path, **monitor: object) -> Settings:
-    """Two-target settings with a one-minute healthy cadence."""
+def make_settings(
+    state: Path, maintenance: list[dict[str, object]] | None = None, **monitor: object
+) -> Settings:
+    """Two-target settings with a one-minute healthy cadence (and configured windows)."""
     base = {"interval": 60, "incident_interval": 60, "timeout": 5, "state_path": str(state)}
-    return load_settings(None, monitor={**base, **monitor})
+    return load_settings(None, monitor={**base, **monitor}, maintenance=maintenance or [])
 
 
 def cycle(target: str, at: datetime, outcome: Outcome, latency_s: float = 0.05) -> TargetResult:
@@ -60,6 +63,9 @@ def write(store: SqliteStore, results: list[TargetResult], hold_s: float = 125.0
     gaps=st.lists(st.integers(min_value=10, max_value=400), min_size=400, max_size=400),
     start_offset_s=st.integers(min_value=0, max_value=7200),
     length_s=st.integers(min_value=60, max_value=6 * 3600),
+    planned=st.lists(
+        st.tuples(st.integers(0, 8 * 3600), st.integers(1, 3 * 3600), st.booleans()), max_size=3
+    ),
 )
 def test_rollups_agree_with_raw(
     tmp_path_factory: pytest.TempPathFactory,
@@ -67,11 +73,25 @@ def test_rollups_agree_with_raw(
     gaps: list[int],
     start_offset_s: int,
     length_s: int,
+    planned: list[tuple[int, int, bool]],
 ) -> None:
-    """Any window's account from rollups + raw equals the account from raw samples alone."""
+    """Any window's account from rollups + raw equals the account from raw samples alone,
+    maintenance included (stored windows, for every target or for another one only)."""
     path = tmp_path_factory.mktemp("h") / "m.db"
     store = SqliteStore(path)
     history = History(store, make_settings(path))
+    windows = [
+        Window(
+            T0 + timedelta(seconds=offset),
+            T0 + timedelta(seconds=offset + length),
+            None if everyone else frozenset({"production"}),
+            "hypothesis",
+            "api",
+        )
+        for offset, length, everyone in planned
+    ]
+    for window in windows:
+        store.add_maintenance(window, T0)
     at = T0
     results = []
     for outcome, gap in zip(outcomes, gaps, strict=False):
@@ -89,9 +109,103 @@ def test_rollups_agree_with_raw(
     )
     from_history = history.account("staging", window, now)
     samples = [Sample(r.at, r.outcome) for r in results]
-    direct = account(samples, window, history.max_hold_s, [Span(T0, session_end)])
-    for part in ("up_s", "degraded_s", "down_s", "unknown_s"):
+    direct = account(
+        samples,
+        window,
+        history.max_hold_s,
+        [Span(T0, session_end)],
+        maintenance=spans_for(windows, "staging", window),
+    )
+    for part in ("up_s", "degraded_s", "down_s", "unknown_s", "maintenance_s"):
         assert math.isclose(getattr(from_history, part), getattr(direct, part), abs_tol=1e-6), part
+    store.close()
+
+
+def test_rollups_carry_maintenance_and_agree_with_raw(tmp_path: Path) -> None:
+    """A configured daily window (staging only) and a stored one (every target): the hours
+    and the day carry maintenance_s, failures inside a window are not down, and accounts
+    from rollups, from raw samples, and from both agree to the microsecond."""
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    nightly = {"targets": ["staging"], "start": "02:00", "every": "daily", "duration": "30m"}
+    history = History(store, make_settings(path, maintenance=[{**nightly, "reason": "backup"}]))
+    deploy = Window(
+        T0 + timedelta(hours=5), T0 + timedelta(hours=5, minutes=30), None, "deploy", "api"
+    )
+    store.add_maintenance(deploy, T0)
+
+    def outcome(minute: int) -> Outcome:
+        failing = 120 <= minute < 140 or 240 <= minute < 250 or 300 <= minute < 330
+        return Outcome.DOWN if failing else Outcome.UP
+
+    results = [cycle("staging", T0 + timedelta(minutes=m), outcome(m)) for m in range(480)]
+    write(store, results)
+    store.start_session(T0)
+    store.stop_session(1, T0 + timedelta(hours=8))
+    now = T0 + timedelta(hours=10)
+    raw_only = history.account("staging", Span(T0, T0 + timedelta(hours=8)), now)
+    while history.rollup(now, ["staging"]):
+        pass
+
+    hours = {
+        datetime.fromtimestamp(row["bucket"], UTC).hour: row
+        for row in store.rollups("hour", "staging", "*", T0, now)
+    }
+    assert [hours[h]["maintenance_s"] for h in range(8)] == [0, 0, 1800, 0, 0, 1800, 0, 0]
+    assert (hours[2]["down_s"], hours[4]["down_s"], hours[5]["down_s"]) == (0.0, 600.0, 0.0)
+    for check in ("health", "monitoring"):  # per check too
+        (row,) = store.rollups(
+            "hour", "staging", check, T0 + timedelta(hours=2), T0 + timedelta(hours=3)
+        )
+        assert (row["maintenance_s"], row["down_s"]) == (1800.0, 0.0)
+    (day,) = store.rollups("day", "staging", "*", T0, now)
+    assert (day["maintenance_s"], day["down_s"]) == (3600.0, 600.0)
+
+    rolled = history.account("staging", Span(T0, T0 + timedelta(hours=8)), now)
+    assert rolled == raw_only
+    assert (rolled.maintenance_s, rolled.down_s, rolled.unknown_s) == (3600.0, 600.0, 0.0)
+    assert rolled.coverage == 1.0
+    assert rolled.uptime == pytest.approx(1 - 600 / (7 * 3600))
+    straddling = Span(T0 + timedelta(minutes=95), T0 + timedelta(hours=9, minutes=15))
+    samples = [Sample(r.at, r.outcome) for r in results]
+    windows = history.maintenance_windows(straddling)
+    direct = account(
+        samples,
+        straddling,
+        history.max_hold_s,
+        [Span(T0, T0 + timedelta(hours=8))],
+        maintenance=spans_for(windows, "staging", straddling),
+    )
+    from_history = history.account("staging", straddling, now)
+    for part in ("up_s", "degraded_s", "down_s", "unknown_s", "maintenance_s"):
+        assert math.isclose(getattr(from_history, part), getattr(direct, part), abs_tol=1e-6), part
+    store.close()
+
+
+def test_windows_read_ahead_answer_inside_their_span_and_read_outside_it(
+    tmp_path: Path,
+) -> None:
+    """Pins read_ahead: inside its span the windows come from the list read once (a window
+    stored since does not show), outside it the store is read again."""
+    path = tmp_path / "m.db"
+    store = SqliteStore(path)
+    history = History(store, make_settings(path))
+    first = Window(T0 + timedelta(hours=1), T0 + timedelta(hours=2), None, "first", "api")
+    store.add_maintenance(first, T0)
+    ahead = history.read_ahead(Span(T0, T0 + timedelta(hours=6)))
+    later = Window(T0 + timedelta(hours=3), T0 + timedelta(hours=8), None, "later", "api")
+    store.add_maintenance(later, T0)
+
+    def reasons(span: Span) -> list[str]:
+        return [w.reason for w in ahead.maintenance_windows(span)]
+
+    assert reasons(Span(T0, T0 + timedelta(hours=6))) == ["first"]
+    assert reasons(Span(T0 + timedelta(hours=2), T0 + timedelta(hours=6))) == []
+    assert reasons(Span(T0, T0 + timedelta(hours=7))) == ["first", "later"]
+    assert [w.reason for w in history.maintenance_windows(Span(T0, T0 + timedelta(hours=6)))] == [
+        "first",
+        "later",
+    ]
     store.close()
 
 
@@ -230,10 +344,13 @@ def generate_history(path: Path, days: int, targets: int, now: datetime, raw_day
         hour = start
         while hour < raw_start:
             down = 60.0 * rng.choice([0] * 40 + [1, 3, 10])
+            # a weekly window: Sunday 03:00 to 04:00 is maintenance, whatever was probed
+            planned = 3600.0 if (hour.weekday(), hour.hour) == (6, 3) else 0.0
+            down = 0.0 if planned else down
             for check in ("*", "health", "monitoring"):
                 hour_rows.append(
-                    ("hour", name, check, hour.timestamp(), 60, int(down // 60), 0, 3600 - down, 0.0, down, 0.0, 3.0, 0.02, 0.2,
-                     json.dumps([0, 0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
+                    ("hour", name, check, hour.timestamp(), 60, int(down // 60), 0, 3600 - down - planned, 0.0, down, 0.0, planned,
+                     3.0, 0.02, 0.2, json.dumps([0, 0, 60, 0, 0, 0, 0, 0, 0, 0, 0, 0]))
                 )  # fmt: skip
             hour += timedelta(hours=1)
         rows = []
@@ -254,7 +371,10 @@ def generate_history(path: Path, days: int, targets: int, now: datetime, raw_day
             "INSERT INTO target_samples (target, at, outcome, hold_s) VALUES (?, ?, ?, ?)", samples
         )
     db.executemany(
-        "INSERT INTO rollups VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", hour_rows
+        "INSERT INTO rollups (period, target, check_name, bucket, probes, failures, degraded,"
+        " up_s, degraded_s, down_s, unknown_s, maintenance_s, latency_sum, latency_min,"
+        " latency_max, latency_hist) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        hour_rows,
     )
     db.execute(
         "INSERT OR REPLACE INTO meta (key, value) VALUES ('rollup_watermark', ?)",
@@ -304,3 +424,5 @@ def test_report_answers_on_90_days_of_history(tmp_path: Path) -> None:
         assert 0.95 < target["uptime_ratio"] <= 1.0
         assert target["coverage_ratio"] > 0.99
         assert sum(target["time_s"].values()) == pytest.approx(90 * 86400, rel=1e-6)
+        # about eleven Sunday windows of an hour in the rolled-up 83 days, read back
+        assert 10 * 3600 <= target["time_s"]["maintenance"] <= 12 * 3600

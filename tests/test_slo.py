@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 
 from monitor.figures.slo import (
     WINDOWS,
+    AckStats,
     Deployment,
     IncidentRecord,
     Sample,
@@ -22,6 +23,7 @@ from monitor.figures.slo import (
     deployment_before,
     deployment_stats,
     error_budget,
+    mtta,
     mttr,
     parse_window,
 )
@@ -120,6 +122,61 @@ def test_account(case: AccountCase) -> None:
     assert minutes(acct) == case.expected
 
 
+def minutes_with_maintenance(acct: TimeAccount) -> tuple[float, ...]:
+    """An account as (up, degraded, down, unknown, maintenance) minutes."""
+    return (*minutes(acct), acct.maintenance_s / 60)
+
+
+@dataclass(frozen=True)
+class MaintenanceCase:
+    transcript: str
+    windows: tuple[tuple[float, float], ...]  # maintenance spans, minutes from T0
+    expected: tuple[float, float, float, float, float]  # up, degraded, down, unknown, maint.
+    sessions: tuple[tuple[float, float], ...] | None = None
+
+
+MAINTENANCE_CASES = {
+    "no-window-no-maintenance": MaintenanceCase("0 up, 30 up", (), (60, 0, 0, 0, 0)),
+    "wins-over-up": MaintenanceCase("0 up, 15 up, 30 up, 45 up", ((15, 30),), (45, 0, 0, 0, 15)),
+    "wins-over-down": MaintenanceCase(
+        "0 up, 15 down, 20 down, 25 up, 45 up", ((15, 25),), (50, 0, 0, 0, 10)
+    ),
+    "wins-over-degraded": MaintenanceCase(
+        "0 up, 15 degraded, 30 degraded, 45 up", ((20, 40),), (30, 10, 0, 0, 20)
+    ),
+    "wins-over-unknown": MaintenanceCase("", ((0, 20),), (0, 0, 0, 40, 20)),
+    "wins-over-monitor-downtime": MaintenanceCase(
+        "0 up, 15 up, 30 up, 45 up", ((10, 50),), (20, 0, 0, 0, 40), sessions=((0, 20), (40, 60))
+    ),
+    "overlapping-windows-count-once": MaintenanceCase(
+        "0 up, 30 up", ((10, 30), (20, 40)), (30, 0, 0, 0, 30)
+    ),
+    "touching-windows-merge": MaintenanceCase(
+        "0 up, 30 up", ((10, 20), (20, 30)), (40, 0, 0, 0, 20)
+    ),
+    "clipped-to-the-window": MaintenanceCase(
+        "0 up, 30 up", ((-30, 10), (50, 90)), (40, 0, 0, 0, 20)
+    ),
+    "whole-window": MaintenanceCase("0 down, 30 down", ((-5, 65),), (0, 0, 0, 0, 60)),
+    "empty-window-span-ignored": MaintenanceCase("0 up, 30 up", ((20, 20),), (60, 0, 0, 0, 0)),
+}
+
+
+@pytest.mark.parametrize("case", MAINTENANCE_CASES.values(), ids=MAINTENANCE_CASES.keys())
+def test_account_with_maintenance(case: MaintenanceCase) -> None:
+    """Time inside a window is maintenance whatever the samples (or their absence) say."""
+    sessions = None if case.sessions is None else [span(a, b) for a, b in case.sessions]
+    acct = account(
+        samples(case.transcript),
+        span(0, 60),
+        30 * 60,
+        sessions,
+        maintenance=[span(a, b) for a, b in case.windows],
+    )
+    assert minutes_with_maintenance(acct) == case.expected
+    assert acct.total_s == 3600
+
+
 @pytest.mark.parametrize(
     ("acct", "uptime", "coverage"),
     [
@@ -128,23 +185,40 @@ def test_account(case: AccountCase) -> None:
         (TimeAccount(1200, 0, 600, 1800), 2 / 3, 0.5),
         (TimeAccount(0, 0, 0, 3600), None, 0.0),
         (TimeAccount.zero(), None, None),
+        (TimeAccount(1800, 0, 0, 0, 1800), 1.0, 1.0),
+        (TimeAccount(900, 0, 900, 900, 900), 0.5, 2 / 3),
+        (TimeAccount(0, 0, 0, 1800, 1800), None, 0.0),
+        (TimeAccount(0, 0, 0, 0, 3600), None, None),
     ],
-    ids=["degraded-counts-as-up", "quarter-down", "unknown-left-out", "all-unknown", "empty"],
+    ids=[
+        "degraded-counts-as-up",
+        "quarter-down",
+        "unknown-left-out",
+        "all-unknown",
+        "empty",
+        "maintenance-out-of-both-shares",
+        "maintenance-beside-unknown",
+        "maintenance-and-unknown-only",
+        "all-maintenance-no-coverage-to-speak-of",
+    ],
 )
 def test_uptime_and_coverage(
     acct: TimeAccount, uptime: float | None, coverage: float | None
 ) -> None:
-    """Uptime is (up + degraded) / known and coverage known / total; None without a base."""
+    """Uptime is (up + degraded) / known, coverage known / (window - maintenance); None
+    without a base."""
     assert acct.uptime == pytest.approx(uptime)
     assert acct.coverage == pytest.approx(coverage)
 
 
 def test_accounts_add_up() -> None:
     """Adding accounts adds each part, so rollups of targets or windows are sums."""
-    total = TimeAccount(1, 2, 3, 4) + TimeAccount(10, 20, 30, 40) + TimeAccount.zero()
-    assert total == TimeAccount(11, 22, 33, 44)
+    total = TimeAccount(1, 2, 3, 4, 5) + TimeAccount(10, 20, 30, 40, 50) + TimeAccount.zero()
+    assert total == TimeAccount(11, 22, 33, 44, 55)
     assert total.known_s == 66
-    assert total.total_s == 110
+    assert total.accountable_s == 110
+    assert total.total_s == 165
+    assert TimeAccount(1, 2, 3, 4) == TimeAccount(1, 2, 3, 4, 0.0)  # no windows: as before
 
 
 @pytest.mark.parametrize(
@@ -185,6 +259,8 @@ MONTH_S = WINDOWS["30d"]
         (1.0, TimeAccount(MONTH_S, 0, 0, 0), 0, 1.0, 0.0),
         (1.0, TimeAccount(MONTH_S - 1, 0, 1, 0), 0, -math.inf, math.inf),
         (0.995, TimeAccount(0, 0, 0, MONTH_S), 0, 1.0, None),
+        (0.995, TimeAccount(MONTH_S / 2 - 6_480, 0, 6_480, 0, MONTH_S / 2), 6_480, 0.0, 1.0),
+        (0.995, TimeAccount(0, 0, 0, 0, MONTH_S), 0, 1.0, None),
     ],
     ids=[
         "30d-99.5-3h36m-down-exactly-spent",
@@ -197,6 +273,8 @@ MONTH_S = WINDOWS["30d"]
         "objective-1-clean",
         "objective-1-any-down",
         "nothing-known",
+        "maintenance-shrinks-budget-like-unknown",
+        "all-maintenance-nothing-known",
     ],
 )
 def test_error_budget_and_burn_rate(
@@ -234,6 +312,23 @@ def test_budget_from_a_month_of_samples() -> None:
     assert error_budget(0.995, acct).remaining_ratio == 0.0
 
 
+def test_an_outage_inside_a_window_spends_no_budget() -> None:
+    """The month above, with its 3h36m outage inside a maintenance window: nothing is down,
+    the window is maintenance, and the budget is untouched (and a little smaller)."""
+    outage = range(10 * DAY, 10 * DAY + 216, 6)
+    timeline = [
+        Sample(at(m), Outcome.DOWN if m in outage else Outcome.UP) for m in range(0, 30 * DAY, 6)
+    ]
+    window = [span(10 * DAY - 30, 10 * DAY + 246)]  # the outage and half an hour either side
+    acct = account(timeline, span(0, 30 * DAY), max_hold_s=12 * 60, maintenance=window)
+    assert acct == TimeAccount(MONTH_S - 16_560, 0, 0, 0, 16_560)
+    report = error_budget(0.995, acct)
+    assert report.remaining_ratio == 1.0
+    assert report.window_s == MONTH_S
+    assert report.allowed_down_s == pytest.approx(0.005 * (MONTH_S - 16_560))
+    assert burn_rate(0.995, acct) == 0.0
+
+
 @pytest.mark.parametrize("objective", [99.5, -0.1, math.nan, math.inf], ids=str)
 def test_objective_must_be_a_ratio(objective: float) -> None:
     """An objective outside [0, 1] (a percentage, say) is rejected, not silently used."""
@@ -246,13 +341,17 @@ def test_objective_must_be_a_ratio(objective: float) -> None:
 # --- MTTR ------------------------------------------------------------------------------
 
 
-def incident(start_min: float, end_min: float | None, ident: str = "i1") -> IncidentRecord:
-    """An incident of target ``web`` between two minute offsets from T0 (None: open)."""
+def incident(
+    start_min: float, end_min: float | None, ident: str = "i1", ack_min: float | None = None
+) -> IncidentRecord:
+    """An incident of target ``web`` between two minute offsets from T0 (None: open),
+    acknowledged at ``ack_min`` if given."""
     return IncidentRecord(
         target="web",
         incident_id=ident,
         started_at=at(start_min),
         resolved_at=None if end_min is None else at(end_min),
+        acknowledged_at=None if ack_min is None else at(ack_min),
     )
 
 
@@ -318,6 +417,65 @@ def test_mttr(case: MttrCase) -> None:
     assert stats.median_s == pytest.approx(secs(case.median_min))
     assert stats.longest_s == pytest.approx(secs(case.longest_min))
     assert stats.downtime_s == pytest.approx(case.downtime_min * 60)
+
+
+MTTA_CASES = {
+    "acknowledged-inside": ([incident(600, 640, ack_min=605)], 1, 5, 5),
+    "never-acknowledged": ([incident(600, 640)], 0, None, None),
+    "open-incident-counts": ([incident(600, None, ack_min=612)], 1, 12, 12),
+    "acknowledged-before-the-window": ([incident(-30, 20, ack_min=-10)], 0, None, None),
+    "acknowledged-at-window-end-belongs-to-next": (
+        [incident(DAY - 10, None, ack_min=DAY)],
+        0,
+        None,
+        None,
+    ),
+    "acknowledged-at-window-start-belongs-here": ([incident(-10, 20, ack_min=0)], 1, 10, 10),
+    "mean-and-median": (
+        [
+            incident(60, 90, "a", ack_min=61),
+            incident(120, 150, "b", ack_min=122),
+            incident(300, 360, "c", ack_min=309),
+        ],
+        3,
+        4,
+        2,
+    ),
+    "rewritten-record-last-wins": (
+        [incident(600, None, ack_min=630), incident(600, 640, ack_min=603)],
+        1,
+        3,
+        3,
+    ),
+    "skewed-clock-before-start-counts-zero": ([incident(600, 640, ack_min=599.5)], 1, 0, 0),
+}
+
+
+@pytest.mark.parametrize(
+    ("incidents", "acknowledged", "mean_min", "median_min"),
+    MTTA_CASES.values(),
+    ids=MTTA_CASES.keys(),
+)
+def test_mtta(
+    incidents: list[IncidentRecord],
+    acknowledged: int,
+    mean_min: float | None,
+    median_min: float | None,
+) -> None:
+    """Time to acknowledge: first failure to acknowledgement, over incidents acknowledged
+    in the window (as MTTR counts resolutions), mean and median."""
+    stats = mtta(incidents, span(0, DAY))
+    assert stats == AckStats(
+        acknowledged,
+        None if mean_min is None else pytest.approx(mean_min * 60),
+        None if median_min is None else pytest.approx(median_min * 60),
+    )
+
+
+def test_acknowledgement_time_must_be_aware() -> None:
+    """A naive acknowledgement time is refused, like every other time of a record."""
+    with pytest.raises(ValueError, match="acknowledged_at"):
+        IncidentRecord("web", "i1", T0, None, acknowledged_at=datetime(2024, 3, 1))
 
 
 def test_incident_cannot_resolve_before_it_starts() -> None:
@@ -473,30 +631,73 @@ _samples = st.lists(
 _holds = st.one_of(st.floats(0, 10_000), st.just(math.inf))
 _spans = st.builds(lambda a, b: Span(T0 + min(a, b), T0 + max(a, b)), _offsets, _offsets)
 _sessions = st.one_of(st.none(), st.lists(_spans, max_size=5))
+_windows = st.lists(_spans, max_size=4)
 
 
-def _parts(acct: TimeAccount) -> tuple[float, float, float, float]:
-    return (acct.up_s, acct.degraded_s, acct.down_s, acct.unknown_s)
+def _parts(acct: TimeAccount) -> tuple[float, float, float, float, float]:
+    return (acct.up_s, acct.degraded_s, acct.down_s, acct.unknown_s, acct.maintenance_s)
 
 
-@given(_samples, _spans, _holds, _sessions, st.floats(0, 1))
+def _us_of(delta: timedelta) -> int:
+    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+
+
+@given(_samples, _spans, _holds, _sessions, _windows, st.floats(0, 1))
 def test_account_is_a_partition_and_rolls_up(
     timeline: list[Sample],
     window: Span,
     max_hold_s: float,
     sessions: list[Span] | None,
+    windows: list[Span],
     cut: float,
 ) -> None:
-    """Parts are >= 0, sum to the window, and two adjacent windows add up to the whole."""
-    whole = account(timeline, window, max_hold_s, sessions)
+    """Parts are >= 0, sum to the window to the microsecond (maintenance included), and two
+    adjacent windows add up to the whole exactly."""
+    whole = account(timeline, window, max_hold_s, sessions, maintenance=windows)
     assert all(part >= 0 for part in _parts(whole))
-    assert math.isclose(sum(_parts(whole)), window.seconds, abs_tol=1e-6)
+    assert sum(round(part * 1_000_000) for part in _parts(whole)) == _us_of(
+        window.end - window.start
+    )
 
     middle = window.start + (window.end - window.start) * cut
-    first = account(timeline, Span(window.start, middle), max_hold_s, sessions)
-    second = account(timeline, Span(middle, window.end), max_hold_s, sessions)
+    first = account(timeline, Span(window.start, middle), max_hold_s, sessions, maintenance=windows)
+    second = account(timeline, Span(middle, window.end), max_hold_s, sessions, maintenance=windows)
     for rolled, raw in zip(_parts(first + second), _parts(whole), strict=True):
-        assert math.isclose(rolled, raw, abs_tol=1e-6)
+        assert round(rolled * 1_000_000) == round(raw * 1_000_000)
+
+
+def _outside(window: Span, windows: list[Span]) -> tuple[list[Span], float]:
+    """The pieces of ``window`` outside every maintenance span, and the seconds inside one."""
+    pieces, inside_s, cursor = [], 0.0, window.start
+    for w in sorted(windows, key=lambda w: w.start):
+        start, end = max(w.start, cursor), min(w.end, window.end)
+        if end <= start:
+            continue
+        pieces.append(Span(cursor, start))
+        inside_s += (end - start).total_seconds()
+        cursor = end
+    pieces.append(Span(cursor, max(cursor, window.end)))
+    return pieces, inside_s
+
+
+@given(_samples, _spans, _holds, _sessions, _windows)
+def test_maintenance_takes_its_spans_and_leaves_the_rest_as_it_was(
+    timeline: list[Sample],
+    window: Span,
+    max_hold_s: float,
+    sessions: list[Span] | None,
+    windows: list[Span],
+) -> None:
+    """Maintenance is exactly the windows' time in the span; the up, degraded and down time
+    left are what the pieces between the windows hold without any window."""
+    planned = account(timeline, window, max_hold_s, sessions, maintenance=windows)
+    pieces, inside_s = _outside(window, windows)
+    assert math.isclose(planned.maintenance_s, inside_s, abs_tol=1e-6)
+    between = sum(
+        (account(timeline, piece, max_hold_s, sessions) for piece in pieces), TimeAccount.zero()
+    )
+    for part in ("up_s", "degraded_s", "down_s", "unknown_s"):
+        assert math.isclose(getattr(planned, part), getattr(between, part), abs_tol=1e-6), part
 
 
 @given(_samples, _spans, _holds, st.data())

@@ -15,6 +15,7 @@ import json
 import re
 import xml.etree.ElementTree as ET
 from collections.abc import Callable, Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from html.parser import HTMLParser
 from importlib import resources
@@ -29,6 +30,8 @@ from starlette.applications import Starlette
 
 from monitor.config import Settings
 from monitor.figures.history import History
+from monitor.figures.maintenance import Window, active
+from monitor.figures.slo import Span
 from monitor.incidents.tracker import Policy, TrackerState, step
 from monitor.metrics import Metrics
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
@@ -40,6 +43,7 @@ from monitor.web.page import CSP, PALETTE, STYLESHEET, STYLESHEET_URL, render_pa
 from monitor.web.routes import status_routes
 from monitor.web.server import create_app
 from monitor.web.snapshot import (
+    STATE_TEXT,
     SUMMARY_TEXT,
     SnapshotCache,
     State,
@@ -62,10 +66,12 @@ def make_settings(
     *,
     names: tuple[str, ...] = ("staging", "production"),
     github: bool = False,
+    maintenance: list[dict[str, Any]] | None = None,
     **status_page: Any,
 ) -> Settings:
     """Two targets with two checks each, 15 min cadence, 1 min while failing."""
     return Settings(
+        maintenance=maintenance or [],
         monitor={"interval": 900, "incident_interval": 60, "timeout": 10, "metrics_refresh": 60},
         github={"repository": "acme/web", "token": "ghp_" + "x" * 36} if github else {},
         status_page={"title": "HotDash status", **status_page},
@@ -140,9 +146,15 @@ class World:
         return self.clock
 
     def record(self, result: TargetResult) -> None:
-        """What ``Daemon.record`` does with a result: tracker step, one transaction, live view."""
+        """What ``Daemon.record`` does with a result: tracker step (nobody paged inside a
+        stored window), one transaction, live view (with the window it is in)."""
         live = self.live[result.target]
-        state, transitions = step(live.state, result, result.at, self.policy)
+        instant = Span(result.at, result.at + timedelta(microseconds=1))
+        windows = self.history.maintenance_windows(instant)
+        window = active(windows, result.target, result.at)
+        state, transitions = step(
+            live.state, result, result.at, self.policy, maintenance=window is not None
+        )
         incident = state.incident if (transitions or state.in_incident) else None
         monitor = self.settings.monitor
         cadence = monitor.incident_interval if state.needs_fast_cadence else monitor.interval
@@ -152,7 +164,9 @@ class World:
         since = live.outcome_since
         if live.last_result is None or live.last_result.outcome is not result.outcome:
             since = result.at
-        self.live[result.target] = LiveTarget(result.target, state, result, since, cadence)
+        self.live[result.target] = LiveTarget(
+            result.target, state, result, since, cadence, maintenance=window
+        )
 
     def run(
         self,
@@ -237,7 +251,7 @@ def outage(w: World, *, minutes: float = 12, detail: str = "") -> datetime:
 
 # -- the header line --------------------------------------------------------------------------
 
-U, G, D, N = State.UP, State.DEGRADED, State.DOWN, State.UNKNOWN
+U, G, D, N, M = State.UP, State.DEGRADED, State.DOWN, State.UNKNOWN, State.MAINTENANCE
 
 
 @pytest.mark.parametrize(
@@ -256,6 +270,17 @@ U, G, D, N = State.UP, State.DEGRADED, State.DOWN, State.UNKNOWN
             [U, N], Summary.PARTIAL_DATA, "Some systems have no recent data", id="up-and-unknown"
         ),
         pytest.param([N, D], Summary.PARTIAL_OUTAGE, "Partial outage", id="down-and-unknown"),
+        pytest.param([U, M], Summary.MAINTENANCE, "Under maintenance", id="up-and-maintenance"),
+        pytest.param([M], Summary.MAINTENANCE, "Under maintenance", id="only-target-maintenance"),
+        pytest.param(
+            [M, N], Summary.MAINTENANCE, "Under maintenance", id="maintenance-beats-unknown"
+        ),
+        pytest.param(
+            [M, G], Summary.DEGRADED, "Degraded performance", id="degraded-beats-maintenance"
+        ),
+        pytest.param(
+            [M, D], Summary.PARTIAL_OUTAGE, "Partial outage", id="maintenance-is-no-outage"
+        ),
     ],
 )
 def test_summary_logic(states: list[State], expected: Summary, text: str) -> None:
@@ -485,6 +510,7 @@ def test_stale_during_failures_and_incident(tmp_path: Path) -> None:
         "degraded": 0,
         "down": 0,
         "unknown": 2,
+        "maintenance": 0,
     }
     assert "No recent data" in banner
     assert f'production</a>: no recent data. Tracked in <a href="{ISSUE_URL}">' in banner
@@ -561,6 +587,259 @@ def test_error_budget_wording(
     )
     page = render_page(snapshot)
     assert f"<dt>Error budget left</dt><dd>{text}</dd>" in page.replace("&lt;", "<")
+
+
+# -- maintenance and people -------------------------------------------------------------------
+
+UPGRADE = "database upgrade <v16>"  # markup in a reason is text
+
+
+def in_maintenance(tmp_path: Path) -> World:
+    """A day of 15-minute probes; production failing for the last 30 minutes, all of them
+    inside a window opened from the API 30 minutes ago for two hours."""
+    w = World(tmp_path, make_settings())
+    start = NOW - timedelta(days=1)
+    w.session(start)
+    began = NOW - timedelta(minutes=30)
+    window = Window(began, began + timedelta(hours=2), frozenset({"production"}), UPGRADE, "api")
+    w.store.add_maintenance(window, began)
+    w.run("staging", start, NOW, always(Outcome.UP))
+    w.run("production", start, NOW, down_between(began, NOW))
+    return w
+
+
+def test_a_target_in_a_window_reads_maintenance_with_its_reason_and_end(tmp_path: Path) -> None:
+    """Pins a failing target inside a window: state maintenance (not down), the window in the
+    API, no incident, the header says so, and its failures count neither as up nor as down."""
+    w = in_maintenance(tmp_path)
+    assert not w.live["production"].state.in_incident  # nobody paged: no incident opened
+    snapshot = w.snapshot()
+    jsonschema.validate(snapshot, SCHEMA)
+    production = snapshot["targets"][1]
+    assert (production["state"], production["state_text"]) == ("maintenance", "Maintenance")
+    assert production["maintenance"] == {
+        "reason": UPGRADE,
+        "starts_at": "2026-11-20T11:37:30Z",
+        "ends_at": "2026-11-20T13:37:30Z",
+        "source": "api",
+    }
+    assert (production["since"], production["for_s"]) == ("2026-11-20T11:37:30Z", 1800.0)
+    assert (production["failing"], production["open_incident"]) == (None, None)
+    assert production["checks"][0]["state"] == "down"  # the probe itself is not hidden
+    assert snapshot["targets"][0]["maintenance"] is None
+    assert snapshot["summary"]["state"] == "maintenance"
+    assert snapshot["summary"]["maintenance"] == 1
+    assert production["uptime"]["24h"] == {"ratio": 1.0, "coverage": 1.0}
+    slo = production["slo"]
+    assert (slo["down_s"], slo["maintenance_s"], slo["error_budget_remaining"]) == (
+        0.0,
+        1800.0,
+        1.0,
+    )
+    today = production["days"][-1]
+    assert (today["state"], today["down_s"], today["maintenance_s"]) == ("up", 0.0, 1800.0)
+    assert today["maintenance_reasons"] == [UPGRADE]
+
+    page = render_page(snapshot)
+    header = page[: page.index("<main>")]
+    assert "<title>Under maintenance · HotDash status</title>" in page
+    assert 'class="banner c-maintenance"' in header
+    assert (
+        'href="#t-production">production</a> is in <strong>maintenance</strong> until'
+        ' <time datetime="2026-11-20T13:37:30Z">13:37 UTC</time>:'
+        " database upgrade &lt;v16&gt;." in header
+    )
+    section = page[page.index('id="t-production"') :]
+    assert '<span class="pill c-maintenance"><svg class="icon"' in section
+    assert '<use href="#i-maintenance"/>' in section
+    assert "In maintenance since <time" in section
+    assert "13:37 UTC</time>: database upgrade &lt;v16&gt;. Nobody is paged" in section
+    assert (
+        "<dt>Maintenance</dt><dd>30 min excluded from uptime and the error budget</dd>" in section
+    )
+    assert "maintenance 30 min (database upgrade &lt;v16&gt;), 1 incident" not in section
+    assert "Today so far: 100% up, coverage 100%, maintenance 30 min (database upgrade" in section
+    assert "Mostly maintenance" not in section  # no bar shows it: the legend does not name it
+
+
+def test_a_window_the_live_view_still_holds_after_its_end_no_longer_counts(
+    tmp_path: Path,
+) -> None:
+    """Pins that a live view not yet refreshed past its window's end shows the last probe."""
+    w = in_maintenance(tmp_path)
+    live = w.live["production"]
+    ended = Window(NOW - timedelta(hours=2), NOW - timedelta(minutes=1), None, "over", "api")
+    w.live["production"] = replace(live, maintenance=ended)
+    production = w.snapshot()["targets"][1]
+    assert (production["state"], production["maintenance"]) == ("down", None)
+
+
+def test_a_day_mostly_in_a_configured_window_has_its_own_bar_and_reason(tmp_path: Path) -> None:
+    """Pins a configured window of 20 hours on one target: its rolled-up day is a maintenance
+    bar whose label gives the reason, the legend names it, the other target is untouched."""
+    window = {
+        "targets": ["production"],
+        "start": "2026-11-18T02:00",
+        "duration": "20h",
+        "reason": "datacentre move",
+    }
+    w = World(tmp_path, make_settings(maintenance=[window]))
+    start = NOW - timedelta(days=4)
+    w.session(start)
+    for name in ("staging", "production"):
+        w.run(name, start, NOW, always(Outcome.UP))
+    w.roll_up()
+    snapshot = w.snapshot()
+    jsonschema.validate(snapshot, SCHEMA)
+    staging, production = ({d["date"]: d for d in t["days"]} for t in snapshot["targets"])
+    moved = production["2026-11-18"]
+    assert (moved["state"], moved["maintenance_s"], moved["maintenance_reasons"]) == (
+        "maintenance",
+        72000.0,
+        ["datacentre move"],
+    )
+    assert (moved["uptime"], moved["coverage"]) == (1.0, 1.0)  # 4 h watched, all up
+    assert (staging["2026-11-18"]["state"], staging["2026-11-18"]["maintenance_s"]) == ("up", 0.0)
+    assert production["2026-11-19"]["maintenance_s"] == 0.0
+    page = render_page(snapshot)
+    section = page[page.index('id="t-production"') :]
+    label = "18 Nov 2026: maintenance 20 h (datacentre move), 100% up, coverage 100%, 0 incidents"
+    assert f'<li class="m" tabindex="0" aria-label="{label}"></li>' in section
+    assert '<li><span class="k-m"></span>Mostly maintenance</li>' in section
+    assert "1 day mostly in maintenance" in section
+    assert (
+        "Mostly maintenance"
+        not in page[page.index('id="t-staging"') : page.index('id="t-production"')]
+    )
+
+
+@pytest.mark.parametrize(
+    ("day", "label"),
+    [
+        pytest.param(
+            {"state": "maintenance", "uptime": None, "coverage": None, "maintenance_s": 86400.0},
+            "18 Nov 2026: maintenance 1 d (move; cabling), 0 incidents",
+            id="whole-day",
+        ),
+        pytest.param(
+            {
+                "state": "down",
+                "uptime": 0.5,
+                "coverage": 1.0,
+                "down_s": 3600.0,
+                "maintenance_s": 79200.0,
+            },
+            "18 Nov 2026: 50.00% up, coverage 100%, down 1 h, maintenance 22 h (move; cabling), 0 incidents",
+            id="downtime-shows-first",
+        ),
+        pytest.param(
+            {"state": "unknown", "uptime": None, "coverage": 0.0, "maintenance_s": 3600.0},
+            "18 Nov 2026: no data, maintenance 1 h (move; cabling), 0 incidents",
+            id="unwatched-day-with-a-window",
+        ),
+        pytest.param(
+            {
+                "state": "maintenance",
+                "uptime": 1.0,
+                "coverage": 1.0,
+                "maintenance_s": 46800.0,
+                "maintenance_reasons": [],
+            },
+            "18 Nov 2026: maintenance 13 h, 100% up, coverage 100%, 0 incidents",
+            id="window-no-longer-configured",
+        ),
+    ],
+)
+def test_day_labels_with_maintenance(world: World, day: dict[str, Any], label: str) -> None:
+    """Pins the bar's label (its tooltip) for days with maintenance: how long and why."""
+    snapshot = world.snapshot()
+    entry = snapshot["targets"][0]["days"][-3]
+    assert entry["date"] == "2026-11-18"
+    entry.update({"down_s": 0.0, "degraded_s": 0.0, "maintenance_reasons": ["move", "cabling"]})
+    entry.update(day)
+    assert f'aria-label="{label}"' in render_page(snapshot)
+
+
+def test_acknowledged_and_closed_by_people(tmp_path: Path) -> None:
+    """Pins who acknowledged the open incident and who closed its issue while it still
+    failed, in the API, the incident box, the resolved list, and time to acknowledge."""
+    w = World(tmp_path, make_settings(github=True))
+    w.session(NOW - timedelta(days=1))
+    earlier = NOW - timedelta(hours=5)
+    w.run(
+        "staging",
+        NOW - timedelta(hours=6),
+        NOW,
+        down_between(earlier, earlier + timedelta(minutes=20)),
+    )
+    started = outage(w)
+    incident = w.live["production"].state.incident
+    assert incident is not None
+    w.store.set_issue(incident.id, 42, ISSUE_URL)
+    w.store.record_acknowledged(incident.id, "alice", started + timedelta(minutes=4))
+    w.store.record_closed(incident.id, "bob", NOW - timedelta(minutes=2))
+    (resolved,) = w.store.incidents("staging")
+    w.store.record_closed(resolved.id, None, earlier + timedelta(minutes=10))
+
+    snapshot = w.snapshot()
+    jsonschema.validate(snapshot, SCHEMA)
+    staging, production = snapshot["targets"]
+    open_incident = production["open_incident"]
+    assert {k: open_incident[k] for k in ("acknowledged_by", "closed_by")} == {
+        "acknowledged_by": "alice",
+        "closed_by": "bob",
+    }
+    assert open_incident["acknowledged_at"] == "2026-11-20T11:59:30Z"
+    assert open_incident["closed_at"] == "2026-11-20T12:05:30Z"
+    assert (production["slo"]["acknowledged"], production["slo"]["mtta_mean_s"]) == (1, 240.0)
+    (past,) = staging["recent_incidents"]
+    assert (past["closed_by"], past["acknowledged_at"]) == (None, None)
+    assert past["closed_at"] is not None
+    assert staging["slo"]["mtta_mean_s"] is None
+
+    page = render_page(snapshot)
+    box = page[page.index('<h3 id="t-production-i">') :]
+    box = box[: box.index("</div>")]
+    assert (
+        'Acknowledged by @alice at <time datetime="2026-11-20T11:59:30Z">11:59 UTC</time>.' in box
+    )
+    assert (
+        'Issue closed by @bob at <time datetime="2026-11-20T12:05:30Z">12:05 UTC</time>'
+        " (still failing)." in box
+    )
+    production_section = page[page.index('id="t-production"') :]
+    assert (
+        "<dt>Mean time to acknowledge</dt><dd>4 min (1 incident acknowledged in 30 d)</dd>"
+        in production_section
+    )
+    staging_section = page[page.index('id="t-staging"') : page.index('id="t-production"')]
+    assert '<span class="mute">closed while failing</span>' in staging_section
+    assert "Mean time to acknowledge" not in staging_section
+
+
+def test_the_snapshot_reads_the_windows_once(world: World, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pins one read of the stored windows per snapshot, however many accounts it makes
+    (about fifteen per target): a query each would be a round trip each on PostgreSQL."""
+    reads: list[tuple[datetime, datetime]] = []
+    stored = world.store.maintenance_windows
+
+    def counted(start: datetime, end: datetime) -> list[Window]:
+        reads.append((start, end))
+        return stored(start, end)
+
+    monkeypatch.setattr(world.store, "maintenance_windows", counted)
+    world.snapshot()
+    assert reads == [(NOW - timedelta(days=90), NOW)]
+
+
+def test_schema_names_every_state_the_snapshot_can_say() -> None:
+    """Pins the schema's enums to the code's: a new state cannot ship without its schema."""
+    defs = SCHEMA["$defs"]
+    assert defs["state"]["enum"] == [state.value for state in State]
+    assert defs["target"]["properties"]["state_text"]["enum"] == list(STATE_TEXT.values())
+    summary = SCHEMA["properties"]["summary"]
+    assert set(summary["properties"]["state"]["enum"]) == {s.value for s in Summary}
+    assert {state.value for state in State} <= set(summary["required"])
 
 
 # -- escaping ------------------------------------------------------------------------------------
@@ -839,10 +1118,11 @@ def _contrast(foreground: str, background: str) -> float:
         pytest.param("ink", "incident", 4.5, id="text-in-incident-box"),
         *(
             pytest.param("#ffffff", s, 4.5, id=f"white-on-{s}")
-            for s in ("up", "degraded", "down", "unknown")
+            for s in ("up", "degraded", "down", "unknown", "maintenance")
         ),
         pytest.param("nodata", "card", 3.0, id="no-data-bar"),
         pytest.param("up", "card", 3.0, id="up-bar"),
+        pytest.param("maintenance", "card", 3.0, id="maintenance-bar"),
     ],
 )
 def test_colours_meet_wcag_aa(foreground: str, background: str, minimum: float) -> None:
@@ -948,3 +1228,11 @@ def test_percentages_never_round_up_to_perfect(ratio: float | None, text: str) -
 def test_times_carry_the_date_when_not_today(moment: datetime, text: str) -> None:
     """Pins "since" wording: a time today, a date otherwise, always UTC."""
     assert when(moment, NOW) == text
+
+
+def test_state_badge_of_a_target_in_maintenance(tmp_path: Path) -> None:
+    """Pins the state badge during a window: "maintenance", in blue, not a 500."""
+    (badge,) = fetch(in_maintenance(tmp_path).app(), "/badge/production.svg")
+    assert badge.status_code == 200
+    assert _texts(_svg(badge.text))[2:] == ["maintenance", "maintenance"]
+    assert "#007ec6" in badge.text

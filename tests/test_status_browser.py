@@ -8,7 +8,7 @@ layout boxes), fails on any console message, CSP refusal or uncaught error,
 and saves screenshots under ``test-output/status-page/``.
 
 The outage test runs the real daemon (``python -m monitor run``) against a
-local target and the fake GitHub; the second drives a real :class:`Daemon`
+local target and the fake GitHub; the others drive a real :class:`Daemon`
 in-process behind its own uvicorn, so the page is exercised even where the
 daemon does not mount the status routes.
 
@@ -25,11 +25,13 @@ import fcntl
 import json
 import os
 import queue
+import re
 import subprocess
 import threading
 import time
-from collections.abc import Iterator
-from datetime import timedelta
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +39,12 @@ import pytest
 
 from monitor.config import Settings
 from monitor.daemon.daemon import Daemon
+from monitor.figures.maintenance import active
+from monitor.figures.slo import Span
 from monitor.probing.prober import Prober
 from monitor.web.routes import status_routes
 from monitor.web.server import HttpServer, create_app
+from monitor.web.source import LiveTarget, StatusSource
 from tests.daemon_process import (
     HOST,
     Daemons,
@@ -478,11 +483,18 @@ def fast_monitor(tmp_path: Path) -> dict[str, Any]:
 
 
 class LiveDaemon:
-    """A real :class:`Daemon` probing real targets, with the status routes on real uvicorn."""
+    """A real :class:`Daemon` probing real targets, with the status routes on real uvicorn
+    (reading the daemon itself, or what ``source`` makes of it)."""
 
-    def __init__(self, settings: Settings, probes: int) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        probes: int,
+        source: Callable[[Daemon], StatusSource] | None = None,
+    ) -> None:
         self.settings = settings
         self.probes = probes
+        self.source = source
         self.port = free_port()
         self.base_url = f"http://{HOST}:{self.port}"
         self._ready = threading.Event()
@@ -523,7 +535,8 @@ class LiveDaemon:
             for _ in range(self.probes):
                 for name in daemon.targets:
                     await daemon.probe(name)
-            app = create_app(daemon.metrics, daemon, extra_routes=status_routes(daemon))
+            source = daemon if self.source is None else self.source(daemon)
+            app = create_app(daemon.metrics, daemon, extra_routes=status_routes(source))
             server = HttpServer(app, f"{HOST}:{self.port}")
             serving = asyncio.create_task(server.serve())
             while not server.started:  # noqa: ASYNC110 - uvicorn offers no started event
@@ -680,3 +693,130 @@ def test_regions_section_on_a_follower_at_phone_width(
         tab.resize(NARROWEST, 740)
         assert_fits(tab, tab.evaluate(READ_PAGE), NARROWEST)
         assert tab.problems() == [], tab.problems()
+
+
+# -- a target in a maintenance window ------------------------------------------------------------
+
+
+class WindowsFilled:
+    """The daemon as the page's source, with each target's current window in its live view
+    where the daemon left none: what the daemon's maintenance watch puts in
+    ``LiveTarget.maintenance``, read from the same configuration and store."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self.daemon = daemon
+        self.settings, self.store, self.history = daemon.settings, daemon.store, daemon.history
+
+    def live_targets(self) -> dict[str, LiveTarget]:
+        """The daemon's live view, each target with the window it is in now."""
+        now = self.now()
+        windows = self.history.maintenance_windows(Span(now, now + timedelta(microseconds=1)))
+        return {
+            name: live
+            if live.maintenance
+            else replace(live, maintenance=active(windows, name, now))
+            for name, live in self.daemon.live_targets().items()
+        }
+
+    def now(self) -> datetime:
+        """The daemon's clock."""
+        return self.daemon.now()
+
+
+# The colours the page gives each state, the api section's pill, and its last bar (today)
+# once it has keyboard focus: its class, colour, label and tooltip.
+READ_MAINTENANCE = """(() => {
+  const colour = cls => {
+    const probe = document.createElement('span');
+    probe.className = cls;
+    document.body.appendChild(probe);
+    const found = getComputedStyle(probe).backgroundColor;
+    probe.remove();
+    return found;
+  };
+  const api = document.querySelector('#t-api');
+  const bar = api.querySelector('.bars li:last-child');
+  bar.focus();
+  return {
+    states: Object.fromEntries(['up', 'degraded', 'down', 'unknown', 'maintenance']
+        .map(state => [state, colour('c-' + state)])),
+    pill: getComputedStyle(api.querySelector('h2 .pill')).backgroundColor,
+    since: api.querySelector('.since').innerText,
+    legend: api.querySelector('.legend').innerText,
+    bar: {className: bar.className, colour: getComputedStyle(bar).backgroundColor,
+          label: bar.getAttribute('aria-label'), tooltip: getComputedStyle(bar, '::after').content,
+          focused: document.activeElement === bar},
+  };
+})()"""
+
+
+def test_maintenance_page_at_phone_width_reads_the_window_in_its_own_colour(
+    tmp_path: Path, target_server: TargetServer, browser: Browser
+) -> None:
+    """Pins a failing target inside a configured window on a live daemon, at 390 px: the
+    header and its pill read maintenance with the reason and the end, in a colour of its
+    own (not up's, not down's), and today's bar is a maintenance bar whose tooltip says why."""
+    target_server.route("/health", respond(200, b"ok"))
+    target_server.route("/broken", respond(503, b"upgrading"))
+    now = datetime.now(UTC)
+    midnight = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    settings = Settings(
+        monitor=fast_monitor(tmp_path),
+        status_page={"title": "Maintenance status"},
+        targets=[
+            {
+                "name": "web",
+                "url": target_server.url,
+                "checks": [{"name": "health", "path": "/health"}],
+            },
+            {
+                "name": "api",
+                "url": target_server.url,
+                "slo": 0.999,
+                "checks": [{"name": "health", "path": "/broken"}],
+            },
+        ],
+        maintenance=[
+            {
+                "targets": ["api"],
+                "start": f"{midnight:%Y-%m-%dT%H:%M}",
+                "duration": int((now - midnight).total_seconds()) + 3600,
+                "reason": "database upgrade",
+            }
+        ],
+    )
+    with LiveDaemon(settings, probes=2, source=WindowsFilled) as live:
+        tab = Tab(browser, *PHONE)
+        tab.open(live.base_url + "/status")
+        facts = tab.evaluate(READ_PAGE)
+        tab.screenshot(OUTPUT / "maintenance-390-first-screen.png")
+        tab.screenshot(OUTPUT / "maintenance-390-full.png", full_page=True)
+        (OUTPUT / "maintenance-dom.txt").write_text(facts["text"], encoding="utf-8")
+        seen = tab.evaluate(READ_MAINTENANCE)
+        tab.resize(NARROWEST, 740)
+        narrow = tab.evaluate(READ_PAGE)
+        problems = tab.problems()
+
+    assert facts["title"] == "Under maintenance · Maintenance status"
+    assert facts["banner"].startswith("Under maintenance"), facts["banner"]
+    assert re.search(
+        r"api is in maintenance until \d\d:\d\d UTC: database upgrade\.", facts["banner"]
+    )
+    assert facts["pills"] == ["Up", "Maintenance"]
+    assert seen["since"].startswith("In maintenance since 00:00 UTC, until "), seen["since"]
+    assert "database upgrade. Nobody is paged" in seen["since"]
+    assert "health: down" in facts["text"]  # the probe itself is still shown as it is
+
+    states = seen["states"]
+    assert seen["pill"] == states["maintenance"]
+    others = {state: c for state, c in states.items() if state != "maintenance"}
+    assert states["maintenance"] not in others.values(), states  # up and down above all
+    bar = seen["bar"]
+    assert (bar["className"], bar["colour"], bar["focused"]) == ("m", states["maintenance"], True)
+    assert bar["label"].startswith("Today so far: maintenance "), bar
+    assert "(database upgrade)" in bar["label"]
+    assert bar["label"] in bar["tooltip"], bar  # the reason shows on keyboard focus
+    assert "Mostly maintenance" in seen["legend"]
+    assert_fits(tab, facts, PHONE[0])
+    assert_fits(tab, narrow, NARROWEST)
+    assert problems == [], problems

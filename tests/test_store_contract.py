@@ -185,6 +185,7 @@ def _rollup(period: str, check_name: str, bucket: datetime, **values: Any) -> di
         "degraded_s": 80.0,
         "down_s": 100.0,
         "unknown_s": 20.0,
+        "maintenance_s": 0.0,
         "latency_sum": 3.5,
         "latency_min": 0.01,
         "latency_max": 0.25,
@@ -495,8 +496,9 @@ def test_sessions_of_two_instances(store: SqlStore) -> None:
 
 def test_rollups_write_read_and_upsert(store: SqlStore) -> None:
     """Rows read back as written (types included), [start, end) by bucket; totals sum as
-    floats (0.0 on an empty range); the watermark moves; the same key twice upserts."""
-    hour0 = _rollup("hour", "*", T0)
+    floats (0.0 on an empty range), maintenance among them; the watermark moves; the same
+    key twice upserts."""
+    hour0 = _rollup("hour", "*", T0, up_s=3100.0, maintenance_s=300.0)
     hour1 = _rollup("hour", "*", T0 + timedelta(hours=1), up_s=3600.0, down_s=0.0, unknown_s=0.0)
     check_hour = _rollup("hour", "health", T0, latency_min=None, latency_max=None, probes=0)
     day = _rollup("day", "*", T0 - timedelta(hours=12), up_s=80000.0, unknown_s=6400.0)
@@ -513,11 +515,11 @@ def test_rollups_write_read_and_upsert(store: SqlStore) -> None:
     assert [r["bucket"] for r in both] == sorted(r["bucket"] for r in both)
 
     totals = store.rollup_totals("hour", "production", "*", T0, end)
-    assert totals == (2, 7000.0, 160.0, 100.0, 20.0)
-    assert [type(v) for v in totals] == [int, float, float, float, float]
+    assert totals == (2, 6700.0, 160.0, 100.0, 20.0, 300.0)
+    assert [type(v) for v in totals] == [int, float, float, float, float, float]
     empty = store.rollup_totals("hour", "production", "*", end, end + timedelta(hours=5))
-    assert empty == (0, 0.0, 0.0, 0.0, 0.0)
-    assert [type(v) for v in empty] == [int, float, float, float, float]
+    assert empty == (0, 0.0, 0.0, 0.0, 0.0, 0.0)
+    assert [type(v) for v in empty] == [int, float, float, float, float, float]
     assert store.meta("rollup_watermark") == str(ts(end))
     assert store.meta("no such key") is None
 
@@ -530,6 +532,7 @@ def test_rollups_write_read_and_upsert(store: SqlStore) -> None:
         160.0,
         100.0,
         420.0,
+        300.0,
     )
     assert store.meta("rollup_watermark") == str(ts(end))
     store.write_rollups([], end + timedelta(hours=1))

@@ -23,6 +23,7 @@ import pytest
 from monitor.cli import main
 from monitor.config import load_settings
 from monitor.figures.history import History
+from monitor.figures.maintenance import Window
 from monitor.figures.slo import Deployment, Span
 from monitor.incidents.tracker import TrackerState
 from monitor.store import copy as store_copy
@@ -226,6 +227,7 @@ def test_v2_file_into_postgres_keeps_every_row(v2_copy: Path, postgres_url: str)
         "outbox": 3,
         "versions": 2,
         "deployments": 1,
+        "maintenance": 0,
         "rollups": 8,
         "region_views": 0,
     }
@@ -289,6 +291,44 @@ def test_the_figures_stay_identical(v2_copy: Path, v2_in_postgres: str) -> None:
         assert production.down_s == pytest.approx(8 * 60)  # the record is not empty
     finally:
         source.close()
+        dest.close()
+
+
+def test_version_5_rows_arrive_and_read_the_same(v2_copy: Path, postgres_url: str) -> None:
+    """What version 5 added: a stored maintenance window, who acknowledged and who closed
+    the incident, and a rollup's maintenance seconds are copied and read back alike; the
+    window's id sequence moves past the copied one."""
+    source = SqliteStore(v2_copy)  # upgraded to the current schema on opening
+    later = V2_START + timedelta(hours=2)
+    window = Window(later, later + timedelta(hours=1), frozenset({"production"}), "upgrade", "api")
+    try:
+        window_id = source.add_maintenance(window, later)
+        source.record_acknowledged(V2_INCIDENT, "alice", V2_START + timedelta(minutes=16))
+        source.record_closed(V2_INCIDENT, "bob", V2_START + timedelta(minutes=20))
+        [row] = source.rollups("hour", "production", "*", V2_START, V2_START + timedelta(hours=1))
+        source.write_rollups([{**row, "maintenance_s": 600.0}], None)
+    finally:
+        source.close()
+
+    copied = copy_store(sqlite_url(v2_copy), postgres_url)
+
+    assert copied["maintenance"] == 1
+    assert history(dump(postgres_url)) == history(dump(v2_copy))
+    dest = PostgresStore(postgres_url)
+    try:
+        assert dest.maintenance_windows(later, later + timedelta(minutes=1)) == [
+            Window(window.start, window.end, window.targets, "upgrade", "api", window_id)
+        ]
+        incident = dest.incident(V2_INCIDENT)
+        assert incident is not None
+        assert (incident.acknowledged_by, incident.closed_by) == ("alice", "bob")
+        assert incident.record.acknowledged_at == V2_START + timedelta(minutes=16)
+        totals = dest.rollup_totals(
+            "hour", "production", "*", V2_START, V2_START + timedelta(hours=1)
+        )
+        assert totals[-1] == 600.0
+        assert dest.add_maintenance(window, later) == window_id + 1
+    finally:
         dest.close()
 
 
@@ -450,7 +490,7 @@ def test_cli_copies_and_prints_each_table_without_the_password(
     out, err = capsys.readouterr()
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[:12] == [
+    assert lines[:13] == [
         "meta: 1 row",
         "sessions: 2 rows",
         "check_results: 142 rows",
@@ -461,12 +501,13 @@ def test_cli_copies_and_prints_each_table_without_the_password(
         "outbox: 3 rows",
         "versions: 2 rows",
         "deployments: 1 row",
+        "maintenance: 0 rows",
         "rollups: 8 rows",
         "region_views: 0 rows",
     ]
-    [summary] = lines[12:]
+    [summary] = lines[13:]
     masked = postgres_url.replace("postgres@", "postgres:***@", 1)
-    assert summary.startswith(f"copied 305 rows in 12 tables from sqlite:///monitor.db to {masked}")
+    assert summary.startswith(f"copied 305 rows in 13 tables from sqlite:///monitor.db to {masked}")
     assert "leadership not copied" in summary
     assert SENTINEL not in out + err
     assert err == ""

@@ -12,10 +12,10 @@ from importlib import resources
 from pathlib import Path
 from typing import Any
 
-from pydantic import ValidationError
+from pydantic import SecretStr, ValidationError
 from pydantic_settings import SettingsError
 
-from monitor.config.schema import ENV_PREFIX, Settings, toml_data
+from monitor.config.schema import ENV_PREFIX, SECRET_REQUIRED, Settings, toml_data
 
 CONFIG_ENV = "MONITOR_CONFIG"
 DEFAULT_CONFIG_PATH = Path("config.toml")
@@ -66,6 +66,9 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     except RecursionError:
         raise ConfigError([f"config: {origin} is not valid TOML: nested too deeply"]) from None
     _environment_defaults(data)
+    problems = _channel_secrets(data)
+    if problems:
+        raise ConfigError(problems)
     reset = toml_data.set(data)
     try:
         settings = Settings(**overrides)
@@ -100,6 +103,30 @@ def _environment_defaults(data: dict[str, Any]) -> None:
         table = data.setdefault(section, {})
         if isinstance(table, dict) and key not in table:
             table[key] = value
+
+
+def _channel_secrets(data: dict[str, Any]) -> list[str]:
+    """Read each channel's secret from the variable its ``secret_env`` names.
+
+    A secret written into the file itself is refused: files get committed.
+    """
+    channels = data.get("channels")
+    if not isinstance(channels, list):
+        return []
+    problems = []
+    for index, table in enumerate(channels):
+        if not isinstance(table, dict):
+            continue
+        if "secret" in table:
+            problems.append(
+                f"channels[{index}].secret: never in the file; put it in an environment"
+                " variable and name that variable in secret_env"
+            )
+            continue
+        name = table.get("secret_env")
+        if isinstance(name, str) and os.environ.get(name, "").strip():
+            table["secret"] = os.environ[name].strip()
+    return problems
 
 
 def _env_json_problem(exc: SettingsError, environ: Mapping[str, str]) -> str:
@@ -203,6 +230,70 @@ def _semantic_problems(settings: Settings) -> list[str]:
     for index, name in enumerate(settings.status_page.targets or []):
         if name not in target_names:
             problems.append(f"status_page.targets[{index}]: no target named {name!r}")
+    problems += _channel_problems(settings, target_names)
+    for index, window in enumerate(settings.maintenance):
+        for t_index, name in enumerate(window.targets or []):
+            if name not in target_names:
+                problems.append(
+                    f"maintenance[{index}].targets[{t_index}]: no target named {name!r}"
+                )
+    return problems
+
+
+_CHANNEL_NEEDS = {
+    "email": ("host", "from_", "to"),
+    "webhook": ("url",),
+}
+
+
+def _channel_problems(settings: Settings, target_names: Sequence[str]) -> list[str]:
+    problems = []
+    names = [c.name for c in settings.channels]
+    for index in _duplicates(names):
+        problems.append(f"channels[{index}].name: duplicate channel name {names[index]!r}")
+    for index, channel in enumerate(settings.channels):
+        where = f"channels[{index}]"
+        if channel.name in ("github", "journal"):
+            problems.append(f"{where}.name: {channel.name!r} is the incident issues' own channel")
+        for t_index, name in enumerate(channel.targets or []):
+            if name not in target_names:
+                problems.append(f"{where}.targets[{t_index}]: no target named {name!r}")
+        for key in _CHANNEL_NEEDS.get(channel.type, ()):
+            if not getattr(channel, key):
+                problems.append(f"{where}.{key.rstrip('_')}: required for a {channel.type} channel")
+        if channel.type == "alertmanager" and not channel.endpoints:
+            problems.append(f"{where}.urls: required for an alertmanager channel")
+        if channel.type == "slack" and channel.channel is None and not _is_url(channel.secret):
+            problems.append(
+                f"{where}.channel: required with a bot token (an incoming-webhook URL in"
+                " secret_env needs none)"
+            )
+        if channel.urls and channel.type != "alertmanager":
+            problems.append(f"{where}.urls: only alertmanager channels take several URLs")
+    return problems
+
+
+def _is_url(secret: SecretStr | None) -> bool:
+    return secret is not None and secret.get_secret_value().startswith(("https://", "http://"))
+
+
+def channel_secret_problems(settings: Settings) -> list[str]:
+    """Channels whose secret is missing: the daemon and ``monitor notify`` refuse them
+    (a channel that cannot page is worse than none: nobody knows)."""
+    problems = []
+    for index, channel in enumerate(settings.channels):
+        if channel.secret is not None or channel.type not in SECRET_REQUIRED:
+            continue
+        if channel.secret_env is None:
+            problems.append(
+                f"channels[{index}].secret_env: required for a {channel.type} channel (the"
+                " name of the environment variable holding its key, token or secret)"
+            )
+        else:
+            problems.append(
+                f"channels[{index}].secret_env: the environment variable"
+                f" {channel.secret_env} is not set"
+            )
     return problems
 
 
@@ -213,10 +304,11 @@ def daemon_problems(settings: Settings) -> list[str]:
     verify, report) do not file issues and must work in CI, where GITHUB_TOKEN
     is often set for other reasons, so only the daemon refuses it.
     """
+    problems = channel_secret_problems(settings)
     github = settings.github
     if github.enabled and github.token and not github.repository:
-        return [
+        problems.append(
             "github.repository: required when a GitHub token is set"
             " (or set github.enabled = false to keep incidents in the journal)"
-        ]
-    return []
+        )
+    return problems

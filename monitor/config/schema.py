@@ -9,13 +9,23 @@ from __future__ import annotations
 import contextvars
 import re
 import socket
+import zoneinfo
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, SecretStr, field_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from monitor.config.durations import Duration, OptionalDuration
+from monitor.config.schedule import Timing, parse_timing
 from monitor.config.values import JmesPath, check_http_url, check_listen
 
 ENV_PREFIX = "MONITOR_"
@@ -83,6 +93,8 @@ class GithubSection(_Section):
     assignees: list[str] = Field(default_factory=list)
     runbook_url: str | None = None
     timeout: Duration = 15.0
+    # a person's label on an open incident issue: reminders stop, the figures count it
+    ack_label: str = Field("acknowledged", min_length=1, max_length=50)
 
     @field_validator("token")
     @classmethod
@@ -155,6 +167,7 @@ class TargetConfig(_Section):
     url: str
     slo: float | None = Field(None, gt=0, lt=1)
     mttr_objective: Duration | None = None
+    severity: Severity = "critical"  # what paging channels say (PagerDuty's enum)
     checks: list[CheckConfig] = Field(min_length=1)
 
     @field_validator("url")
@@ -165,6 +178,136 @@ class TargetConfig(_Section):
     def check_url(self, check: CheckConfig) -> str:
         """The absolute URL a check requests."""
         return self.url + check.path
+
+
+Severity = Literal["critical", "error", "warning", "info"]
+ChannelType = Literal["pagerduty", "slack", "webhook", "email", "alertmanager"]
+EventName = Literal[
+    "opened", "updated", "reminder", "resolved", "reopened", "acknowledged", "maintenance"
+]
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
+
+# what each type gets when ``events`` is not given: pages for what needs a person, chat
+# for everything a person follows, mail for the beginning and the end
+DEFAULT_EVENTS: dict[str, tuple[str, ...]] = {
+    "pagerduty": ("opened", "reopened", "updated", "resolved", "acknowledged"),
+    "slack": ("opened", "reopened", "updated", "reminder", "resolved", "acknowledged"),
+    "webhook": ("opened", "reopened", "updated", "reminder", "resolved", "acknowledged"),
+    "email": ("opened", "reopened", "resolved"),
+    "alertmanager": ("opened", "reopened", "updated", "resolved"),
+}
+# the public endpoint of the services that have one
+DEFAULT_URLS = {
+    "pagerduty": "https://events.pagerduty.com/v2/enqueue",
+    "slack": "https://slack.com/api",
+}
+# the types that cannot work without a secret (the key, token, signing secret or URL)
+SECRET_REQUIRED = frozenset({"pagerduty", "slack", "webhook"})
+
+
+class ChannelConfig(_Section):
+    """``[[channels]]``: one place on-call hears about incidents, beside the issues.
+
+    The secret is never written here: ``secret_env`` names the environment variable
+    that holds it, read at start-up into :attr:`secret`.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: ChannelType
+    url: str | None = None
+    urls: list[str] = Field(default_factory=list)  # alertmanager: every member of an HA set
+    secret_env: str | None = Field(None, pattern=ENV_NAME)
+    targets: list[str] | None = None  # default: all
+    events: list[EventName] | None = None  # default: the type's natural set
+    timeout: Duration = 10.0
+    # slack (bot token): the channel to post in
+    channel: str | None = None
+    # email
+    host: str | None = None
+    port: int | None = Field(None, ge=1, le=65535)
+    from_: str | None = Field(None, alias="from")
+    to: list[str] = Field(default_factory=list)
+    tls: Literal["starttls", "tls", "none"] = "starttls"
+    username: str | None = None  # SMTP login; its password comes from secret_env
+    # alertmanager: how often an open incident's alert is sent again, and how far ahead
+    # its endsAt is set (Prometheus: every minute, four resend intervals ahead)
+    resend_interval: Duration = 60.0
+    # the value of the variable secret_env names; filled at load time, never from a file
+    secret: SecretStr | None = None
+
+    model_config = ConfigDict(extra="forbid", frozen=True, populate_by_name=True)
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @field_validator("urls")
+    @classmethod
+    def _http_urls(cls, value: list[str]) -> list[str]:
+        return [check_http_url(url) for url in value]
+
+    @property
+    def endpoint(self) -> str | None:
+        """``url``, else the service's public endpoint."""
+        return self.url or DEFAULT_URLS.get(self.type)
+
+    @property
+    def endpoints(self) -> list[str]:
+        """Every URL to send to: ``urls`` (Alertmanager's HA set), else ``url``."""
+        if self.urls:
+            return list(self.urls)
+        return [self.endpoint] if self.endpoint else []
+
+    @property
+    def subscribed(self) -> frozenset[str]:
+        """The event kinds this channel gets."""
+        return frozenset(self.events if self.events is not None else DEFAULT_EVENTS[self.type])
+
+    def wants(self, target: str, event: str) -> bool:
+        """True when an ``event`` about ``target`` goes to this channel."""
+        in_scope = self.targets is None or target in self.targets
+        return in_scope and event in self.subscribed
+
+
+class MaintenanceConfig(_Section):
+    """``[[maintenance]]``: a window, once or recurring, in which nobody is paged.
+
+    * once: ``start`` is a date and time (``2026-12-05T02:00``), no ``every``;
+    * on weekdays: ``every = "sat,sun"`` (or ``"daily"``), ``start`` a time of day;
+    * by cron: ``every = "0 3 * * 2"`` (five fields), ``start`` unused or a date
+      before which it does not apply.
+    """
+
+    targets: list[str] | None = None  # default: all
+    start: str | None = None
+    duration: Duration
+    every: str | None = None
+    timezone: str = "UTC"
+    reason: str = Field("scheduled maintenance", min_length=1, max_length=200)
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value)
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            raise ValueError(
+                f"unknown time zone {value!r} (an IANA name, e.g. Europe/Paris)"
+            ) from None
+        return value
+
+    @model_validator(mode="after")
+    def _timing_parses(self) -> MaintenanceConfig:
+        self.timing  # noqa: B018 - raises ValueError naming start or every
+        if self.duration <= 0:
+            raise ValueError("duration: must be longer than zero")
+        return self
+
+    @property
+    def timing(self) -> Timing:
+        """When its windows start."""
+        return parse_timing(self.start, self.every, zoneinfo.ZoneInfo(self.timezone))
 
 
 class StatusPageSection(_Section):
@@ -212,6 +355,17 @@ class Settings(BaseSettings):
     github: GithubSection = Field(default_factory=GithubSection)
     status_page: StatusPageSection = Field(default_factory=StatusPageSection)
     targets: list[TargetConfig] = Field(min_length=1)
+    channels: list[ChannelConfig] = Field(default_factory=list)
+    maintenance: list[MaintenanceConfig] = Field(default_factory=list)
+    # MONITOR_API_TOKEN: the bearer token of POST/DELETE /api/maintenance (absent: no API)
+    api_token: SecretStr | None = None
+
+    @field_validator("api_token")
+    @classmethod
+    def _blank_api_token_is_none(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().strip():
+            return None
+        return value
 
     @classmethod
     def settings_customise_sources(
@@ -224,6 +378,13 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         """Priority: explicit arguments, then ``MONITOR_*`` variables, then the file."""
         return init_settings, env_settings, _TomlData(settings_cls)
+
+    def channel(self, name: str) -> ChannelConfig:
+        """The channel called ``name``; KeyError when there is none."""
+        for channel in self.channels:
+            if channel.name == name:
+                return channel
+        raise KeyError(name)
 
     def target(self, name: str) -> TargetConfig:
         """The target called ``name``; KeyError when there is none."""

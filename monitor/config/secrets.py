@@ -21,6 +21,13 @@ def secret_values(settings: Settings) -> list[str]:
     ]
     if settings.github.token is not None:
         values.append(settings.github.token.get_secret_value())
+    if settings.api_token is not None:
+        values.append(settings.api_token.get_secret_value())
+    for channel in settings.channels:
+        if channel.secret is not None:
+            values.append(channel.secret.get_secret_value())
+            # a whsec_ signing secret is also used as the base64 key after its prefix
+            values += _secret_parts(channel.secret.get_secret_value())
     if settings.monitor.database_url is not None:
         url = settings.monitor.database_url.get_secret_value()
         values.append(url)
@@ -41,6 +48,22 @@ def redacted(settings: Settings) -> dict[str, Any]:
         for check in target["checks"]:
             check["headers"] = {name: MASK for name in check["headers"]}
     data["monitor"]["state_path"] = str(settings.monitor.state_path)
+    for channel in data["channels"]:
+        if channel.get("secret") is not None:
+            channel["secret"] = MASK
+    if settings.api_token is not None:
+        data["api_token"] = MASK
     if settings.monitor.database_url is not None:
         data["monitor"]["database_url"] = MASK
     return data
+
+
+def _secret_parts(secret: str) -> list[str]:
+    """Forms of a secret other than itself that would still give it away."""
+    parts = []
+    if secret.startswith("whsec_") and len(secret) > len("whsec_") + 8:
+        parts.append(secret.removeprefix("whsec_"))
+    password = urlsplit(secret).password if secret.startswith(("http", "smtp")) else None
+    if password:
+        parts += [password, unquote(password)]
+    return parts

@@ -24,12 +24,14 @@ from monitor.daemon.events import EventBuilder
 from monitor.daemon.figures import FigureRefresher
 from monitor.daemon.health import assess, stale_targets
 from monitor.daemon.leader import LeaderElection
+from monitor.daemon.maintenance import MaintenanceWatch
 from monitor.daemon.recorder import CycleRecorder, update_incident_metrics
 from monitor.daemon.runtime import TargetRuntime
 from monitor.daemon.schedule import ProbeSchedule
 from monitor.daemon.watchdog import STALL_EXIT_CODE, Watchdog
 from monitor.daemon.writer import CycleWriter
 from monitor.figures.history import History
+from monitor.figures.maintenance import Window
 from monitor.incidents.channels.base import Channel
 from monitor.incidents.channels.factory import configured_channels
 from monitor.incidents.tracker import TrackerState, Transition
@@ -39,6 +41,7 @@ from monitor.probing.prober import Prober
 from monitor.probing.results import TargetResult
 from monitor.store.base import Store, StoreError
 from monitor.store.factory import open_store
+from monitor.web.maintenance_api import maintenance_routes
 from monitor.web.routes import status_routes
 from monitor.web.server import HttpServer, create_app
 from monitor.web.source import LiveTarget
@@ -79,6 +82,7 @@ class Daemon:
             may_act=lambda: self.election.acting,
         )
         self._writer = CycleWriter(self.store, self.metrics, on_not_leader=self.election.lost)
+        self.maintenance = MaintenanceWatch(settings, self.store, self.metrics)
         self._deployments = DeploymentWatch(
             self.store, self.metrics, settings.monitor.failure_window
         )
@@ -92,6 +96,7 @@ class Daemon:
             self.dispatch.channels,
             self.election,
             monotonic,
+            self.maintenance,
         )
         self._figures = FigureRefresher(self.store, self.history, settings, self.metrics)
         self._schedule = ProbeSchedule(settings.monitor)
@@ -188,6 +193,20 @@ class Daemon:
         """The daemon's clock (injected in tests)."""
         return self._clock()
 
+    # ---- maintenance windows (the API's control; run in a worker thread) --------------
+
+    def maintenance_windows(self) -> list[Window]:
+        """Windows open now or starting within a day."""
+        return self.maintenance.upcoming(self._clock())
+
+    def start_maintenance(self, targets: Sequence[str], duration_s: float, reason: str) -> Window:
+        """Open an ad-hoc window now (POST /api/maintenance)."""
+        return self.maintenance.start(list(targets), duration_s, reason, self._clock())
+
+    def end_maintenance(self, target: str) -> int:
+        """End the ad-hoc windows ``target`` is in (DELETE /api/maintenance)."""
+        return self.maintenance.end(target, self._clock())
+
     # ---- health ------------------------------------------------------------------------
 
     def stale_targets(self) -> dict[str, float]:
@@ -204,6 +223,7 @@ class Daemon:
             store_problem=self.store_problem,
             sink_name=self.dispatch.channels[0].name,
             sink=self.dispatch.health(),
+            channels=self.dispatch.channel_health(),
             outbox=self.dispatch.stats(self._clock()),
             started_at=self._started_at,
             cluster=self._cluster(),
@@ -254,6 +274,7 @@ class Daemon:
                 self._writer.failed("heartbeat", exc)
         if self._writer.backlog:
             self._writer.flush()
+        self.maintenance.reload(now)  # windows another instance opened, and the next day's
         if self.election.shared:
             self._follow_regions()
         if self.election.acting:
@@ -306,7 +327,8 @@ class Daemon:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
-        app = create_app(self.metrics, self, extra_routes=status_routes(self))
+        routes = [*status_routes(self), *maintenance_routes(self)]
+        app = create_app(self.metrics, self, extra_routes=routes)
         self.http = HttpServer(app, self.settings.monitor.listen)
         server_task = asyncio.create_task(self.http.serve(), name="http")
         for runtime in self.targets.values():

@@ -37,6 +37,8 @@ class Dispatch:
         ]
         self._store = store
         self._clock = clock
+        self._metrics = metrics
+        metrics.declare_channels([c.name for c in self.channels])
         self._reconciled = False
 
     @property
@@ -64,12 +66,17 @@ class Dispatch:
             worker.wake()
 
     def refresh_metrics(self) -> None:
-        """The outbox gauges."""
-        self.primary.refresh_metrics()
+        """The outbox gauges: the totals, and each channel's pending steps."""
+        for worker in self.workers:
+            worker.refresh_metrics()
 
     def health(self) -> SinkHealth:
         """The primary channel's health."""
         return self.primary.health
+
+    def channel_health(self) -> dict[str, SinkHealth]:
+        """Every other channel's health, by name (``/healthz`` "channels")."""
+        return {w.channel.name: w.health for w in self.workers[1:]}
 
     def stats(self, now: datetime) -> tuple[int, float]:
         """(pending steps, age of the oldest); (-1, 0) when the store cannot say."""

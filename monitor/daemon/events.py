@@ -7,15 +7,17 @@ from datetime import datetime
 from monitor.config import Settings
 from monitor.figures.slo import Deployment
 from monitor.incidents.events import (
+    EventKind,
     IncidentEvent,
     TimelineRow,
     event_key,
     event_kind,
 )
 from monitor.incidents.quorum import RegionView
-from monitor.incidents.tracker import Transition
+from monitor.incidents.tracker import Incident, Transition
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
+from monitor.probing.results import TargetResult
 from monitor.store.base import Store, StoreError
 from monitor.store.codec import dt
 
@@ -31,6 +33,7 @@ class EventBuilder:
         self._metrics = metrics
         public = settings.status_page.public_url
         self._status_url = f"{public}/status" if public else None
+        self._severity = {t.name: t.severity for t in settings.targets}
 
     def build(
         self,
@@ -40,9 +43,11 @@ class EventBuilder:
         regions: tuple[RegionView, ...] = (),
         region: str = "local",
     ) -> IncidentEvent | None:
-        """``regions``: every region's view when several probe; ``region``: where the
-        probe behind the transition ran."""
-        """The event, or None for a transition only the log hears (a cancelled blip)."""
+        """The event, or None for a transition only the log hears (a cancelled blip).
+
+        ``regions``: every region's view when several probe; ``region``: where the
+        probe behind the transition ran.
+        """
         kind = event_kind(transition)
         incident = transition.incident
         if kind is None or incident is None:
@@ -58,6 +63,32 @@ class EventBuilder:
             deployment=deployment,
             status_url=self._status_url,
             regions=regions,
+            severity=self._severity.get(incident.target, "critical"),
+        )
+
+    def note(
+        self,
+        kind: EventKind,
+        incident: Incident,
+        result: TargetResult,
+        now: datetime,
+        detail: str,
+        *,
+        actor: str | None = None,
+        tag: str = "",
+    ) -> IncidentEvent:
+        """An event no probe decided (a person acted, a window began), about an open
+        incident; ``tag`` tells apart two of one kind decided in the same second."""
+        return IncidentEvent(
+            kind=kind,
+            incident=incident,
+            result=result,
+            decided_at=now,
+            key=f"{incident.id}:{kind}{tag}:{now:%Y%m%dT%H%M%S}",
+            detail=detail,
+            status_url=self._status_url,
+            severity=self._severity.get(incident.target, "critical"),
+            actor=actor,
         )
 
     def _timeline(self, transition: Transition, region: str) -> tuple[TimelineRow, ...]:

@@ -33,6 +33,7 @@ def assess(
     store_problem: str | None,
     sink_name: str,
     sink: SinkHealth,
+    channels: Mapping[str, SinkHealth],
     outbox: tuple[int, float],
     started_at: datetime,
     cluster: Mapping[str, Any],
@@ -48,6 +49,9 @@ def assess(
         problems.append(store_problem)
     if sink.auth_problem:
         problems.append(f"GitHub refuses the token or repository: {sink.last_error}")
+    for name, health in sorted(channels.items()):
+        if health.problem:
+            problems.append(f"channel {name}: {health.problem}")
     pending, oldest_s = outbox
     detail: dict[str, Any] = {
         "version": __version__,
@@ -55,6 +59,7 @@ def assess(
         **cluster,
         "problems": problems,
         "sink": {"name": sink_name, **sink.as_dict()},
+        "channels": {name: health.as_dict() for name, health in sorted(channels.items())},
         "outbox": {"pending": pending, "oldest_age_s": round(oldest_s, 1)},
         "targets": {
             name: {

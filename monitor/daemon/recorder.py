@@ -10,11 +10,15 @@ from monitor.config import Settings
 from monitor.daemon.deployments import DeploymentWatch
 from monitor.daemon.events import EventBuilder
 from monitor.daemon.leader import LeaderElection
+from monitor.daemon.maintenance import MaintenanceWatch
 from monitor.daemon.runtime import TargetRuntime
 from monitor.daemon.writer import CycleWriter
+from monitor.figures.maintenance import Window
 from monitor.figures.slo import Deployment
 from monitor.incidents.channels.base import Channel
+from monitor.incidents.events import EventKind, IncidentEvent
 from monitor.incidents.quorum import RegionView, Verdict, decide
+from monitor.incidents.text import defuse, utc
 from monitor.incidents.tracker import Policy, TrackerState, Transition, TransitionKind, step
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
@@ -50,6 +54,7 @@ class CycleRecorder:
         channels: Sequence[Channel],
         election: LeaderElection,
         monotonic: Callable[[], float],
+        maintenance: MaintenanceWatch,
     ) -> None:
         self._settings = settings
         self._store = store
@@ -60,6 +65,7 @@ class CycleRecorder:
         self._channels = channels
         self._election = election
         self._monotonic = monotonic
+        self._maintenance = maintenance
         self.policy = policy_of(settings)
 
     def record(
@@ -71,13 +77,20 @@ class CycleRecorder:
         runtime.streak.observe(result)
         runtime.last_completed = self._monotonic()
         own = runtime.view(self._election.region, result, self.view_hold_s(runtime))
+        window = self._maintenance.active(runtime.name, now)
         verdict = self._verdict(runtime, own) if self._election.acting else None
         if verdict is None or verdict.result is None:
+            runtime.maintenance = window
             return self._observed(runtime, result, own), []
         judged = verdict.result
-        new_state, transitions = step(runtime.state, judged, now, self.policy)
+        notes = self._people(runtime, judged, now) + self._window_began(
+            runtime, window, judged, now
+        )
+        new_state, transitions = step(
+            runtime.state, judged, now, self.policy, maintenance=window is not None
+        )
         deployment = self._deployments.observe(result)
-        actions: list[NewAction] = []
+        actions: list[NewAction] = [a for note in notes for a in self._plan(note)]
         followed: Deployment | None = None  # the deployment a newly opened incident followed
         for transition in transitions:
             if transition.incident is None or transition.kind is TransitionKind.CANCELLED:
@@ -93,8 +106,7 @@ class CycleRecorder:
                 verdict.result_region or self._election.region,
             )
             if event is not None:
-                for channel in self._channels:
-                    actions += channel.plan(event)
+                actions += self._plan(event)
         incident = new_state.incident if (transitions or new_state.in_incident) else None
         self._remember(runtime, judged)
         runtime.state = new_state
@@ -117,6 +129,78 @@ class CycleRecorder:
             _log_transition(transition)
         update_incident_metrics(self._metrics, new_state, transitions)
         return cycle, transitions
+
+    def _plan(self, event: IncidentEvent) -> list[NewAction]:
+        return [action for channel in self._channels for action in channel.plan(event)]
+
+    def _people(
+        self, runtime: TargetRuntime, result: TargetResult, now: datetime
+    ) -> list[IncidentEvent]:
+        """What people did to the open incident's issue since the last cycle (the GitHub
+        worker records it): an acknowledgement, or a close while it still fails. Either
+        stops the reminders; each is announced once, to the channels that carry it."""
+        state = runtime.state
+        incident = state.incident
+        if not state.in_incident or incident is None:
+            return []
+        try:
+            row = self._store.incident(incident.id)
+        except StoreError:
+            return []  # known at the next cycle
+        if row is None:
+            return []
+        notes = []
+        if row.acknowledged_at is not None and incident.acknowledged_at is None:
+            incident = replace(incident, acknowledged_at=row.acknowledged_at)
+            notes.append(
+                self._events.note(
+                    EventKind.ACKNOWLEDGED,
+                    incident,
+                    result,
+                    now,
+                    "acknowledged on the issue; reminders stop.",
+                    actor=row.acknowledged_by,
+                )
+            )
+        if row.closed_at is not None and incident.closed_at is None:
+            incident = replace(incident, closed_at=row.closed_at)
+            notes.append(
+                self._events.note(
+                    EventKind.ACKNOWLEDGED,
+                    incident,
+                    result,
+                    now,
+                    "its issue was closed while the target still fails; reminders stop,"
+                    " and the resolution will be posted with its duration.",
+                    actor=row.closed_by,
+                    tag="-closed",
+                )
+            )
+        if notes:
+            log.warning(
+                "incident taken by a person",
+                target=runtime.name,
+                incident=incident.id,
+                acknowledged_by=row.acknowledged_by,
+                closed_by=row.closed_by,
+            )
+            runtime.state = replace(state, incident=incident)
+        return notes
+
+    def _window_began(
+        self, runtime: TargetRuntime, window: Window | None, result: TargetResult, now: datetime
+    ) -> list[IncidentEvent]:
+        """A window that begins while an incident is open: its issue notes it."""
+        began = window is not None and window != runtime.maintenance
+        runtime.maintenance = window
+        state = runtime.state
+        if not began or window is None or not state.in_incident or state.incident is None:
+            return []
+        detail = (
+            f"from {utc(window.start)} to {utc(window.end)}: {defuse(window.reason, 200)}."
+            " Nobody is paged until it ends; the incident stays open and its duration counts."
+        )
+        return [self._events.note(EventKind.MAINTENANCE, state.incident, result, now, detail)]
 
     def _observed(
         self, runtime: TargetRuntime, result: TargetResult, own: RegionView

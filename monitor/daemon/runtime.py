@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from monitor.config import TargetConfig
+from monitor.figures.maintenance import Window
 from monitor.incidents.quorum import Quorum, RegionView, Verdict, VerdictKind, decide
 from monitor.incidents.tracker import TrackerState
 from monitor.probing.results import TargetResult
@@ -43,6 +44,7 @@ class TargetRuntime:
     views: tuple[RegionView, ...] = ()  # every region's view, as last read
     views_read_at: float = 0.0  # monotonic time of that read
     verdict: Verdict | None = None  # the quorum's last answer (on the leader)
+    maintenance: Window | None = None  # the window it was in at its last cycle
 
     def view(self, region: str, result: TargetResult, hold_s: float) -> RegionView:
         """This region's view after ``result`` (the streak already observed it)."""
@@ -76,18 +78,20 @@ class TargetRuntime:
         """
         if not self.views or self.last_result is None:
             return LiveTarget(
-                self.name, self.state, self.last_result, self.outcome_since, self.cadence_s
-            )
+                self.name, self.state, self.last_result, self.outcome_since, self.cadence_s,
+                maintenance=self.maintenance,
+            )  # fmt: skip
         own = next((v for v in self.views if v.region == region), None)
         if own is None:
             return LiveTarget(
                 self.name, self.state, self.last_result, self.outcome_since, self.cadence_s,
-                self.views,
+                self.views, maintenance=self.maintenance,
             )  # fmt: skip
         verdict = decide(self.views, own, quorum, min_regions)
         agreeing = [v for v in verdict.fresh if v.down == (verdict.kind is VerdictKind.DOWN)]
         result = agreeing[0].result if agreeing and verdict.decisive else None
         since = min((v.since for v in agreeing), default=None)
         return LiveTarget(
-            self.name, self.state, result, since, self.cadence_s, verdict.views, verdict
-        )
+            self.name, self.state, result, since, self.cadence_s, verdict.views, verdict,
+            self.maintenance,
+        )  # fmt: skip

@@ -2,11 +2,15 @@
 
 Raw probe results live for ``raw_retention`` (7 days); before they go, each
 complete hour is rolled up per target (check ``*``) and per check: probe and
-failure counts, time up/degraded/down/unknown, latency sum/min/max and a
-latency histogram. Days are sums of their hours. A window's time account uses
-the hourly rollups for whole hours that are rolled up and the raw samples for
-the rest; both come from :func:`monitor.figures.slo.account`, which is additive across
-adjacent spans, so the two agree to the microsecond.
+failure counts, time up/degraded/down/unknown/maintenance, latency sum/min/max
+and a latency histogram. Days are sums of their hours. A window's time account
+uses the hourly rollups for whole hours that are rolled up and the raw samples
+for the rest; both come from :func:`monitor.figures.slo.account`, which is additive
+across adjacent spans, so the two agree to the microsecond.
+
+Maintenance is the configured ``[[maintenance]]`` windows plus the ones stored from
+the API, each for the targets it names. An hour keeps the maintenance it had when it
+was rolled up: a window added to the configuration later does not rewrite the past.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from monitor.config import Settings
+from monitor.figures.maintenance import Window, configured_windows, spans_for
 from monitor.figures.slo import Sample, Span, TimeAccount, account
 from monitor.metrics import PROBE_BUCKETS_S
 from monitor.probing.results import Outcome
@@ -57,6 +62,18 @@ class History:
     def __init__(self, store: Store, settings: Settings) -> None:
         self.store = store
         self.settings = settings
+        self._read_ahead: tuple[Span, list[Window]] | None = None  # see :meth:`read_ahead`
+
+    def read_ahead(self, span: Span) -> History:
+        """This history, with the maintenance windows overlapping ``span`` read once.
+
+        A burst of accounts inside ``span`` (the status snapshot asks for about fifteen
+        per target) then filters that list instead of querying the store each time;
+        an account reaching outside ``span`` still reads the store.
+        """
+        ahead = History(self.store, self.settings)
+        ahead._read_ahead = (span, self.maintenance_windows(span))
+        return ahead
 
     @property
     def max_hold_s(self) -> float:
@@ -71,8 +88,18 @@ class History:
 
     # ---- windowed accounts -------------------------------------------------------------
 
+    def maintenance_windows(self, span: Span) -> list[Window]:
+        """Every maintenance window overlapping ``span``, configured or stored, by start."""
+        if self._read_ahead is not None:
+            ahead, windows = self._read_ahead
+            if ahead.start <= span.start and span.end <= ahead.end:
+                return [w for w in windows if w.start < span.end and w.end > span.start]
+        configured = configured_windows(self.settings.maintenance, span)
+        stored = self.store.maintenance_windows(span.start, span.end)
+        return sorted([*configured, *stored], key=lambda w: w.start)
+
     def account(self, target: str, window: Span, now: datetime) -> TimeAccount:
-        """Up/degraded/down/unknown time of a target over any window."""
+        """Up/degraded/down/unknown/maintenance time of a target over any window."""
         whole_start = ceil_to(window.start, HOUR_S)
         whole_end = floor_to(window.end, HOUR_S)
         watermark = self.watermark()
@@ -92,18 +119,19 @@ class History:
             return TimeAccount.zero()
         samples = self.store.samples(target, window, self.max_hold_s)
         sessions = self.store.sessions(window, now, live_grace_s=self._live_grace_s)
-        return account(samples, window, self.max_hold_s, sessions)
+        planned = spans_for(self.maintenance_windows(window), target, window)
+        return account(samples, window, self.max_hold_s, sessions, maintenance=planned)
 
     @property
     def _live_grace_s(self) -> float:
         return 3 * self.settings.monitor.metrics_refresh
 
     def _rolled_account(self, target: str, start: datetime, end: datetime) -> TimeAccount:
-        rows, up, degraded, down, unknown = self.store.rollup_totals(
+        rows, up, degraded, down, unknown, maintenance = self.store.rollup_totals(
             "hour", target, TARGET_LEVEL, start, end
         )
         missing = (end - start).total_seconds() - rows * HOUR_S  # hours with no row: unwatched
-        return TimeAccount(up, degraded, down, unknown + max(0.0, missing))
+        return TimeAccount(up, degraded, down, unknown + max(0.0, missing), maintenance)
 
     # ---- rollups ------------------------------------------------------------------------
 
@@ -116,14 +144,17 @@ class History:
                 return 0
             start = floor_to(first, HOUR_S)
         end = min(floor_to(now, HOUR_S), start + timedelta(hours=ROLLUP_HOURS_PER_PASS))
+        if end <= start:
+            return 0  # the current hour is not complete yet
         names = list(targets or self.store.targets_with_samples())
+        windows = self.maintenance_windows(Span(start, end))  # read once per pass
         hours = 0
         rows: list[dict[str, Any]] = []
         hour = start
         while hour < end:
             span = Span(hour, hour + timedelta(hours=1))
             for target in names:
-                rows += self._hour_rows(target, span, now)
+                rows += self._hour_rows(target, span, now, spans_for(windows, target, span))
             hours += 1
             hour = span.end
         if hours:
@@ -131,7 +162,9 @@ class History:
             self.store.write_rollups(rows, end)
         return hours
 
-    def _hour_rows(self, target: str, span: Span, now: datetime) -> list[dict[str, Any]]:
+    def _hour_rows(
+        self, target: str, span: Span, now: datetime, planned: Sequence[Span]
+    ) -> list[dict[str, Any]]:
         sessions = self.store.sessions(span, now, live_grace_s=self._live_grace_s)
         target_samples = self.store.samples(target, span, self.max_hold_s)
         rows = []
@@ -140,10 +173,10 @@ class History:
             raw = self.store.check_samples(target, check, span, self.max_hold_s)
             samples = [Sample(dt(r["started_at"]), Outcome(r["outcome"])) for r in raw]
             inside = [r for r in raw if span.start <= dt(r["started_at"]) < span.end]
-            acct = account(samples, span, self.max_hold_s, sessions)
+            acct = account(samples, span, self.max_hold_s, sessions, maintenance=planned)
             check_rows.append(self._row("hour", target, check, span.start, acct, inside))
         target_inside = [s for s in target_samples if span.contains(s.at)]
-        acct = account(target_samples, span, self.max_hold_s, sessions)
+        acct = account(target_samples, span, self.max_hold_s, sessions, maintenance=planned)
         rows.append(
             self._row(
                 "hour",
@@ -189,6 +222,7 @@ class History:
             "degraded_s": acct.degraded_s,
             "down_s": acct.down_s,
             "unknown_s": acct.unknown_s,
+            "maintenance_s": acct.maintenance_s,
             "latency_sum": sum(durations),
             "latency_min": min(durations, default=None),
             "latency_max": max(durations, default=None),
@@ -257,6 +291,7 @@ def _sum_rows(
         "down_s": sum(float(r["down_s"]) for r in rows),
         # hours of the day without a row are unknown too
         "unknown_s": sum(float(r["unknown_s"]) for r in rows) + max(0, DAY_S - known),
+        "maintenance_s": sum(float(r["maintenance_s"]) for r in rows),
         "latency_sum": sum(float(r["latency_sum"]) for r in rows),
         "latency_min": min(mins) if mins else None,
         "latency_max": max(maxs) if maxs else None,

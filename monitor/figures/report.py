@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 from monitor.config import format_duration
 from monitor.figures.target import TargetFigures
+from monitor.store.base import IncidentRow
 
 
 def _pct(ratio: float | None, digits: int = 3) -> str:
@@ -32,6 +33,11 @@ def render_target(f: TargetFigures) -> str:
         f" down {_dur(acct.down_s)}, unknown {_dur(acct.unknown_s)}",
         f"  coverage        {_pct(acct.coverage, 1)}   (time the monitor could vouch for)",
     ]
+    if acct.maintenance_s > 0:
+        lines.append(
+            f"  maintenance     {_dur(acct.maintenance_s)}   (left out of uptime, coverage"
+            " and the error budget)"
+        )
     if f.objective is not None and f.budget is not None:
         rates = ", ".join(
             f"{name} {'n/a' if rate is None else f'{rate:.2f}'}"
@@ -53,6 +59,8 @@ def render_target(f: TargetFigures) -> str:
             if f.mttr_objective_s is not None
             else ""
         ),
+        f"  MTTA            mean {_dur(f.mtta.mean_s)}, median {_dur(f.mtta.median_s)}"
+        f"  ({f.mtta.acknowledged} acknowledged; time to acknowledge)",
     ]
     d = f.deployments
     cfr = "n/a" if d.change_failure_ratio is None else _pct(d.change_failure_ratio, 1)
@@ -66,8 +74,25 @@ def render_target(f: TargetFigures) -> str:
         issue = f" #{incident.issue_number}" if incident.issue_number else ""
         lines.append(
             f"    - {incident.started_at:%Y-%m-%d %H:%M:%S} UTC  {duration:>10}{issue}  {incident.id}"
+            + _people(incident)
         )
     return "\n".join(lines)
+
+
+def _by(login: str | None) -> str:
+    return f" by @{login}" if login else ""
+
+
+def _people(incident: IncidentRow) -> str:
+    """What people did to an incident: who acknowledged it, who closed its issue early."""
+    said = ""
+    if incident.acknowledged_at is not None:
+        wait = max(0.0, (incident.acknowledged_at - incident.started_at).total_seconds())
+        said += f"  acknowledged{_by(incident.acknowledged_by)} after {_dur(wait)}"
+    if incident.closed_at is not None:
+        closed = f"{incident.closed_at:%Y-%m-%d %H:%M} UTC"
+        said += f"  issue closed{_by(incident.closed_by)} at {closed} (still failing)"
+    return said
 
 
 def render_report(figures: Sequence[TargetFigures]) -> str:

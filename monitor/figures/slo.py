@@ -1,8 +1,11 @@
-"""SLO figures from stored timestamps: uptime, coverage, error budget, MTTR, DORA.
+"""SLO figures from stored timestamps: uptime, coverage, error budget, MTTR, MTTA, DORA.
 
 Pure maths: no I/O and no clock reads; ``now`` is always an argument. Every
 figure is computed from timestamps, and time the monitor cannot vouch for
 (no recent sample, or the monitor itself not running) is *unknown*, never up.
+Time inside a maintenance window is *maintenance*, whatever the probes said:
+like unknown time it is left out of uptime, the error budget and the burn
+rate, and it is not owed coverage either (see :attr:`TimeAccount.coverage`).
 
 Durations are accumulated in whole microseconds (what :class:`datetime`
 resolves), so the parts of an account sum exactly to the window and accounts of
@@ -16,7 +19,7 @@ import bisect
 import math
 import re
 import statistics
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -26,6 +29,7 @@ from monitor.probing.results import Outcome
 
 __all__ = [
     "WINDOWS",
+    "AckStats",
     "BudgetReport",
     "Deployment",
     "DeploymentStats",
@@ -39,6 +43,7 @@ __all__ = [
     "deployment_before",
     "deployment_stats",
     "error_budget",
+    "mtta",
     "mttr",
     "parse_window",
 ]
@@ -126,27 +131,33 @@ class Sample:
 
 @dataclass(frozen=True, slots=True)
 class TimeAccount:
-    """Where the seconds of a window went; the four parts sum to the window length."""
+    """Where the seconds of a window went; the five parts sum to the window length."""
 
     up_s: float
     degraded_s: float
     down_s: float
     unknown_s: float
+    maintenance_s: float = 0.0  # inside a maintenance window, whatever the probes said
 
     @classmethod
     def zero(cls) -> TimeAccount:
         """The empty account, the start value for summing rollups."""
-        return cls(0.0, 0.0, 0.0, 0.0)
+        return cls(0.0, 0.0, 0.0, 0.0, 0.0)
 
     @property
     def known_s(self) -> float:
-        """Seconds for which a sample vouches: up + degraded + down."""
+        """Seconds for which a sample vouches, outside maintenance: up + degraded + down."""
         return self.up_s + self.degraded_s + self.down_s
 
     @property
-    def total_s(self) -> float:
-        """All seconds of the account, unknown included."""
+    def accountable_s(self) -> float:
+        """The seconds the monitor owes an answer for: the window less maintenance."""
         return self.known_s + self.unknown_s
+
+    @property
+    def total_s(self) -> float:
+        """All seconds of the account, unknown and maintenance included."""
+        return self.accountable_s + self.maintenance_s
 
     @property
     def uptime(self) -> float | None:
@@ -158,11 +169,17 @@ class TimeAccount:
 
     @property
     def coverage(self) -> float | None:
-        """Share of the window that is known at all; None for an empty window."""
-        total = self.total_s
-        if total == 0:
+        """Share of the accountable time that is known; None when there is none.
+
+        Maintenance is out of the denominator as well as the numerator: a window
+        spent half in maintenance and otherwise watched throughout is fully covered,
+        as an SRE reads it (known / (window - maintenance)). A window entirely in
+        maintenance, like an empty one, has no coverage to speak of.
+        """
+        accountable = self.accountable_s
+        if accountable == 0:
             return None
-        return self.known_s / total
+        return self.known_s / accountable
 
     def __add__(self, other: object) -> TimeAccount:
         """Combine two accounts (adjacent windows, or several targets): parts add up."""
@@ -173,18 +190,19 @@ class TimeAccount:
             degraded_s=self.degraded_s + other.degraded_s,
             down_s=self.down_s + other.down_s,
             unknown_s=self.unknown_s + other.unknown_s,
+            maintenance_s=self.maintenance_s + other.maintenance_s,
         )
 
 
-def _merged_sessions(sessions: Sequence[Span], origin: datetime) -> tuple[list[int], list[int]]:
-    """Sessions as sorted, disjoint ``[start, end)`` microsecond offsets from ``origin``.
+def _merged(spans: Sequence[Span], origin: datetime) -> tuple[list[int], list[int]]:
+    """Spans as sorted, disjoint ``[start, end)`` microsecond offsets from ``origin``.
 
-    Overlapping and touching sessions are merged: a hold runs on across a
-    boundary where one session ends exactly as the next begins.
+    Overlapping and touching spans are merged: a hold runs on across a boundary
+    where one session ends exactly as the next begins.
     """
     starts: list[int] = []
     ends: list[int] = []
-    for span in sorted(sessions, key=lambda s: s.start):
+    for span in sorted(spans, key=lambda s: s.start):
         start, end = _us(span.start - origin), _us(span.end - origin)
         if end <= start:
             continue
@@ -196,39 +214,34 @@ def _merged_sessions(sessions: Sequence[Span], origin: datetime) -> tuple[list[i
     return starts, ends
 
 
-def account(
-    samples: Sequence[Sample],
-    window: Span,
-    max_hold_s: float,
-    sessions: Sequence[Span] | None = None,
-) -> TimeAccount:
-    """Split ``window`` into up, degraded, down and unknown time from target samples.
+class _Covered:
+    """How much of ``[0, x)`` some sorted, disjoint ``[start, end)`` offsets cover."""
 
-    A sample's outcome holds from its ``at`` until the next sample's ``at``, but
-    for at most ``max_hold_s`` (``math.inf`` for no limit); time no sample holds
-    is unknown, so is the time before the first sample. Samples before the window
-    count: the last one holds into it. Samples may be unsorted; of several with
-    the same ``at`` the later in the sequence wins.
+    def __init__(self, bounds: tuple[list[int], list[int]]) -> None:
+        self._starts, self._ends = bounds
+        self._before = [0]  # what the intervals before each one cover
+        for start, end in zip(self._starts, self._ends, strict=True):
+            self._before.append(self._before[-1] + end - start)
 
-    With ``sessions`` (the spans the monitor itself was running), time outside
-    every session is unknown, and a sample's hold ends with the session it was
-    taken in: a result from before a restart does not vouch for the time after
-    it, and a sample taken outside every session vouches for nothing.
-    """
-    if math.isnan(max_hold_s) or max_hold_s < 0:
-        raise ValueError(f"max_hold_s must be >= 0, got {max_hold_s}")
-    origin = window.start
-    window_us = _us(window.end - origin)
-    hold_us = None if math.isinf(max_hold_s) else _us(timedelta(seconds=max_hold_s))
+    def upto(self, offset: int) -> int:
+        """Microseconds covered before ``offset``."""
+        slot = bisect.bisect_right(self._starts, offset) - 1
+        if slot < 0:
+            return 0
+        return self._before[slot] + min(offset, self._ends[slot]) - self._starts[slot]
 
-    latest: dict[datetime, Outcome] = {}
-    for sample in samples:
-        latest[sample.at] = sample.outcome  # a later duplicate overwrites an earlier one
-    timeline = sorted((_us(at - origin), outcome) for at, outcome in latest.items())
+    def between(self, start: int, end: int) -> int:
+        """Microseconds covered in ``[start, end)``."""
+        return self.upto(end) - self.upto(start)
 
-    bounds = None if sessions is None else _merged_sessions(sessions, origin)
 
-    parts = dict.fromkeys(Outcome, 0)
+def _holds(
+    timeline: Sequence[tuple[int, Outcome]],
+    window_us: int,
+    hold_us: int | None,
+    bounds: tuple[list[int], list[int]] | None,
+) -> Iterator[tuple[Outcome, int, int]]:
+    """Each sample's hold as ``(outcome, start, end)`` offsets, clipped to the window."""
     for index, (at, outcome) in enumerate(timeline):
         end = timeline[index + 1][0] if index + 1 < len(timeline) else window_us
         if hold_us is not None:
@@ -241,14 +254,59 @@ def account(
             end = min(end, session_ends[slot])
         start, end = max(at, 0), min(end, window_us)
         if end > start:
-            parts[outcome] += end - start
+            yield outcome, start, end
+
+
+def account(
+    samples: Sequence[Sample],
+    window: Span,
+    max_hold_s: float,
+    sessions: Sequence[Span] | None = None,
+    *,
+    maintenance: Sequence[Span] = (),
+) -> TimeAccount:
+    """Split ``window`` into up, degraded, down, unknown and maintenance time.
+
+    A sample's outcome holds from its ``at`` until the next sample's ``at``, but
+    for at most ``max_hold_s`` (``math.inf`` for no limit); time no sample holds
+    is unknown, so is the time before the first sample. Samples before the window
+    count: the last one holds into it. Samples may be unsorted; of several with
+    the same ``at`` the later in the sequence wins.
+
+    With ``sessions`` (the spans the monitor itself was running), time outside
+    every session is unknown, and a sample's hold ends with the session it was
+    taken in: a result from before a restart does not vouch for the time after
+    it, and a sample taken outside every session vouches for nothing.
+
+    Time inside any of the ``maintenance`` spans (they may overlap) is
+    maintenance, whatever the samples say and whether the monitor ran or not:
+    a window is planned, so it wins over up, degraded, down and unknown alike.
+    """
+    if math.isnan(max_hold_s) or max_hold_s < 0:
+        raise ValueError(f"max_hold_s must be >= 0, got {max_hold_s}")
+    origin = window.start
+    window_us = _us(window.end - origin)
+    hold_us = None if math.isinf(max_hold_s) else _us(timedelta(seconds=max_hold_s))
+
+    latest: dict[datetime, Outcome] = {}
+    for sample in samples:
+        latest[sample.at] = sample.outcome  # a later duplicate overwrites an earlier one
+    timeline = sorted((_us(at - origin), outcome) for at, outcome in latest.items())
+    bounds = None if sessions is None else _merged(sessions, origin)
+    planned = _Covered(_merged(maintenance, origin))
+
+    parts = dict.fromkeys(Outcome, 0)
+    for outcome, start, end in _holds(timeline, window_us, hold_us, bounds):
+        parts[outcome] += end - start - planned.between(start, end)
 
     known_us = sum(parts.values())
+    maintenance_us = planned.between(0, window_us)
     return TimeAccount(
         up_s=parts[Outcome.UP] / _US_PER_S,
         degraded_s=parts[Outcome.DEGRADED] / _US_PER_S,
         down_s=parts[Outcome.DOWN] / _US_PER_S,
-        unknown_s=(window_us - known_us) / _US_PER_S,
+        unknown_s=(window_us - known_us - maintenance_us) / _US_PER_S,
+        maintenance_s=maintenance_us / _US_PER_S,
     )
 
 
@@ -273,7 +331,7 @@ class BudgetReport:
     """
 
     objective: float  # e.g. 0.995
-    window_s: float  # the whole window, unknown time included
+    window_s: float  # the whole window, unknown and maintenance time included
     allowed_down_s: float  # (1 - objective) * known time
     down_s: float
     remaining_ratio: float
@@ -287,7 +345,10 @@ def _remaining(down: Fraction, allowed: Fraction) -> float:
 
 
 def error_budget(objective: float, acct: TimeAccount) -> BudgetReport:
-    """The error budget of ``acct`` under ``objective``, measured on known time only."""
+    """The error budget of ``acct`` under ``objective``, measured on known time only.
+
+    Maintenance is not known time: a window neither spends the budget nor earns any.
+    """
     bad = 1 - _objective(objective)
     allowed = bad * Fraction(acct.known_s)
     down = Fraction(acct.down_s)
@@ -325,9 +386,12 @@ class IncidentRecord:
     started_at: datetime  # the first failed probe
     resolved_at: datetime | None  # first good probe of the closing streak; None while open
     deployment_version: str | None = None
+    acknowledged_at: datetime | None = None  # a person took it (its issue's ack label)
 
     def __post_init__(self) -> None:
         _require_aware("IncidentRecord.started_at", self.started_at)
+        if self.acknowledged_at is not None:
+            _require_aware("IncidentRecord.acknowledged_at", self.acknowledged_at)
         if self.resolved_at is not None:
             _require_aware("IncidentRecord.resolved_at", self.resolved_at)
             if self.resolved_at < self.started_at:
@@ -389,6 +453,34 @@ def mttr(incidents: Sequence[IncidentRecord], window: Span, now: datetime) -> Mt
         median_s=statistics.median(durations) if durations else None,
         longest_s=max(durations) if durations else None,
         downtime_s=downtime_us / _US_PER_S,
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class AckStats:
+    """Time to acknowledge: how long incidents waited for a person, beside MTTR."""
+
+    acknowledged: int  # incidents acknowledged inside the window: the population
+    mean_s: float | None  # None when none was acknowledged
+    median_s: float | None
+
+
+def mtta(incidents: Sequence[IncidentRecord], window: Span) -> AckStats:
+    """Mean and median of ``acknowledged_at - started_at`` over incidents acknowledged
+    in ``window`` (``start <= acknowledged_at < end``), as MTTR counts resolutions.
+
+    The acknowledgement's time comes from GitHub's clock and the start from the
+    monitor's: a skew that would put it before the first failure counts as 0 s.
+    """
+    waits = [
+        max(0.0, (incident.acknowledged_at - incident.started_at).total_seconds())
+        for incident in _unique_incidents(incidents)
+        if incident.acknowledged_at is not None and window.contains(incident.acknowledged_at)
+    ]
+    return AckStats(
+        acknowledged=len(waits),
+        mean_s=statistics.fmean(waits) if waits else None,
+        median_s=statistics.median(waits) if waits else None,
     )
 
 

@@ -1,8 +1,9 @@
 """A target's figures over a window: what ``monitor report`` and the status API say.
 
-Uptime and coverage from the history's time account; error budget and burn
-rates against the target's objective; incidents and MTTR; deployments and the
-change failure rate. Computed from stored timestamps, never from gauges.
+Uptime and coverage from the history's time account (maintenance apart); error
+budget and burn rates against the target's objective; incidents, MTTR and time to
+acknowledge; deployments and the change failure rate. Computed from stored
+timestamps, never from gauges.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from monitor.config import TargetConfig
 from monitor.figures.history import History
 from monitor.figures.slo import (
     WINDOWS,
+    AckStats,
     BudgetReport,
     DeploymentStats,
     MttrStats,
@@ -25,6 +27,7 @@ from monitor.figures.slo import (
     burn_rate,
     deployment_stats,
     error_budget,
+    mtta,
     mttr,
 )
 from monitor.store.base import IncidentRow
@@ -42,6 +45,7 @@ class TargetFigures:
     burn_rates: Mapping[str, float | None]
     mttr: MttrStats
     mttr_objective_s: float | None
+    mtta: AckStats
     deployments: DeploymentStats
     incidents: Sequence[IncidentRow]
 
@@ -77,6 +81,7 @@ class TargetFigures:
                 "degraded": acct.degraded_s,
                 "down": acct.down_s,
                 "unknown": acct.unknown_s,
+                "maintenance": acct.maintenance_s,
             },
             "slo": {
                 "objective_ratio": self.objective,
@@ -96,6 +101,9 @@ class TargetFigures:
                 "longest_s": self.mttr.longest_s,
                 "mttr_objective_s": self.mttr_objective_s,
                 "mttr_met": self.mttr_met,
+                "acknowledged": self.mtta.acknowledged,
+                "mtta_mean_s": self.mtta.mean_s,
+                "mtta_median_s": self.mtta.median_s,
                 "records": [_incident_dict(i) for i in self.incidents],
             },
             "deployments": {
@@ -109,6 +117,10 @@ class TargetFigures:
 
 def _finite(value: float | None) -> float | None:
     return value if value is not None and math.isfinite(value) else None
+
+
+def _iso(moment: datetime | None) -> str | None:
+    return None if moment is None else moment.isoformat()
 
 
 def _incident_dict(incident: IncidentRow) -> dict[str, Any]:
@@ -125,6 +137,10 @@ def _incident_dict(incident: IncidentRow) -> dict[str, Any]:
         "probes_failed": incident.probes_failed,
         "reopened": incident.reopened,
         "deployment": dict(incident.deployment) if incident.deployment else None,
+        "acknowledged_at": _iso(incident.acknowledged_at),
+        "acknowledged_by": incident.acknowledged_by,
+        "closed_at": _iso(incident.closed_at),  # a person closed the issue while it failed
+        "closed_by": incident.closed_by,
     }
 
 
@@ -157,6 +173,7 @@ def target_figures(
         burn_rates=burn,
         mttr=mttr(records, window, min(now, window.end) if now > window.start else now),
         mttr_objective_s=target.mttr_objective,
+        mtta=mtta(records, window),
         deployments=deployment_stats(
             deployments, [i.record for i in later], window, failure_window
         ),

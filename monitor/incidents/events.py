@@ -26,6 +26,8 @@ class EventKind(enum.StrEnum):
     REMINDER = "reminder"  # still open after reminder_interval
     RESOLVED = "resolved"  # recovered for close_after probes; the duration is final
     REOPENED = "reopened"  # failed again within reopen_window of its resolve
+    ACKNOWLEDGED = "acknowledged"  # a person took it (the label, or closed it)
+    MAINTENANCE = "maintenance"  # a window began while it was open: nobody is paged
 
 
 _FROM_TRANSITION = {
@@ -66,6 +68,8 @@ class IncidentEvent:
     status_url: str | None = None  # the public status page, when configured
     # each region's view when several probe (none for a lone instance): who sees what
     regions: tuple[RegionView, ...] = ()
+    severity: str = "critical"  # the target's, in PagerDuty's words
+    actor: str | None = None  # ACKNOWLEDGED: who (a GitHub login)
 
     @property
     def target(self) -> str:

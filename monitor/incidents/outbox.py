@@ -21,22 +21,51 @@ from typing import Any
 
 from monitor.clock import Clock, utcnow
 from monitor.config import format_duration
-from monitor.incidents.channels.base import GONE, Channel, ChannelError, IssueChannel, MarkedIssue
+from monitor.incidents.channels.base import (
+    ACKNOWLEDGED,
+    CLOSED,
+    GONE,
+    Channel,
+    ChannelError,
+    IssueChannel,
+    MarkedIssue,
+    PersonAction,
+    RefreshingChannel,
+    WatchingChannel,
+)
 from monitor.incidents.text import utc
 from monitor.incidents.tracker import TrackerState
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
-from monitor.store.base import ChannelHandle, NotLeader, OutboxAction, Store, StoreError
+from monitor.store.base import (
+    HELD,
+    TRANSIENT,
+    ChannelHandle,
+    NotLeader,
+    OutboxAction,
+    Store,
+    StoreError,
+)
 
 log = get_logger("monitor.outbox")
 
 BACKOFF_BASE_S = 2.0
-BACKOFF_MAX_S = 600.0
+# Trouble belongs to the service, not to one step: a transient backoff is short, and the
+# service's next success releases every step waiting one out (Store.release_backoff).
+TRANSIENT_MAX_S = 120.0
+BACKOFF_MAX_S = TRANSIENT_MAX_S  # the longest backoff any step can be given
+# a permanent refusal (a 4xx: a bad key, a removed channel) stops the queue; its head
+# is tried again this often, in case someone fixed the credentials or access meanwhile
+PERMANENT_RETRY_S = 600.0
+# while every step backs off, one goes early this often: recovery is noticed this soon
+CANARY_S = 30.0
+CANARY = timedelta(seconds=CANARY_S)
+REFRESH_FAILURE_RETRY_S = 15.0
 
 
 def backoff_s(attempts: int, rng: Callable[[], float] = random.random) -> float:
-    """Exponential backoff with +-20 % jitter: 2, 4, 8 ... up to 10 minutes."""
-    base = min(BACKOFF_MAX_S, BACKOFF_BASE_S * float(2 ** min(max(0, attempts), 20)))
+    """Exponential backoff with +-20 % jitter: 2, 4, 8 ... up to two minutes."""
+    base = min(TRANSIENT_MAX_S, BACKOFF_BASE_S * float(2 ** min(max(0, attempts), 20)))
     return base * (0.8 + 0.4 * rng())
 
 
@@ -48,6 +77,9 @@ class SinkHealth:
     last_error_reason: str | None = None
     auth_problem: bool = False
     last_success_at: datetime | None = None
+    # a permanent refusal stopped the queue (until a success, or the next start if disabled)
+    stopped: str | None = None
+    disabled: bool = False
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready form."""
@@ -56,7 +88,18 @@ class SinkHealth:
             "last_error_reason": self.last_error_reason,
             "auth_problem": self.auth_problem,
             "last_success_at": self.last_success_at.isoformat() if self.last_success_at else None,
+            "stopped": self.stopped,
+            "disabled": self.disabled,
         }
+
+    @property
+    def problem(self) -> str | None:
+        """What ``/healthz`` lists for this channel, if anything."""
+        if self.disabled:
+            return f"disabled until the next start: {self.stopped}"
+        if self.stopped:
+            return f"stopped by a permanent refusal: {self.stopped}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +111,12 @@ class _Delivery:
 
     def is_recorded(self, incident_id: str) -> bool:
         return self.store.incident(incident_id) is not None
+
+    def issue(self, incident_id: str) -> ChannelHandle | None:
+        row = self.store.incident(incident_id)
+        if row is None or row.issue_number is None:
+            return None
+        return ChannelHandle(row.issue_number, row.issue_url)
 
 
 class OutboxWorker:
@@ -95,19 +144,24 @@ class OutboxWorker:
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._refresh_at: datetime | None = None  # a RefreshingChannel's next repeat
+        self._watch_at: datetime | None = None  # a WatchingChannel's next look
+        self._last_attempt_at: datetime | None = None  # when a step was last sent
 
     # ---- one pass -------------------------------------------------------------------
 
     def run_once(self) -> int:
         """Perform every due action once; return how many succeeded."""
         done = 0
-        if not self._may_act():
+        if not self._may_act() or self.health.disabled:
             return 0
+        self._maybe_refresh()
+        self._maybe_watch()
         if self._held():
             self.refresh_metrics()
             return 0
         try:
-            due = self.store.due_actions(self.channel.name, self._clock())
+            due = self.store.due_actions(self.channel.name, self._clock()) or self._canary()
         except StoreError as exc:
             log.error("outbox read failed", error=str(exc))
             return 0
@@ -119,12 +173,32 @@ class OutboxWorker:
         self.refresh_metrics()
         return done
 
+    def _canary(self) -> list[OutboxAction]:
+        """While every step waits out a transient backoff, one of them goes early, every
+        :data:`CANARY_S`: the service's recovery is then noticed within that, and its
+        success releases the rest (backoffs of up to two minutes would otherwise keep
+        on-call waiting after the service is back)."""
+        now = self._clock()
+        if self._last_attempt_at is not None and now - self._last_attempt_at < CANARY:
+            return []
+        heads: dict[str, OutboxAction] = {}
+        for action in self.store.pending_actions(self.channel.name):
+            heads.setdefault(action.target, action)
+        waiting = [a for a in heads.values() if a.retry_class == TRANSIENT]
+        return [min(waiting, key=lambda a: a.next_attempt_at)] if waiting else []
+
     def _held(self) -> bool:
         """True while the service's rate limit asks us to send nothing."""
         return self._hold_until is not None and self._clock() < self._hold_until
 
     def _count(self, operation: str, reason: str | None = None) -> None:
-        # the GitHub series keep their names; the journal sends nothing worth counting
+        # every channel's series; GitHub's own keep their names; the journal sends nothing
+        if self.channel.kind == "journal":
+            return
+        if reason is None:
+            self.metrics.channel_requests.labels(self.channel.name, operation).inc()
+        else:
+            self.metrics.channel_errors.labels(self.channel.name, reason).inc()
         if self.channel.kind != "github":
             return
         if reason is None:
@@ -133,6 +207,7 @@ class OutboxWorker:
             self.metrics.github_errors.labels(operation, reason).inc()
 
     def _perform(self, action: OutboxAction) -> bool:
+        self._last_attempt_at = self._clock()
         self._count(action.kind)
         settle_s = self.channel.settle_s(action)
         # The claim: if this process dies mid-request, the service may still act on it, so
@@ -171,8 +246,7 @@ class OutboxWorker:
             # the service acted but we could not record it: the retry finds it and adopts
             log.error("outbox completion not recorded", action=action.id, error=str(exc))
             return False
-        self.health.last_success_at = now
-        self.health.auth_problem = False
+        self._succeeded(now)
         log.info(
             "outbox action done",
             action=action.id,
@@ -187,44 +261,146 @@ class OutboxWorker:
     def _delivery(self, action: OutboxAction) -> _Delivery:
         return _Delivery(self.store.handle(self.channel.name, action.incident_id), self.store)
 
+    def _succeeded(self, now: datetime) -> None:
+        """The service answered: its trouble is over, for every queue of this channel."""
+        self.health.last_success_at = now
+        self.health.auth_problem = False
+        if self.health.stopped:
+            log.warning("channel accepts steps again", sink=self.channel.name)
+        self.health.stopped = None
+        self.metrics.channel_stopped.labels(self.channel.name).set(0)
+        try:
+            released = self.store.release_backoff(self.channel.name, now)
+        except StoreError as exc:
+            log.error("outbox release not recorded", sink=self.channel.name, error=str(exc))
+            return
+        if released:
+            log.info(
+                "backoff released: the service answers", sink=self.channel.name, steps=released
+            )
+
     def _failed(self, action: OutboxAction, exc: ChannelError) -> None:
         self._count(action.kind, exc.reason)
-        delay = backoff_s(action.attempts)
-        if exc.reason == "timeout":
-            # the request may still be running there: never retry before it settled
-            delay = max(delay, self.channel.settle_s(action))
-        if exc.retry_after_s is not None:
-            delay = max(delay, exc.retry_after_s)
+        delay, retry_class = self._retry_delay(action, exc)
         next_at = self._clock() + timedelta(seconds=delay)
-        if exc.retry_after_s is not None:
+        if exc.retry_after_s is not None or exc.permanent:
+            # a rate limit or a refusal belongs to the service: nothing is sent meanwhile
             self._hold_until = max(next_at, self._hold_until or next_at)
         self.health.last_error = str(exc)
         self.health.last_error_reason = exc.reason
         self.health.auth_problem = self.health.auth_problem or exc.auth
-        level = log.error if exc.auth else log.warning
+        if exc.permanent:
+            self.health.stopped = str(exc)
+            self.health.disabled = self.health.disabled or exc.disable
+            self.metrics.channel_stopped.labels(self.channel.name).set(1)
+        level = log.error if exc.permanent else log.warning
         level(
-            "outbox action failed; will retry",
+            _failure_headline(exc),
             action=action.id,
+            sink=self.channel.name,
             kind=action.kind,
             incident=action.incident_id,
             reason=exc.reason,
             error=str(exc),
             attempts=action.attempts + 1,
-            retry_in_s=round(delay, 1),
+            retry_in_s=None if exc.disable else round(delay, 1),
         )
         try:
-            self.store.retry_later(action, f"{exc.reason}: {exc}", next_at)
+            self.store.retry_later(action, f"{exc.reason}: {exc}", next_at, retry_class)
         except StoreError as store_exc:
             log.error("outbox retry not recorded", action=action.id, error=str(store_exc))
 
+    def _retry_delay(self, action: OutboxAction, exc: ChannelError) -> tuple[float, str]:
+        """How long until the step is tried again, and whether a success may cut it short."""
+        if exc.permanent:
+            return PERMANENT_RETRY_S, HELD
+        delay = backoff_s(action.attempts)
+        retry_class = TRANSIENT
+        if exc.reason == "timeout" and self.channel.settle_s(action) > 0:
+            # the request may still be running there: never retry before it settled
+            delay, retry_class = max(delay, self.channel.settle_s(action)), HELD
+        if exc.retry_after_s is not None:
+            delay, retry_class = max(delay, exc.retry_after_s), HELD
+        return delay, retry_class
+
     def refresh_metrics(self) -> None:
-        """Pending count and oldest age for ``/metrics``."""
+        """The outbox gauges for ``/metrics``: this channel's pending steps, and the totals."""
         try:
+            counts = self.store.pending_counts()
             pending, oldest = self.store.outbox_stats(self._clock())
         except StoreError:
             return
+        self.metrics.channel_pending.labels(self.channel.name).set(counts.get(self.channel.name, 0))
         self.metrics.outbox_pending.set(pending)
         self.metrics.outbox_oldest_age.set(oldest)
+
+    # ---- what people do (GitHub issues) -----------------------------------------------
+
+    def _maybe_watch(self) -> None:
+        channel = self.channel
+        if not isinstance(channel, WatchingChannel) or self._held():
+            return
+        now = self._clock()
+        if self._watch_at is not None and now < self._watch_at:
+            return
+        self._watch_at = now + timedelta(seconds=channel.watch_interval_s)
+        try:
+            handles = self.store.open_handles(channel.name)
+            found = channel.watch(handles) if handles else []
+            for action in found:
+                self._record_person(action)
+        except StoreError as exc:
+            log.error("could not record what people did", sink=channel.name, error=str(exc))
+        except ChannelError as exc:
+            self._count("watch", exc.reason)
+            if exc.retry_after_s is not None:
+                hold = now + timedelta(seconds=exc.retry_after_s)
+                self._hold_until = max(hold, self._hold_until or hold)
+            log.warning("could not read the open issues", sink=channel.name, error=str(exc))
+
+    def _record_person(self, action: PersonAction) -> None:
+        row = self.store.incident(action.incident_id)
+        if row is None:
+            return
+        if action.kind == CLOSED and row.closed_at is None:
+            self.store.record_closed(action.incident_id, action.by, action.at)
+            log.warning(
+                "incident issue closed by a person while open",
+                incident=action.incident_id,
+                by=action.by,
+            )
+        if action.kind == ACKNOWLEDGED and row.acknowledged_at is None:
+            self.store.record_acknowledged(action.incident_id, action.by, action.at)
+            log.warning("incident acknowledged", incident=action.incident_id, by=action.by)
+
+    # ---- repeats for services that forget (Alertmanager) --------------------------------
+
+    def _maybe_refresh(self) -> None:
+        channel = self.channel
+        if not isinstance(channel, RefreshingChannel) or self._held():
+            return
+        now = self._clock()
+        if self._refresh_at is not None and now < self._refresh_at:
+            return
+        self._refresh_at = now + timedelta(seconds=channel.refresh_interval_s)
+        try:
+            handles = self.store.open_handles(channel.name)
+            if handles:
+                self._count("refresh")
+                channel.refresh(handles)
+        except StoreError as exc:
+            log.error("outbox read failed", sink=channel.name, error=str(exc))
+        except ChannelError as exc:
+            self._count("refresh", exc.reason)
+            self.health.last_error, self.health.last_error_reason = str(exc), exc.reason
+            # sooner than the interval: the alert must not lapse at the other end
+            self._refresh_at = now + timedelta(
+                seconds=min(channel.refresh_interval_s, REFRESH_FAILURE_RETRY_S)
+            )
+            log.warning("refresh failed; will retry", sink=channel.name, error=str(exc))
+        else:
+            if handles:
+                self.health.last_success_at = now
 
     # ---- start-up reconcile ---------------------------------------------------------------
 
@@ -349,9 +525,18 @@ class OutboxWorker:
             due = self._next_due_at()
         except StoreError:
             return 5.0
+        for extra in (self._refresh_at, self._watch_at, self._canary_at()):
+            if extra is not None:
+                due = extra if due is None else min(due, extra)
         if due is None:
             return 30.0
         return min(30.0, max(0.05, (due - self._clock()).total_seconds()))
+
+    def _canary_at(self) -> datetime | None:
+        """When the next canary may go, if one is waited for."""
+        if self._last_attempt_at is None or self.health.last_error_reason is None:
+            return None
+        return self._last_attempt_at + CANARY
 
     def _next_due_at(self) -> datetime | None:
         """When the next action can run: only queue heads count, and never inside a hold.
@@ -367,3 +552,11 @@ class OutboxWorker:
         if due is not None and self._hold_until is not None:
             due = max(due, self._hold_until)
         return due
+
+
+def _failure_headline(exc: ChannelError) -> str:
+    if exc.disable:
+        return "channel disabled until the next start: the endpoint asked us to stop"
+    if exc.permanent:
+        return "outbox action refused; channel stopped until it is accepted again"
+    return "outbox action failed; will retry"

@@ -349,6 +349,11 @@ def _comment(event: IncidentEvent) -> str:
         return resolved_comment(incident, key)
     if event.kind is EventKind.REOPENED:
         return reopened_comment(incident, result, key)
+    if event.kind is EventKind.MAINTENANCE:
+        return "\n".join([action_marker(key), f"**Maintenance window** {event.detail}"])
+    if event.kind is EventKind.ACKNOWLEDGED:
+        who = f" by {defuse(event.actor, 60)}" if event.actor else ""
+        return "\n".join([action_marker(key), f"**Acknowledged**{who}: {event.detail}"])
     return title(result)
 
 

@@ -68,6 +68,15 @@ class Incident:
     signature: tuple[str, ...] = ()  # what is failing, to notice a change of character
     last_notice_at: datetime | None = None  # last open/reopen/reminder, for reminders
     reopened: int = 0  # how often it was reopened within reopen_window
+    # people: an acknowledgement (the issue's ack label) or a person closing the issue
+    # while the target still fails stops the reminders; the resolve still goes out
+    acknowledged_at: datetime | None = None
+    closed_at: datetime | None = None
+
+    @property
+    def taken(self) -> bool:
+        """True once a person has taken it (acknowledged it, or closed its issue)."""
+        return self.acknowledged_at is not None or self.closed_at is not None
 
     @property
     def duration_s(self) -> float | None:
@@ -133,14 +142,40 @@ def signature(result: TargetResult) -> tuple[str, ...]:
 
 
 def step(
-    state: TrackerState, result: TargetResult, now: datetime, policy: Policy
+    state: TrackerState,
+    result: TargetResult,
+    now: datetime,
+    policy: Policy,
+    *,
+    maintenance: bool = False,
 ) -> tuple[TrackerState, list[Transition]]:
-    """Advance one target's state by one probe result."""
+    """Advance one target's state by one probe result.
+
+    In a ``maintenance`` window nobody is paged: failures do not count towards
+    ``open_after`` (after the window a failing target opens on the normal rule, not
+    at once), and an incident already open is still counted and may resolve, but
+    announces no change and no reminder.
+    """
+    if maintenance and not state.in_incident:
+        return _paused(state, result), []
     if result.ok:
         new_state, transitions = _on_good(state, result, policy)
     else:
         new_state, transitions = _on_failure(state, result, policy)
+    if maintenance:
+        return new_state, [t for t in transitions if t.kind is TransitionKind.RESOLVED]
     return _maybe_remind(new_state, transitions, result, now, policy)
+
+
+def _paused(state: TrackerState, result: TargetResult) -> TrackerState:
+    """A target in maintenance with no incident: healthy, every streak forgotten."""
+    return TrackerState(
+        target=state.target,
+        phase=Phase.HEALTHY,
+        good_streak=1 if result.ok else 0,
+        streak_started_at=result.at,
+        incident=state.incident,  # the last resolved one: a reopen still finds it
+    )
 
 
 def _on_failure(
@@ -212,6 +247,8 @@ def _confirm(
             signature=sig,
             last_notice_at=result.at,
             reopened=last.reopened + 1,
+            acknowledged_at=None,  # failing again: it needs a person again
+            closed_at=None,
         )
         kind = TransitionKind.REOPENED
     else:
@@ -311,6 +348,8 @@ def _maybe_remind(
     incident = state.incident
     if not state.in_incident or incident is None or incident.last_notice_at is None:
         return state, transitions
+    if incident.taken:
+        return state, transitions  # a person has it: no more reminders
     if any(t.kind in (TransitionKind.OPENED, TransitionKind.REOPENED) for t in transitions):
         return state, transitions
     if (now - incident.last_notice_at).total_seconds() < policy.reminder_interval_s:

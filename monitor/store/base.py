@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from datetime import datetime
 from typing import Any, Protocol
 
+from monitor.figures.maintenance import Window
 from monitor.figures.slo import Deployment, IncidentRecord, Sample, Span
 from monitor.incidents.quorum import RegionView as RegionView  # the backends' too
 from monitor.incidents.tracker import Incident, TrackerState
@@ -20,6 +21,8 @@ from monitor.probing.results import TargetResult
 
 Row = Mapping[str, Any]  # a stored row by column name, whatever the backend
 GITHUB_CHANNEL = "github"  # the channel whose handles are the incidents' issues
+TRANSIENT = "transient"  # a retry a success from the service releases (5xx, network)
+HELD = "held"  # a retry the service asked for (Retry-After), or a request still settling
 
 
 class StoreError(Exception):
@@ -68,6 +71,7 @@ class OutboxAction:
     attempts: int
     next_attempt_at: datetime
     last_error: str | None = None
+    retry_class: str | None = None  # TRANSIENT, HELD, or None (never failed, or leased)
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +88,10 @@ class IncidentRow:
     probes_failed: int
     reopened: int
     deployment: Mapping[str, Any] | None
+    acknowledged_at: datetime | None = None  # a person took it (the issue's ack label)
+    acknowledged_by: str | None = None
+    closed_at: datetime | None = None  # a person closed its issue before it resolved
+    closed_by: str | None = None
 
     @property
     def record(self) -> IncidentRecord:
@@ -95,6 +103,7 @@ class IncidentRow:
             started_at=self.started_at,
             resolved_at=self.resolved_at,
             deployment_version=version,
+            acknowledged_at=self.acknowledged_at,
         )
 
 
@@ -269,12 +278,54 @@ class Store(Protocol):
         """No process may retry ``action`` before ``until``."""
         ...
 
-    def retry_later(self, action: OutboxAction, error: str, next_attempt_at: datetime) -> None:
-        """Count a failed attempt and schedule the next one."""
+    def retry_later(
+        self,
+        action: OutboxAction,
+        error: str,
+        next_attempt_at: datetime,
+        retry_class: str = TRANSIENT,
+    ) -> None:
+        """Count a failed attempt and schedule the next one; ``retry_class`` says whether
+        a success from the service may release it early (:data:`TRANSIENT`) or not."""
+        ...
+
+    def release_backoff(self, channel: str, now: datetime) -> int:
+        """Make the channel's steps waiting out a transient backoff due now (the service
+        answered again); return how many. Leases and holds are kept."""
         ...
 
     def outbox_stats(self, now: datetime) -> tuple[int, float]:
         """(pending count, age in seconds of the oldest pending action)."""
+        ...
+
+    def pending_counts(self) -> dict[str, int]:
+        """Pending steps per channel."""
+        ...
+
+    def open_handles(self, channel: str) -> list[tuple[str, ChannelHandle]]:
+        """(incident id, handle) of the channel's incidents that are not resolved."""
+        ...
+
+    # ---- people and maintenance
+
+    def record_acknowledged(self, incident_id: str, by: str | None, at: datetime) -> None:
+        """A person acknowledged the incident (its issue's ack label)."""
+        ...
+
+    def record_closed(self, incident_id: str, by: str | None, at: datetime) -> None:
+        """A person closed the incident's issue while it was open."""
+        ...
+
+    def add_maintenance(self, window: Window, now: datetime) -> int:
+        """Store an ad-hoc window; return its id."""
+        ...
+
+    def end_maintenance(self, target: str, now: datetime) -> int:
+        """End every stored window ``target`` is in at ``now``; return how many."""
+        ...
+
+    def maintenance_windows(self, start: datetime, end: datetime) -> list[Window]:
+        """Stored windows overlapping ``[start, end)``, by start."""
         ...
 
     # ---- history
@@ -333,8 +384,9 @@ class Store(Protocol):
 
     def rollup_totals(
         self, period: str, target: str, check: str, start: datetime, end: datetime
-    ) -> tuple[int, float, float, float, float]:
-        """(rows, up_s, degraded_s, down_s, unknown_s) summed over buckets in [start, end)."""
+    ) -> tuple[int, float, float, float, float, float]:
+        """(rows, up_s, degraded_s, down_s, unknown_s, maintenance_s) summed over buckets
+        in [start, end)."""
         ...
 
     def latency_slots(

@@ -70,6 +70,8 @@ def state_from_json(text: str) -> TrackerState:
             signature=tuple(i.get("signature", ())),
             last_notice_at=when(i.get("last_notice_at")),
             reopened=i.get("reopened", 0),
+            acknowledged_at=when(i.get("acknowledged_at")),
+            closed_at=when(i.get("closed_at")),
         )
     return TrackerState(
         target=raw["target"],

@@ -25,14 +25,16 @@ import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
 from contextlib import AbstractContextManager
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from monitor.figures.maintenance import Window
 from monitor.figures.slo import Deployment, Sample, Span
 from monitor.incidents.tracker import Incident, TrackerState
 from monitor.probing.results import Outcome
 from monitor.store.base import (
     GITHUB_CHANNEL,
+    TRANSIENT,
     ChannelHandle,
     IncidentRow,
     Leadership,
@@ -408,6 +410,10 @@ class SqlStore(ABC):
             probes_failed=row["probes_failed"],
             reopened=row["reopened"],
             deployment=json.loads(row["deployment"]) if row["deployment"] else None,
+            acknowledged_at=opt_dt(row["acknowledged_at"]),
+            acknowledged_by=row["acknowledged_by"],
+            closed_at=opt_dt(row["closed_at"]),
+            closed_by=row["closed_by"],
         )
 
     def incident(self, incident_id: str) -> IncidentRow | None:
@@ -453,6 +459,7 @@ class SqlStore(ABC):
             attempts=row["attempts"],
             next_attempt_at=dt(row["next_attempt_at"]),
             last_error=row["last_error"],
+            retry_class=row["retry_class"],
         )
 
     def due_actions(self, channel: str, now: datetime, limit: int = 20) -> list[OutboxAction]:
@@ -546,17 +553,121 @@ class SqlStore(ABC):
         meanwhile). Fenced: a deposed leader cannot claim."""
         with self._tx() as db:
             self._check_fence(db)
-            db.execute("UPDATE outbox SET next_attempt_at = ? WHERE id = ?", (ts(until), action.id))
+            db.execute(
+                "UPDATE outbox SET next_attempt_at = ?, retry_class = NULL WHERE id = ?",
+                (ts(until), action.id),
+            )
 
-    def retry_later(self, action: OutboxAction, error: str, next_attempt_at: datetime) -> None:
+    def retry_later(
+        self,
+        action: OutboxAction,
+        error: str,
+        next_attempt_at: datetime,
+        retry_class: str = TRANSIENT,
+    ) -> None:
         """Count a failed attempt and schedule the next one."""
         with self._tx() as db:
             self._check_fence(db)
             db.execute(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?"
-                " WHERE id = ?",
-                (error[:500], ts(next_attempt_at), action.id),
+                "UPDATE outbox SET attempts = attempts + 1, last_error = ?, next_attempt_at = ?,"
+                " retry_class = ? WHERE id = ?",
+                (error[:500], ts(next_attempt_at), retry_class, action.id),
             )
+
+    def release_backoff(self, channel: str, now: datetime) -> int:
+        """Make the channel's transient backoffs due now (the service answered again)."""
+        with self._tx() as db:
+            self._check_fence(db)
+            cursor = db.execute(
+                "UPDATE outbox SET next_attempt_at = ?, retry_class = NULL"
+                " WHERE channel = ? AND done_at IS NULL AND retry_class = ?"
+                " AND next_attempt_at > ?",
+                (ts(now), channel, TRANSIENT, ts(now)),
+            )
+            return max(0, cursor.rowcount)
+
+    def pending_counts(self) -> dict[str, int]:
+        """Pending steps per channel."""
+        rows = self._query(
+            "SELECT channel, COUNT(*) AS n FROM outbox WHERE done_at IS NULL GROUP BY channel"
+        )
+        return {row["channel"]: int(row["n"]) for row in rows}
+
+    def open_handles(self, channel: str) -> list[tuple[str, ChannelHandle]]:
+        """(incident id, handle) of the channel's incidents that are not resolved."""
+        rows = self._query(
+            "SELECT h.incident_id, h.number, h.url, h.ref FROM channel_handles h"
+            " JOIN incidents i ON i.id = h.incident_id"
+            " WHERE h.channel = ? AND i.resolved_at IS NULL ORDER BY h.incident_id",
+            (channel,),
+        )
+        return [
+            (row["incident_id"], ChannelHandle(row["number"], row["url"], row["ref"]))
+            for row in rows
+        ]
+
+    # ---- people and maintenance ------------------------------------------------------------
+
+    def record_acknowledged(self, incident_id: str, by: str | None, at: datetime) -> None:
+        """A person acknowledged the incident (the first acknowledgement counts)."""
+        with self._tx() as db:
+            self._check_fence(db)
+            db.execute(
+                "UPDATE incidents SET acknowledged_at = ?, acknowledged_by = ?"
+                " WHERE id = ? AND acknowledged_at IS NULL",
+                (ts(at), by, incident_id),
+            )
+
+    def record_closed(self, incident_id: str, by: str | None, at: datetime) -> None:
+        """A person closed the incident's issue while it was open."""
+        with self._tx() as db:
+            self._check_fence(db)
+            db.execute(
+                "UPDATE incidents SET closed_at = ?, closed_by = ? WHERE id = ?"
+                " AND closed_at IS NULL",
+                (ts(at), by, incident_id),
+            )
+
+    def add_maintenance(self, window: Window, now: datetime) -> int:
+        """Store an ad-hoc window; return its id."""
+        targets = None if window.targets is None else json.dumps(sorted(window.targets))
+        with self._tx() as db:
+            row = db.execute(
+                "INSERT INTO maintenance (targets, starts_at, ends_at, reason, source, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?) RETURNING id",
+                (targets, ts(window.start), ts(window.end), window.reason, window.source, ts(now)),
+            ).fetchone()
+        return int(row[0])
+
+    def end_maintenance(self, target: str, now: datetime) -> int:
+        """End every stored window ``target`` is in at ``now``; return how many."""
+        ended = [
+            w.id
+            for w in self.maintenance_windows(now, now + timedelta(microseconds=1))
+            if w.covers(target, now) and w.id is not None
+        ]
+        with self._tx() as db:
+            for window_id in ended:
+                db.execute("UPDATE maintenance SET ends_at = ? WHERE id = ?", (ts(now), window_id))
+        return len(ended)
+
+    def maintenance_windows(self, start: datetime, end: datetime) -> list[Window]:
+        """Stored windows overlapping ``[start, end)``, by start."""
+        rows = self._query(
+            "SELECT * FROM maintenance WHERE ends_at > ? AND starts_at < ? ORDER BY starts_at, id",
+            (ts(start), ts(end)),
+        )
+        return [
+            Window(
+                dt(row["starts_at"]),
+                dt(row["ends_at"]),
+                None if row["targets"] is None else frozenset(json.loads(row["targets"])),
+                row["reason"],
+                row["source"],
+                int(row["id"]),
+            )
+            for row in rows
+        ]
 
     def outbox_stats(self, now: datetime) -> tuple[int, float]:
         """(pending count, age in seconds of the oldest pending action)."""
@@ -652,8 +763,8 @@ class SqlStore(ABC):
         """Upsert rollup rows and move the watermark, in one transaction."""
         columns = (
             "period", "target", "check_name", "bucket", "probes", "failures", "degraded",
-            "up_s", "degraded_s", "down_s", "unknown_s", "latency_sum", "latency_min",
-            "latency_max", "latency_hist",
+            "up_s", "degraded_s", "down_s", "unknown_s", "maintenance_s", "latency_sum",
+            "latency_min", "latency_max", "latency_hist",
         )  # fmt: skip
         updates = ", ".join(f"{c} = excluded.{c}" for c in columns[4:])
         sql = (
@@ -685,12 +796,14 @@ class SqlStore(ABC):
 
     def rollup_totals(
         self, period: str, target: str, check: str, start: datetime, end: datetime
-    ) -> tuple[int, float, float, float, float]:
-        """(rows, up_s, degraded_s, down_s, unknown_s) summed over buckets in [start, end)."""
+    ) -> tuple[int, float, float, float, float, float]:
+        """(rows, up_s, degraded_s, down_s, unknown_s, maintenance_s) summed over buckets
+        in [start, end)."""
         row = self._query(
             "SELECT COUNT(*) AS n, COALESCE(SUM(up_s), 0) AS up,"
             " COALESCE(SUM(degraded_s), 0) AS degraded, COALESCE(SUM(down_s), 0) AS down,"
-            " COALESCE(SUM(unknown_s), 0) AS unknown FROM rollups"
+            " COALESCE(SUM(unknown_s), 0) AS unknown,"
+            " COALESCE(SUM(maintenance_s), 0) AS maintenance FROM rollups"
             " WHERE period = ? AND target = ? AND check_name = ? AND bucket >= ? AND bucket < ?",
             (period, target, check, ts(start), ts(end)),
         )[0]
@@ -700,6 +813,7 @@ class SqlStore(ABC):
             float(row["degraded"]),
             float(row["down"]),
             float(row["unknown"]),
+            float(row["maintenance"]),
         )
 
     def latency_slots(

@@ -169,7 +169,30 @@ CREATE INDEX check_results_by_target
     ON check_results (target, started_at, check_name, duration_s, outcome);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4)
+# Version 5: paging channels and people. An outbox retry says what kind of wait it is
+# (a transient backoff a success releases, or a hold the service asked for); incidents
+# record who acknowledged or closed their issue; ad-hoc maintenance windows (the API's);
+# rollups account maintenance time apart, like unknown time.
+_V5 = """
+ALTER TABLE outbox ADD COLUMN retry_class TEXT;
+ALTER TABLE incidents ADD COLUMN acknowledged_at REAL;
+ALTER TABLE incidents ADD COLUMN acknowledged_by TEXT;
+ALTER TABLE incidents ADD COLUMN closed_at REAL;
+ALTER TABLE incidents ADD COLUMN closed_by TEXT;
+ALTER TABLE rollups ADD COLUMN maintenance_s REAL NOT NULL DEFAULT 0;
+CREATE TABLE maintenance (
+    id INTEGER PRIMARY KEY,
+    targets TEXT,
+    starts_at REAL NOT NULL,
+    ends_at REAL NOT NULL,
+    reason TEXT NOT NULL,
+    source TEXT NOT NULL,
+    created_at REAL NOT NULL
+);
+CREATE INDEX maintenance_by_end ON maintenance (ends_at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

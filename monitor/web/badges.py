@@ -21,6 +21,7 @@ BADGE_COLOURS: Mapping[str, str] = {
     "orange": "#fe7d37",
     "red": "#e05d44",
     "lightgrey": "#9f9f9f",
+    "blue": "#007ec6",
 }
 _HEX = re.compile(r"#[0-9a-fA-F]{3}(?:[0-9a-fA-F]{3})?")
 # Approximate advance widths of Verdana 11px, the font of shields-style badges.
@@ -37,6 +38,7 @@ _STATE_COLOUR: Mapping[State, str] = {
     State.DEGRADED: "yellow",
     State.DOWN: "red",
     State.UNKNOWN: "lightgrey",
+    State.MAINTENANCE: "blue",
 }
 _UPTIME_FLOORS = ((0.999, "brightgreen"), (0.99, "green"), (0.97, "yellow"), (0.95, "orange"))
 

@@ -92,6 +92,7 @@ PAGE_HEADERS: Mapping[str, str] = {
 _SUMMARY_COLOUR: Mapping[Summary, str] = {
     Summary.OPERATIONAL: "up",
     Summary.DEGRADED: "degraded",
+    Summary.MAINTENANCE: "maintenance",
     Summary.PARTIAL_OUTAGE: "down",
     Summary.MAJOR_OUTAGE: "down",
     Summary.PARTIAL_DATA: "unknown",
@@ -101,6 +102,7 @@ _SUMMARY_COLOUR: Mapping[Summary, str] = {
 _SUMMARY_ICON: Mapping[Summary, State] = {
     Summary.OPERATIONAL: State.UP,
     Summary.DEGRADED: State.DEGRADED,
+    Summary.MAINTENANCE: State.MAINTENANCE,
     Summary.PARTIAL_OUTAGE: State.DOWN,
     Summary.MAJOR_OUTAGE: State.DOWN,
     Summary.PARTIAL_DATA: State.UNKNOWN,
@@ -118,6 +120,7 @@ _BAR_CLASS: Mapping[State, str] = {
     State.DEGRADED: "g",
     State.DOWN: "d",
     State.UNKNOWN: "n",
+    State.MAINTENANCE: "m",
 }
 # The plot's own coordinates; preserveAspectRatio="none" stretches them to the column.
 _PLOT_W, _PLOT_H = 500, 152
@@ -166,6 +169,8 @@ def _target(target: Mapping[str, Any], now: datetime) -> dict[str, Any]:
             for day in target["days"]
         ],
         "strip_facts": _strip_facts(target),
+        # the legend names maintenance only where a bar shows it
+        "maintenance_key": any(d["state"] == State.MAINTENANCE for d in target["days"]),
         "charts": [_chart(target["name"], i, c) for i, c in enumerate(target["response_time"])],
         "slo_rows": _slo_rows(target["slo"]),
     }
@@ -174,14 +179,29 @@ def _target(target: Mapping[str, Any], now: datetime) -> dict[str, Any]:
 def _day_label(day: Mapping[str, Any], today: str) -> str:
     date = datetime.fromisoformat(day["date"])
     day_text = "Today so far" if day["date"] == today else f"{date.day} {date:%b} {date.year}"
-    if day["state"] == State.UNKNOWN:
+    if day["state"] == State.UNKNOWN and not day["maintenance_s"]:
         return f"{day_text}: no data"
-    text = f"{day_text}: {percent(day['uptime'])} up, coverage {percent(day['coverage'])}"
+    mostly_maintenance = day["state"] == State.MAINTENANCE
+    clauses = [_maintenance_clause(day)] if mostly_maintenance else []
+    if day["uptime"] is not None:
+        clauses.append(f"{percent(day['uptime'])} up, coverage {percent(day['coverage'])}")
+    elif not mostly_maintenance:
+        clauses.append("no data")
     if day["down_s"]:
-        text += f", down {duration(day['down_s'])}"
+        clauses.append(f"down {duration(day['down_s'])}")
     if day["degraded_s"]:
-        text += f", degraded {duration(day['degraded_s'])}"
-    return text + f", {plural(day['incidents'], 'incident')}"
+        clauses.append(f"degraded {duration(day['degraded_s'])}")
+    if day["maintenance_s"] and not mostly_maintenance:
+        clauses.append(_maintenance_clause(day))
+    clauses.append(plural(day["incidents"], "incident"))
+    return f"{day_text}: {', '.join(clauses)}"
+
+
+def _maintenance_clause(day: Mapping[str, Any]) -> str:
+    """``maintenance 2 h (database upgrade)``: how long, and why when the windows say."""
+    reasons = day["maintenance_reasons"]
+    why = f" ({'; '.join(reasons)})" if reasons else ""
+    return f"maintenance {duration(day['maintenance_s'])}{why}"
 
 
 def _strip_facts(target: Mapping[str, Any]) -> str:
@@ -191,6 +211,8 @@ def _strip_facts(target: Mapping[str, Any]) -> str:
     facts.append(plural(counts[State.DOWN], "day") + " with downtime")
     if counts[State.DEGRADED]:
         facts.append(plural(counts[State.DEGRADED], "day") + " degraded")
+    if counts[State.MAINTENANCE]:
+        facts.append(plural(counts[State.MAINTENANCE], "day") + " mostly in maintenance")
     if counts[State.UNKNOWN]:
         facts.append(plural(counts[State.UNKNOWN], "day") + " without data")
     return "; ".join(facts)
@@ -272,6 +294,9 @@ def _slo_rows(slo: Mapping[str, Any]) -> list[tuple[str, str]]:
             )
         )
         rows.append(("Error budget left", _budget(slo)))
+    if slo["maintenance_s"]:
+        maintenance = duration(slo["maintenance_s"])
+        rows.append(("Maintenance", f"{maintenance} excluded from uptime and the error budget"))
     mttr = slo["mttr_mean_s"]
     rows.append(
         (
@@ -279,6 +304,14 @@ def _slo_rows(slo: Mapping[str, Any]) -> list[tuple[str, str]]:
             "no resolved incidents" if mttr is None else f"{duration(mttr)} ({window})",
         )
     )
+    if slo["mtta_mean_s"] is not None:
+        acknowledged = plural(slo["acknowledged"], "incident")
+        rows.append(
+            (
+                "Mean time to acknowledge",
+                f"{duration(slo['mtta_mean_s'])} ({acknowledged} acknowledged in {window})",
+            )
+        )
     return rows
 
 

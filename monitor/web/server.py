@@ -23,7 +23,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from monitor.config import split_listen
 from monitor.metrics import Metrics
 
-MAX_REQUEST_BODY_BYTES = 1024  # nothing here takes a body; refuse big ones early
+MAX_REQUEST_BODY_BYTES = 1024  # only POST /api/maintenance takes a (small) body
 
 
 class HealthSource(Protocol):

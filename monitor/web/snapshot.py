@@ -21,7 +21,8 @@ from urllib.parse import urlsplit
 
 from monitor import __version__
 from monitor.config import Settings, TargetConfig
-from monitor.figures.history import DAY_S, TARGET_LEVEL, floor_to
+from monitor.figures.history import DAY_S, TARGET_LEVEL, History, floor_to
+from monitor.figures.maintenance import Window
 from monitor.figures.slo import WINDOWS, Span, TimeAccount
 from monitor.figures.target import target_figures
 from monitor.incidents.tracker import Phase
@@ -64,6 +65,7 @@ class State(enum.StrEnum):
     DEGRADED = "degraded"  # the last probe was good but slow
     DOWN = "down"  # the last probe failed
     UNKNOWN = "unknown"  # no probe yet, or the last one is too old to vouch for now
+    MAINTENANCE = "maintenance"  # in a maintenance window: nobody is paged, time not counted
 
 
 class Summary(enum.StrEnum):
@@ -71,6 +73,7 @@ class Summary(enum.StrEnum):
 
     OPERATIONAL = "operational"  # every target up
     DEGRADED = "degraded"  # none down, at least one degraded
+    MAINTENANCE = "maintenance"  # none down or degraded, at least one in maintenance
     PARTIAL_OUTAGE = "partial_outage"  # some targets down, not all
     MAJOR_OUTAGE = "major_outage"  # every target down
     PARTIAL_DATA = "partial_data"  # none down or degraded, but some unknown
@@ -81,6 +84,7 @@ class Summary(enum.StrEnum):
 SUMMARY_TEXT: Mapping[Summary, str] = {
     Summary.OPERATIONAL: "All systems operational",
     Summary.DEGRADED: "Degraded performance",
+    Summary.MAINTENANCE: "Under maintenance",
     Summary.PARTIAL_OUTAGE: "Partial outage",
     Summary.MAJOR_OUTAGE: "Major outage",
     Summary.PARTIAL_DATA: "Some systems have no recent data",
@@ -92,11 +96,13 @@ STATE_TEXT: Mapping[State, str] = {
     State.DEGRADED: "Degraded",
     State.DOWN: "Down",
     State.UNKNOWN: "Unknown",
+    State.MAINTENANCE: "Maintenance",
 }
 
 
 def summarise(states: Sequence[State]) -> Summary:
-    """The header line for these target states (worst first: down, degraded, unknown)."""
+    """The header line for these target states (worst first: down, degraded, maintenance,
+    unknown). A target in maintenance is not an outage: it is planned and said so."""
     if all(s is State.UNKNOWN for s in states):
         return Summary.NO_DATA
     if all(s is State.DOWN for s in states):
@@ -105,6 +111,8 @@ def summarise(states: Sequence[State]) -> Summary:
         return Summary.PARTIAL_OUTAGE
     if State.DEGRADED in states:
         return Summary.DEGRADED
+    if State.MAINTENANCE in states:
+        return Summary.MAINTENANCE
     if State.UNKNOWN in states:
         return Summary.PARTIAL_DATA
     return Summary.OPERATIONAL
@@ -153,8 +161,10 @@ def build_snapshot(
     live = source.live_targets() if live is None else live
     settings = source.settings
     sink = "github" if settings.github.active else "journal"
+    # every account below lies in the last 90 days: their maintenance windows, read once
+    history = source.history.read_ahead(Span.ending(now, WINDOWS["90d"]))
     targets = [
-        _target_snapshot(source, config, live.get(config.name), now, sink)
+        _target_snapshot(source, history, config, live.get(config.name), now, sink)
         for config in visible_targets(settings)
     ]
     states = [State(t["state"]) for t in targets]
@@ -180,6 +190,7 @@ def build_snapshot(
 
 def _target_snapshot(
     source: StatusSource,
+    history: History,
     config: TargetConfig,
     live: LiveTarget | None,
     now: datetime,
@@ -188,9 +199,10 @@ def _target_snapshot(
     settings = source.settings
     name = config.name
     incidents = source.store.incidents(name, since=now - timedelta(days=DAYS))
-    state, note = _state(live, now, settings)
+    window = _window_now(live, now)
+    state, note = (State.MAINTENANCE, None) if window is not None else _state(live, now, settings)
     uptime = {
-        window: source.history.account(name, Span.ending(now, WINDOWS[window]), now)
+        window: history.account(name, Span.ending(now, WINDOWS[window]), now)
         for window in UPTIME_WINDOWS
     }
     result = live.last_result if live is not None else None
@@ -200,7 +212,7 @@ def _target_snapshot(
         "state_text": STATE_TEXT[state],
         "note": note,
         "phase": live.state.phase.value if live is not None else Phase.HEALTHY.value,
-        **_since(live, state, now),
+        **_since(live, state, now, window),
         "last_checked_at": _iso(result.at) if result is not None else None,
         "cadence_s": live.cadence_s if live is not None else settings.monitor.interval,
         "checks": [
@@ -215,6 +227,7 @@ def _target_snapshot(
             }
             for c in (result.checks if result is not None else ())
         ],
+        "maintenance": _maintenance(window),
         "failing": _failing(live, state, settings),
         "open_incident": _open_incident(live, incidents, now, sink),
         "regions": _regions(live),
@@ -223,12 +236,12 @@ def _target_snapshot(
             window: {"ratio": _ratio(acct.uptime), "coverage": _ratio(acct.coverage)}
             for window, acct in uptime.items()
         },
-        "days": _days(source, name, now, incidents),
+        "days": _days(history, name, now, incidents),
         "response_time": _charts(source, config, now),
         "recent_incidents": [
             _incident_dict(i, now) for i in incidents if i.resolved_at is not None
         ][:RECENT_INCIDENTS],
-        "slo": _slo(source, config, now),
+        "slo": _slo(history, config, now),
     }
 
 
@@ -291,10 +304,37 @@ def _state(live: LiveTarget | None, now: datetime, settings: Settings) -> tuple[
     return State(result.outcome.value), None
 
 
-def _since(live: LiveTarget | None, state: State, now: datetime) -> dict[str, Any]:
-    """Since when the state holds: the incident's first failed probe when there is one."""
+def _window_now(live: LiveTarget | None, now: datetime) -> Window | None:
+    """The maintenance window the target is in now, if any.
+
+    Checked against ``now`` too: a live view the daemon has not refreshed since its
+    window ended must not keep the target in maintenance.
+    """
+    if live is None or live.maintenance is None:
+        return None
+    return live.maintenance if live.maintenance.covers(live.name, now) else None
+
+
+def _maintenance(window: Window | None) -> dict[str, Any] | None:
+    if window is None:
+        return None
+    return {
+        "reason": window.reason,
+        "starts_at": _iso(window.start),
+        "ends_at": _iso(window.end),
+        "source": window.source,
+    }
+
+
+def _since(
+    live: LiveTarget | None, state: State, now: datetime, window: Window | None
+) -> dict[str, Any]:
+    """Since when the state holds: the incident's first failed probe when there is one,
+    the window's start in maintenance."""
     since: datetime | None = None
-    if live is not None and state is not State.UNKNOWN:
+    if window is not None:
+        since = window.start
+    elif live is not None and state is not State.UNKNOWN:
         since = live.outcome_since
         tracker = live.state
         if state is State.DOWN and tracker.in_incident and tracker.incident is not None:
@@ -339,6 +379,19 @@ def _open_incident(
         "issue_number": number,
         "issue_url": url,
         "issue_note": note,
+        **_people(row),
+    }
+
+
+def _people(row: IncidentRow | None) -> dict[str, Any]:
+    """Who acknowledged the incident and who closed its issue while it still failed."""
+    if row is None:  # not in the store yet: nobody can have touched its issue
+        return dict.fromkeys(("acknowledged_at", "acknowledged_by", "closed_at", "closed_by"))
+    return {
+        "acknowledged_at": _iso(row.acknowledged_at) if row.acknowledged_at else None,
+        "acknowledged_by": row.acknowledged_by,
+        "closed_at": _iso(row.closed_at) if row.closed_at else None,
+        "closed_by": row.closed_by,
     }
 
 
@@ -351,52 +404,39 @@ def _incident_dict(incident: IncidentRow, now: datetime) -> dict[str, Any]:
         "duration_s": round((end - incident.started_at).total_seconds(), 1),
         "issue_number": incident.issue_number,
         "issue_url": _safe_url(incident.issue_url),
+        **_people(incident),
     }
 
 
 def _day_state(acct: TimeAccount) -> State:
-    if acct.known_s <= 0:
-        return State.UNKNOWN
+    """Downtime shows whatever else the day held; then a day mostly in maintenance."""
     if acct.down_s > 0:
         return State.DOWN
+    if acct.maintenance_s * 2 > acct.total_s:
+        return State.MAINTENANCE
+    if acct.known_s <= 0:
+        return State.UNKNOWN
     if acct.degraded_s > 0:
         return State.DEGRADED
     return State.UP
 
 
 def _days(
-    source: StatusSource, name: str, now: datetime, incidents: Sequence[IncidentRow]
+    history: History, name: str, now: datetime, incidents: Sequence[IncidentRow]
 ) -> list[dict[str, Any]]:
     """The daily strip: rolled-up days from the daily rollups, the rest from ``History.account``."""
-    history, store = source.history, source.store
     today = floor_to(now, DAY_S)
     first = today - timedelta(days=DAYS - 1)
-    watermark = history.watermark()
-    first_sample = store.first_sample_at(name)
-    rows = {
-        float(r["bucket"]): r
-        for r in store.rollups("day", name, TARGET_LEVEL, first, today + timedelta(days=1))
-    }
+    accounts = _day_accounts(history, name, now, first)
+    windows = history.maintenance_windows(Span(first, now))
     days = []
-    for index in range(DAYS):
+    for index, acct in enumerate(accounts):
         start = first + timedelta(days=index)
-        end = min(start + timedelta(days=1), now)
-        if watermark is not None and end <= watermark:
-            row = rows.get(ts(start))
-            acct = (
-                TimeAccount(row["up_s"], row["degraded_s"], row["down_s"], row["unknown_s"])
-                if row is not None
-                else TimeAccount(0.0, 0.0, 0.0, DAY_S)
-            )
-        elif first_sample is None or end <= first_sample:
-            acct = TimeAccount(0.0, 0.0, 0.0, (end - start).total_seconds())
-        else:  # not rolled up yet (today, and yesterday just after midnight): hours plus raw
-            acct = history.account(name, Span(start, end), now)
+        next_day = start + timedelta(days=1)
         overlapping = sum(
             1
             for i in incidents
-            if i.started_at < start + timedelta(days=1)
-            and (i.resolved_at is None or i.resolved_at > start)
+            if i.started_at < next_day and (i.resolved_at is None or i.resolved_at > start)
         )
         days.append(
             {
@@ -406,10 +446,55 @@ def _days(
                 "coverage": _ratio(acct.coverage),
                 "down_s": round(acct.down_s, 1),
                 "degraded_s": round(acct.degraded_s, 1),
+                "maintenance_s": round(acct.maintenance_s, 1),
+                # why, when the day had any: the windows of this target that overlap it
+                "maintenance_reasons": _reasons(windows, name, Span(start, min(next_day, now)))
+                if acct.maintenance_s > 0
+                else [],
                 "incidents": overlapping,
             }
         )
     return days
+
+
+def _day_accounts(history: History, name: str, now: datetime, first: datetime) -> list[TimeAccount]:
+    """Each day's account, oldest first: from its daily rollup once rolled up."""
+    store = history.store
+    watermark = history.watermark()
+    first_sample = store.first_sample_at(name)
+    rows = {
+        float(r["bucket"]): r
+        for r in store.rollups("day", name, TARGET_LEVEL, first, first + timedelta(days=DAYS))
+    }
+    accounts = []
+    for index in range(DAYS):
+        start = first + timedelta(days=index)
+        end = min(start + timedelta(days=1), now)
+        if watermark is not None and end <= watermark:
+            row = rows.get(ts(start))
+            acct = _rolled_day(row) if row is not None else TimeAccount(0.0, 0.0, 0.0, DAY_S)
+        elif first_sample is None or end <= first_sample:
+            acct = TimeAccount(0.0, 0.0, 0.0, (end - start).total_seconds())
+        else:  # not rolled up yet (today, and yesterday just after midnight): hours plus raw
+            acct = history.account(name, Span(start, end), now)
+        accounts.append(acct)
+    return accounts
+
+
+def _rolled_day(row: Mapping[str, Any]) -> TimeAccount:
+    return TimeAccount(
+        row["up_s"], row["degraded_s"], row["down_s"], row["unknown_s"], row["maintenance_s"]
+    )
+
+
+def _reasons(windows: Sequence[Window], name: str, span: Span) -> list[str]:
+    """The distinct reasons of ``name``'s windows overlapping ``span``, by start."""
+    found = [
+        w.reason
+        for w in windows
+        if w.applies_to(name) and w.start < span.end and w.end > span.start
+    ]
+    return list(dict.fromkeys(found))
 
 
 def _charts(source: StatusSource, config: TargetConfig, now: datetime) -> list[dict[str, Any]]:
@@ -460,9 +545,9 @@ def _worst(down: int, degraded: int) -> Outcome:
     return Outcome.DEGRADED if degraded else Outcome.UP
 
 
-def _slo(source: StatusSource, config: TargetConfig, now: datetime) -> dict[str, Any]:
-    window = Span.ending(now, source.settings.monitor.slo_window)
-    figures = target_figures(source.history, config, window, now)
+def _slo(history: History, config: TargetConfig, now: datetime) -> dict[str, Any]:
+    window = Span.ending(now, history.settings.monitor.slo_window)
+    figures = target_figures(history, config, window, now)
     budget = figures.budget
     return {
         "objective": figures.objective,
@@ -474,9 +559,13 @@ def _slo(source: StatusSource, config: TargetConfig, now: datetime) -> dict[str,
         # to the millisecond: a fresh monitor's budget is well under 0.1 s, and it is not 0
         "allowed_down_s": round(budget.allowed_down_s, 3) if budget else None,
         "down_s": round(figures.account.down_s, 1),
+        # left out of uptime, coverage and the budget, like unknown time
+        "maintenance_s": round(figures.account.maintenance_s, 1),
         "incidents": figures.mttr.count,
         "mttr_mean_s": _finite(figures.mttr.mean_s),
         "mttr_objective_s": figures.mttr_objective_s,
+        "acknowledged": figures.mtta.acknowledged,
+        "mtta_mean_s": _finite(figures.mtta.mean_s),
     }
 
 

@@ -12,6 +12,7 @@ from typing import Protocol
 
 from monitor.config import Settings
 from monitor.figures.history import History
+from monitor.figures.maintenance import Window
 from monitor.incidents.quorum import RegionView, Verdict
 from monitor.incidents.tracker import TrackerState
 from monitor.probing.results import Outcome, TargetResult
@@ -30,6 +31,7 @@ class LiveTarget:
     # each region's latest view, when several regions probe (empty for a lone instance)
     regions: tuple[RegionView, ...] = ()
     quorum: Verdict | None = None  # what the regions say together (several regions only)
+    maintenance: Window | None = None  # the maintenance window it is in now, if any
 
     @property
     def outcome(self) -> Outcome | None:

@@ -15,7 +15,7 @@ import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 import requests
@@ -25,7 +25,15 @@ from github.Repository import Repository
 
 from monitor.config import GithubSection
 from monitor.incidents import text
-from monitor.incidents.channels.base import GONE, ChannelError, Delivery, MarkedIssue
+from monitor.incidents.channels.base import (
+    ACKNOWLEDGED,
+    CLOSED,
+    GONE,
+    ChannelError,
+    Delivery,
+    MarkedIssue,
+    PersonAction,
+)
 from monitor.incidents.events import EventKind, IncidentEvent
 from monitor.incidents.text import action_marker, parse_marker, payload_text, target_label
 from monitor.logs import get_logger
@@ -315,6 +323,33 @@ class GithubIssues:
             self._call(lambda: self._client.get_repo(self._settings.repository or "").id)
             raise ChannelError(GONE, f"issue #{number} no longer exists (deleted?)") from exc
 
+    def people(self, incident_id: str, number: int, ack_label: str) -> list[PersonAction]:
+        """What people did to one open incident's issue: closed it, or labelled it."""
+
+        def read() -> list[PersonAction]:
+            issue = self._repo.get_issue(number)
+            found = []
+            if issue.state == "closed":
+                login = issue.closed_by.login if issue.closed_by is not None else None
+                at = issue.closed_at or datetime.now(UTC)
+                found.append(PersonAction(incident_id, CLOSED, login, at))
+            labels = {label.name.lower() for label in issue.labels}
+            if ack_label.lower() in labels:
+                found.append(PersonAction(incident_id, ACKNOWLEDGED, None, issue.updated_at))
+            return found
+
+        return self._call(read)
+
+    def is_taken(self, number: int, ack_label: str) -> bool:
+        """True when a person closed the issue or acknowledged it."""
+
+        def read() -> bool:
+            issue = self._repo.get_issue(number)
+            labels = {label.name.lower() for label in issue.labels}
+            return issue.state == "closed" or ack_label.lower() in labels
+
+        return self._call(read)
+
     def open_marked_issues(self) -> list[MarkedIssue]:
         """Open issues with our marker, across targets (labels filter on the common labels)."""
 
@@ -341,6 +376,9 @@ GITHUB = "github"
 # request may still be running there: a retry sooner could miss the marker it is
 # about to write, and file a second issue (or comment).
 CREATE_SETTLE_S = 15.0
+# how often the open incidents' issues are read for a person's close or ack label: one
+# request per open incident, so a few a minute even in a bad hour
+WATCH_INTERVAL_S = 60.0
 
 
 class GithubChannel:
@@ -378,17 +416,21 @@ class GithubChannel:
         def edit(**payload: object) -> NewAction:
             return step("edit", supersede=True, body=body, **payload)
 
+        if event.kind is EventKind.ACKNOWLEDGED:
+            return []  # it came from the issue itself
         if event.kind is EventKind.OPENED:
             labels = text.labels_for(incident.target, self._settings.labels)
             assignees = list(self._settings.assignees)
             return [step("open", title=title, body=body, labels=labels, assignees=assignees)]
-        comment = step("comment", body=text.event_comment(event), key=event.key)
+        comment = step("comment", body=text.event_comment(event), key=event.key, event=event.kind)
         if event.kind is EventKind.REOPENED:
             return [step("reopen"), comment, edit(title=title)]
         if event.kind is EventKind.UPDATED:
             return [comment, edit(title=title)]
         if event.kind is EventKind.REMINDER:
             return [comment, edit()]
+        if event.kind is EventKind.MAINTENANCE:
+            return [comment]
         # resolved: the final body rides on the close, one write less on the recovery path
         return [comment, step("close", body=body)]
 
@@ -427,6 +469,9 @@ class GithubChannel:
                 kind=action.kind,
             )
             return None
+        if self._reminder_unwanted(action, issue):
+            log.info("reminder skipped: a person has the issue", number=issue.number)
+            return ChannelHandle(issue.number, issue.url) if found else None
         if action.kind == "comment":
             # Always look for the comment's marker first: ``attempts`` cannot say whether
             # an earlier try got through (killed between the POST and its completion, or
@@ -448,6 +493,13 @@ class GithubChannel:
         else:
             raise ChannelError("invalid", f"unknown GitHub step {action.kind!r}")
         return ChannelHandle(issue.number, issue.url) if found else None
+
+    def _reminder_unwanted(self, action: OutboxAction, issue: IssueRef) -> bool:
+        """A person who closed or acknowledged the issue wants no more reminders: look
+        first (an hourly read), whatever the watch has not reported yet."""
+        if action.kind != "comment" or action.payload.get("event") != "reminder":
+            return False
+        return self._issues.is_taken(issue.number, self._settings.ack_label)
 
     def _open(self, action: OutboxAction, delivery: Delivery) -> ChannelHandle:
         payload = action.payload
@@ -487,6 +539,16 @@ class GithubChannel:
     def open_marked_issues(self) -> list[MarkedIssue]:
         """Every open issue that carries our marker (start-up reconcile)."""
         return self._issues.open_marked_issues()
+
+    watch_interval_s = WATCH_INTERVAL_S
+
+    def watch(self, handles: Sequence[tuple[str, ChannelHandle]]) -> list[PersonAction]:
+        """What people did to the open incidents' issues (one read per issue)."""
+        found = []
+        for incident_id, handle in handles:
+            if handle.number is not None:
+                found += self._issues.people(incident_id, handle.number, self._settings.ack_label)
+        return found
 
 
 def _strings(payload: Mapping[str, object], key: str) -> list[str]:

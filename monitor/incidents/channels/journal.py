@@ -19,6 +19,8 @@ _HEADLINES = {
     EventKind.REMINDER: "journal: incident update",
     EventKind.RESOLVED: "journal: incident closed",
     EventKind.REOPENED: "journal: incident reopened",
+    EventKind.ACKNOWLEDGED: "journal: incident acknowledged",
+    EventKind.MAINTENANCE: "journal: maintenance window on an open incident",
 }
 
 
