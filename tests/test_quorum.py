@@ -100,7 +100,9 @@ def _recorder(monitor: MonitorSection) -> CycleRecorder:
         ],
     )
     unused = cast(Any, None)  # view_hold_s reads only the settings
-    return CycleRecorder(settings, unused, unused, unused, unused, unused, (), unused, float, unused)
+    return CycleRecorder(
+        settings, unused, unused, unused, unused, unused, (), unused, float, unused
+    )
 
 
 @pytest.mark.parametrize(
