@@ -516,6 +516,16 @@ class FakeGitHub:
             issue = r.issues[number]
             return self._comment_json(r, issue, self._create_comment(issue, body))
 
+    def close_as(self, repo: str, number: int, login: str) -> dict[str, Any]:
+        """Close issue `number` as the person `login` does in the web UI (no HTTP, no log)."""
+        with self._lock:
+            r = self._repo_or_raise(repo)
+            issue = r.issues[number]
+            self._set_state(issue, "closed", "completed")
+            issue.closed_by = login
+            issue.updated_at = self._clock()
+            return self._issue_json(r, issue)
+
     def add_label(
         self,
         repo: str = DEFAULT_REPO,
