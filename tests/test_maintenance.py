@@ -167,10 +167,6 @@ timezone = "Europe/Paris"
     assert [w.start.astimezone(PARIS).hour for w in found] == [2, 3, 2, 2]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="croniter yields 02:30 twice on the autumn change (both folds); see the report",
-)
 def test_a_daily_window_opens_once_on_the_autumn_change(tmp_path: Path) -> None:
     """Daily at 02:30 Paris opens once on 10-25, when 02:30 happens twice (CEST, then CET)."""
     settings = load(
@@ -578,11 +574,6 @@ def test_a_window_beginning_mid_incident_is_noted_once_and_silences_reminders(
     assert state.incident.started_at == at(0)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the window a target was in lives only in memory (TargetRuntime.maintenance):"
-    " after a restart the first cycle takes the window for a new one; see the report",
-)
 def test_a_restart_inside_a_window_does_not_note_it_again(make_daemon: DaemonFactory) -> None:
     """A daemon restarted while a window is open goes on without a second note on the issue."""
     before = make_daemon()

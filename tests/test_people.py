@@ -293,12 +293,6 @@ def test_a_queued_reminder_is_skipped_once_the_person_has_the_issue(world: World
     assert world.incident_row(incident.id).closed_at is None  # the delivery saw it, not the watch
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="after a reopen the store keeps the first occurrence's closed_at/closed_by, and"
-    " the watch records the issue's old close before the reopen step is sent, so the"
-    " reopened incident is marked taken again and never reminded of; see the report",
-)
 def test_a_reopened_incident_needs_a_person_again(world: World) -> None:
     """After a person closed the issue and the incident resolved, a reopen (the issue is
     reopened too) is reminded of again: the old close no longer holds."""

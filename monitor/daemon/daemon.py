@@ -122,10 +122,15 @@ class Daemon:
         """Tracker state and last versions from the store: incidents survive restarts,
         and a new leader continues where the last one stopped."""
         saved = self.store.load_states()
+        region = self.election.region
+        last_seen = {v.target: v.at for v in self.store.region_views() if v.region == region}
         for name, runtime in self.targets.items():
             if name in saved:
                 runtime.state = saved[name]
                 runtime.cadence_s = self._recorder.cadence_s(runtime)
+            if name in last_seen:
+                # a window the last cycle before the restart was already in was noted then
+                runtime.maintenance = self.maintenance.covering(name, last_seen[name])
             self._deployments.restore(name)
             update_incident_metrics(self.metrics, runtime.state, [])
 

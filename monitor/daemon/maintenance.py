@@ -46,12 +46,18 @@ class MaintenanceWatch:
         self._until = span.end
 
     def active(self, target: str, now: datetime) -> Window | None:
-        """The window ``target`` is in at ``now``, if any."""
-        if self._until is None or now >= self._until - timedelta(hours=1):
-            self.reload(now)
-        window = active(self._windows, target, now)
+        """The window ``target`` is in at ``now``, if any (and the gauge says so)."""
+        window = self.covering(target, now)
         self._metrics.maintenance.labels(target).set(0 if window is None else 1)
         return window
+
+    def covering(self, target: str, at: datetime) -> Window | None:
+        """The window ``target`` was or is in at ``at``."""
+        if self._until is None or not self._until - LOOKAHEAD <= at < self._until - timedelta(
+            hours=1
+        ):
+            self.reload(at)
+        return active(self._windows, target, at)
 
     def upcoming(self, now: datetime) -> list[Window]:
         """Windows open at ``now`` or starting within the next day, by start."""

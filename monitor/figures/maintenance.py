@@ -70,11 +70,17 @@ def _cron_starts(timing: Timing, zone: ZoneInfo, span: Span, length: timedelta) 
     if timing.not_before is not None:
         begin = max(begin, timing.not_before - timedelta(microseconds=1))
     it = croniter(timing.cron, begin.astimezone(zone))
+    # A fixed hour ("30 2 * * *") means one window a day, as cron runs it once: on the
+    # autumn change the repeated 02:30 is skipped. An hourly expression keeps both.
+    fixed_hour = not any(c in timing.cron.split()[1] for c in "*/")
     starts: list[datetime] = []
     while True:
-        start = it.get_next(datetime).astimezone(UTC)
+        local = it.get_next(datetime)
+        start = local.astimezone(UTC)
         if start >= span.end:
             return starts
+        if fixed_hour and start.astimezone(zone).fold == 1:
+            continue  # the second occurrence of a wall-clock time
         starts.append(start)
 
 

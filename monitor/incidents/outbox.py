@@ -345,7 +345,10 @@ class OutboxWorker:
             return
         self._watch_at = now + timedelta(seconds=channel.watch_interval_s)
         try:
-            handles = self.store.open_handles(channel.name)
+            # an incident with steps still queued here is read after they ran: the issue
+            # may be closed only until our own reopen step goes out
+            queued = {a.incident_id for a in self.store.pending_actions(channel.name)}
+            handles = [h for h in self.store.open_handles(channel.name) if h[0] not in queued]
             found = channel.watch(handles) if handles else []
             for action in found:
                 self._record_person(action)

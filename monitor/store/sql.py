@@ -347,7 +347,16 @@ class SqlStore(ABC):
             " probes_failed, reopened, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
             " ON CONFLICT (id) DO UPDATE SET resolved_at = excluded.resolved_at,"
             " probes_total = excluded.probes_total, probes_failed = excluded.probes_failed,"
-            " reopened = excluded.reopened, updated_at = excluded.updated_at",
+            " reopened = excluded.reopened, updated_at = excluded.updated_at,"
+            # a reopen needs a person again: what people did to the last occurrence goes
+            " acknowledged_at = CASE WHEN excluded.reopened > incidents.reopened THEN NULL"
+            " ELSE incidents.acknowledged_at END,"
+            " acknowledged_by = CASE WHEN excluded.reopened > incidents.reopened THEN NULL"
+            " ELSE incidents.acknowledged_by END,"
+            " closed_at = CASE WHEN excluded.reopened > incidents.reopened THEN NULL"
+            " ELSE incidents.closed_at END,"
+            " closed_by = CASE WHEN excluded.reopened > incidents.reopened THEN NULL"
+            " ELSE incidents.closed_by END",
             (
                 incident.id,
                 incident.target,
