@@ -470,10 +470,16 @@ EXIT_STORE = 74  # EX_IOERR: the state database cannot be opened at all
 
 def _run(settings: Settings) -> int:
     from monitor.daemon.daemon import Daemon  # the scheduler and server load only for `run`
+    from monitor.incidents.channels.factory import configured_channels
     from monitor.store.base import StoreError
 
+    try:
+        channels = configured_channels(settings)
+    except ValueError as exc:  # a channel's secret or setting its service would refuse
+        return _config_failure(ConfigError([str(exc)]), sys.stderr)
+
     async def go() -> int:
-        return await Daemon(settings).run()
+        return await Daemon(settings, channels=channels).run()
 
     try:
         return asyncio.run(go())

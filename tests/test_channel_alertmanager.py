@@ -16,7 +16,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import replace
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import httpx
 import pytest
@@ -36,7 +36,7 @@ from monitor.incidents.channels.alertmanager import (
 )
 from monitor.incidents.channels.base import ChannelError, Notice, RefreshingChannel
 from monitor.incidents.events import EventKind, IncidentEvent
-from monitor.incidents.outbox import OutboxWorker
+from monitor.incidents.outbox import OutboxWorker, _Delivery
 from monitor.incidents.tracker import Incident, Phase, TrackerState, incident_id
 from monitor.metrics import Metrics
 from monitor.probing.results import Reason
@@ -310,7 +310,10 @@ def test_an_unreadable_handle_is_skipped_not_posted(make_channel: Any) -> None:
     """A handle that holds no alert is logged and left out (nothing to post: no request)."""
     channel = make_channel(f"http://127.0.0.1:{free_port()}")
     with capture_logs() as logs:
-        channel.refresh([("x", ChannelHandle(ref="not json")), ("y", ChannelHandle())])
+        channel.refresh(
+            [("x", ChannelHandle(ref="not json")), ("y", ChannelHandle())],
+            _Delivery(None, cast(Any, None)),  # never asked: nothing to refresh
+        )
     assert [e["incident"] for e in logs] == ["x", "y"]
 
 
@@ -388,15 +391,18 @@ def test_an_incident_fires_refreshes_updates_resolves_and_reopens_as_one_alert(
     [alert] = ours(alertmanager)
     assert when(alert["endsAt"]) == clock() - timedelta(seconds=RESEND_S / 2) + ENDS_AHEAD
 
+    # the GitHub issue was filed meanwhile (another worker): the refresh links it
+    store.set_issue(incident.id, 42, ISSUE_URL)
     clock.advance(RESEND_S / 2 + 1)
     worker.run_once()  # the refresh
     [alert] = ours(alertmanager)
     assert alert["fingerprint"] == fingerprint
     assert when(alert["endsAt"]) == clock() + ENDS_AHEAD
     assert alert["status"]["state"] == "active"
+    assert alert["annotations"]["issue_url"] == ISSUE_URL
+    assert alert["generatorURL"] == ISSUE_URL
 
-    # the GitHub issue is known now: the update links it
-    store.set_issue(incident.id, 42, ISSUE_URL)
+    # the update keeps the link
     changed = down(clock(), TARGET, reason=Reason.TIMEOUT)
     decide(
         store,

@@ -188,3 +188,51 @@ def test_config_file_selection(
 
     assert result.returncode == 0, result.stderr
     assert [t["name"] for t in json.loads(result.stdout)["targets"]] == target_names
+
+
+CHANNEL_CONFIG = """
+[monitor]
+state_path = "state.db"
+listen = "127.0.0.1:0"
+
+[[targets]]
+name = "production"
+url = "http://127.0.0.1:9"
+
+  [[targets.checks]]
+  name = "health"
+
+[[channels]]
+name = "hooks"
+type = "webhook"
+url = "http://127.0.0.1:9/hook"
+secret_env = "HOOK_SECRET"
+"""
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        pytest.param(
+            {},
+            "channels[0].secret_env: the environment variable HOOK_SECRET is not set",
+            id="unset",
+        ),
+        pytest.param(
+            {"HOOK_SECRET": "not-a-whsec-value-sentinel"},
+            "channels[hooks].secret_env (HOOK_SECRET)",
+            id="not-whsec",
+        ),
+    ],
+)
+def test_run_refuses_a_channel_that_could_not_page(
+    tmp_path: Path, env: dict[str, str], expected: str
+) -> None:
+    """A channel whose secret is missing or malformed stops `monitor run` with exit 2 and
+    one line naming the key; the value itself is never printed."""
+    (tmp_path / "config.toml").write_text(CHANNEL_CONFIG, "utf-8")
+    done = run_monitor(tmp_path, "run", env=env)
+    assert done.returncode == 2, done.stderr
+    assert INVALID_CONFIGURATION in done.stderr
+    assert expected in done.stderr
+    assert "not-a-whsec-value-sentinel" not in done.stderr + done.stdout

@@ -390,7 +390,7 @@ class OutboxWorker:
             handles = self.store.open_handles(channel.name)
             if handles:
                 self._count("refresh")
-                channel.refresh(handles)
+                channel.refresh(handles, _Delivery(None, self.store))
         except StoreError as exc:
             log.error("outbox read failed", sink=channel.name, error=str(exc))
         except ChannelError as exc:

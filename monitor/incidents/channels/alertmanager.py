@@ -141,12 +141,7 @@ class AlertmanagerChannel:
             # the incident keeps the label set it first fired with: it is its identity
             # there, and a changed one would leave the old alert firing until its endsAt
             alert["labels"], alert["startsAt"] = fired["labels"], fired["startsAt"]
-        issue = delivery.issue(action.incident_id)
-        if issue is not None and issue.url:
-            alert["annotations"] = {**alert["annotations"], "issue_url": issue.url}
-        back_link = (issue.url if issue is not None else None) or action.payload.get("status_url")
-        if isinstance(back_link, str) and back_link:
-            alert["generatorURL"] = back_link
+        _link_issue(alert, delivery.issue(action.incident_id), action.payload.get("status_url"))
         if action.kind == RESOLVE:
             self._post([alert])
             return None
@@ -154,14 +149,16 @@ class AlertmanagerChannel:
         kept = {key: alert[key] for key in _KEPT if key in alert}
         return ChannelHandle(ref=json.dumps(kept, separators=(",", ":"), sort_keys=True))
 
-    def refresh(self, handles: Sequence[tuple[str, ChannelHandle]]) -> None:
-        """Post every open incident's alert again with ``endsAt`` moved ahead."""
+    def refresh(self, handles: Sequence[tuple[str, ChannelHandle]], delivery: Delivery) -> None:
+        """Post every open incident's alert again with ``endsAt`` moved ahead, linking the
+        incident's issue once it has one (it is usually filed after the alert fired)."""
         alerts = []
         for incident_id, handle in handles:
             alert = _alert_from_ref(handle.ref)
             if alert is None:
                 log.warning("alertmanager handle unreadable; not refreshed", incident=incident_id)
                 continue
+            _link_issue(alert, delivery.issue(incident_id), alert.get("generatorURL"))
             alerts.append({**alert, "endsAt": self._ends_at()})
         if alerts:
             self._post(alerts)
@@ -323,3 +320,12 @@ def _is_alert(alert: Mapping[str, Any]) -> bool:
         and isinstance(alert.get("annotations"), dict)
         and isinstance(alert.get("startsAt"), str)
     )
+
+
+def _link_issue(alert: dict[str, Any], issue: ChannelHandle | None, fallback: object) -> None:
+    """Annotate ``alert`` with the incident's issue, the back-link Alertmanager shows."""
+    if issue is not None and issue.url:
+        alert["annotations"] = {**alert["annotations"], "issue_url": issue.url}
+    back_link = (issue.url if issue is not None else None) or fallback
+    if isinstance(back_link, str) and back_link:
+        alert["generatorURL"] = back_link

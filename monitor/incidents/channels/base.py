@@ -147,8 +147,9 @@ class RefreshingChannel(Channel, Protocol):
 
     refresh_interval_s: float
 
-    def refresh(self, handles: Sequence[tuple[str, ChannelHandle]]) -> None:
-        """Send again what keeps each incident alive there; raise :class:`ChannelError`."""
+    def refresh(self, handles: Sequence[tuple[str, ChannelHandle]], delivery: Delivery) -> None:
+        """Send again what keeps each incident alive there (``delivery.issue`` links each
+        incident's issue); raise :class:`ChannelError`."""
         ...
 
 

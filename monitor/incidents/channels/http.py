@@ -18,6 +18,7 @@ import httpx
 
 from monitor import __version__
 from monitor.incidents.channels.base import ChannelError
+from monitor.logs import REDACTED
 
 USER_AGENT = f"fly-monitor/{__version__}"
 REPLY_EXCERPT = 200  # characters of a refusal's body quoted in /healthz and the log
@@ -74,6 +75,25 @@ def refusal(service: str, response: httpx.Response) -> ChannelError | None:
             permanent=True,
         )
     return ChannelError("rejected", f"{status} from {service}: {excerpt}", permanent=True)
+
+
+def without(response: httpx.Response, secret: str) -> httpx.Response:
+    """``response`` with every occurrence of ``secret`` in its body masked, before anything
+    quotes it (an excerpt cut mid-secret would otherwise leave part of it)."""
+    try:
+        body = response.text
+    except (UnicodeDecodeError, httpx.HTTPError):
+        return response
+    if not secret or secret not in body:
+        return response
+    headers = [
+        (name, value)
+        for name, value in response.headers.items()
+        if name.lower() not in ("content-encoding", "content-length")
+    ]
+    return httpx.Response(
+        response.status_code, headers=headers, content=body.replace(secret, REDACTED).encode()
+    )
 
 
 def transport_error(service: str, exc: httpx.HTTPError) -> ChannelError:

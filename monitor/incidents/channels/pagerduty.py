@@ -46,7 +46,7 @@ from monitor.incidents import text
 from monitor.incidents.channels import http
 from monitor.incidents.channels.base import ChannelError, Delivery, Notice
 from monitor.incidents.events import EventKind, IncidentEvent
-from monitor.logs import REDACTED, secrets
+from monitor.logs import secrets
 from monitor.probing.results import CheckResult
 from monitor.store.base import ChannelHandle, NewAction, OutboxAction
 
@@ -272,24 +272,6 @@ class PagerDutyChannel:
         except httpx.HTTPError as exc:
             raise http.transport_error(SERVICE, exc) from None
         # before the reply is read (and cut to an excerpt): an echoed key goes whole
-        error = http.refusal(SERVICE, without(response, self._routing_key))
+        error = http.refusal(SERVICE, http.without(response, self._routing_key))
         if error is not None:
             raise error
-
-
-def without(response: httpx.Response, secret: str) -> httpx.Response:
-    """``response`` with every occurrence of ``secret`` in its body masked."""
-    try:
-        body = response.text
-    except (UnicodeDecodeError, httpx.HTTPError):
-        return response
-    if not secret or secret not in body:
-        return response
-    headers = [
-        (name, value)
-        for name, value in response.headers.items()
-        if name.lower() not in ("content-encoding", "content-length")
-    ]
-    return httpx.Response(
-        response.status_code, headers=headers, content=body.replace(secret, REDACTED).encode()
-    )

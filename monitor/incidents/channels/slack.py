@@ -61,7 +61,7 @@ from monitor.incidents import text
 from monitor.incidents.channels import http
 from monitor.incidents.channels.base import GONE, ChannelError, Delivery, Notice
 from monitor.incidents.events import EventKind, IncidentEvent
-from monitor.logs import REDACTED, get_logger, secrets
+from monitor.logs import get_logger, secrets
 from monitor.store.base import ChannelHandle, NewAction, OutboxAction
 
 log = get_logger("monitor.slack")
@@ -609,7 +609,7 @@ class SlackChannel:
         except httpx.HTTPError as exc:
             raise http.transport_error(service, exc) from None
         # before the reply is read (and cut to an excerpt): an echoed secret goes whole
-        response = without(response, self._token or self._webhook or "")
+        response = http.without(response, self._token or self._webhook or "")
         error = http.refusal(service, response)
         if error is not None:
             raise error
@@ -689,24 +689,6 @@ def refused(method: str, error: str, response: httpx.Response) -> ChannelError:
     # a metric label: Slack's codes are many, only those the channel acts on are named
     reason = error if error in _NAMED else "rejected"
     return ChannelError(reason, f"Slack {method}: {code}", permanent=True)
-
-
-def without(response: httpx.Response, secret: str) -> httpx.Response:
-    """``response`` with every occurrence of ``secret`` in its body masked."""
-    try:
-        body = response.text
-    except (UnicodeDecodeError, httpx.HTTPError):
-        return response
-    if not secret or secret not in body:
-        return response
-    headers = [
-        (name, value)
-        for name, value in response.headers.items()
-        if name.lower() not in ("content-encoding", "content-length")
-    ]
-    return httpx.Response(
-        response.status_code, headers=headers, content=body.replace(secret, REDACTED).encode()
-    )
 
 
 def _string(data: Mapping[str, Any], key: str) -> str:
