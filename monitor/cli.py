@@ -323,9 +323,8 @@ def _maintenance(settings: Settings, args: argparse.Namespace) -> int:
     if args.action == "start" and args.duration is None:
         sys.stderr.write("monitor: maintenance start: --for is required (e.g. --for 15m)\n")
         return EXIT_CONFIG
-    token = os.environ.get("MONITOR_API_TOKEN", "").strip() or None
-    if token:
-        secrets.add([token])
+    # MONITOR_API_TOKEN, the daemon's own token (masked like every configured secret)
+    token = settings.api_token.get_secret_value() if settings.api_token else None
     return run_maintenance(
         args.action,
         monitor_url(args.monitor_url, settings, os.environ),

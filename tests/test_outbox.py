@@ -13,10 +13,12 @@ import pytest
 import structlog
 from github import Auth, Github
 
-from monitor.config import GithubSection
+from monitor.config import GithubSection, MonitorSection
+from monitor.daemon.health import assess
 from monitor.incidents import text
+from monitor.incidents.channels.base import ChannelError
 from monitor.incidents.channels.github import GithubChannel, GithubIssues
-from monitor.incidents.outbox import OutboxWorker
+from monitor.incidents.outbox import OutboxWorker, SinkHealth
 from monitor.incidents.tracker import Incident, Phase, TrackerState, incident_id
 from monitor.metrics import Metrics
 from monitor.probing.results import TargetResult
@@ -800,3 +802,77 @@ def _just_failed(store: SqliteStore, clock: ManualClock) -> bool:
 def _jump_to_next_attempt(worker: OutboxWorker, clock: ManualClock) -> None:
     """Move the clock to the worker's next wake-up (its own sleep), at least a second."""
     clock.advance(max(1.0, worker._sleep_s()))
+
+
+class _Refusing:
+    """A channel whose service refuses every step with ``error`` (a stand-in service:
+    the real receivers pin each service's own refusals in tests/test_channel_*.py)."""
+
+    name = "pager"
+    kind = "pagerduty"
+
+    def __init__(self, error: Any) -> None:
+        self.error = error
+        self.sent = 0
+
+    def plan(self, event: Any) -> list[NewAction]:
+        return []
+
+    def settle_s(self, action: Any) -> float:
+        return 0.0
+
+    def deliver(self, action: Any, delivery: Any) -> None:
+        self.sent += 1
+        raise self.error
+
+
+@pytest.mark.parametrize(
+    ("error", "problem"),
+    [
+        pytest.param(
+            ChannelError("rejected", "400 from PagerDuty: invalid routing key", permanent=True),
+            "channel pager: stopped by a permanent refusal: 400 from PagerDuty",
+            id="permanent",
+        ),
+        pytest.param(
+            ChannelError("disabled", "410 Gone from webhook pager", disable=True),
+            "channel pager: disabled until the next start: 410 Gone",
+            id="disabled",
+        ),
+    ],
+)
+def test_a_refused_channel_stops_its_queue_and_healthz_says_so(
+    store: SqliteStore, metrics: Metrics, clock: ManualClock, error: Any, problem: str
+) -> None:
+    """A permanent refusal stops the channel's queue (nothing sent meanwhile, nothing
+    dropped), turns /healthz unhealthy naming it, and sets monitor_channel_stopped."""
+    channel = _Refusing(error)
+    worker = OutboxWorker(store, channel, metrics, clock=clock)
+    store.enqueue(
+        [NewAction("pager", f"app-{n}-x", f"app-{n}", "trigger", {}) for n in range(3)], clock()
+    )
+    worker.run_once()
+    clock.advance(300)
+    worker.run_once()
+
+    assert channel.sent == 1  # the first refusal stopped the queue: no other target tried
+    assert len(store.pending_actions("pager")) == 3
+    assert metrics.registry.get_sample_value("monitor_channel_stopped", {"channel": "pager"}) == 1
+    counted = {"channel": "pager", "reason": error.reason}
+    assert metrics.registry.get_sample_value("monitor_channel_errors_total", counted) == 1
+    healthy, detail = assess(
+        targets={},
+        now_mono=0.0,
+        monitor=MonitorSection(),
+        scheduler_alive=True,
+        store_problem=None,
+        sink_name="github",
+        sink=SinkHealth(),
+        channels={"pager": worker.health},
+        outbox=(3, 0.0),
+        started_at=clock(),
+        cluster={},
+    )
+    assert not healthy
+    assert [p for p in detail["problems"] if p.startswith(problem)]
+    assert detail["channels"]["pager"]["stopped"]

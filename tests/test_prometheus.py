@@ -134,6 +134,7 @@ EXPECTED_ALERTS = {
     "GitHubSinkAuthErrors": "warning",
     "MonitorNoLeader": "critical",
     "MonitorTwoLeaders": "warning",
+    "MonitorChannelStopped": "critical",
 }
 
 
