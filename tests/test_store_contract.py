@@ -452,6 +452,16 @@ def test_a_newer_edit_supersedes_only_an_untried_one(store: SqlStore) -> None:
     ]
 
 
+def test_an_edit_being_sent_is_not_superseded(store: SqlStore) -> None:
+    """A claimed edit (sent now, its answer not yet in: no lease, the clock not moved) is
+    kept when a newer one is planned, so a late landing of it cannot overwrite the newer."""
+    store.enqueue([_act("edit", body="v1")], T0)
+    [v1] = store.pending_actions()
+    store.lease(v1, T0)  # claimed with no lease time, at the very instant it was queued
+    store.enqueue([_act("edit", body="v2")], T0)
+    assert [a.payload["body"] for a in store.pending_actions()] == ["v1", "v2"]
+
+
 # ---- 4. sessions ----------------------------------------------------------------------------
 
 

@@ -319,6 +319,10 @@ class OutboxWorker:
         if exc.reason == "timeout" and self.channel.settle_s(action) > 0:
             # the request may still be running there: never retry before it settled
             delay, retry_class = max(delay, self.channel.settle_s(action)), HELD
+        if exc.in_flight_s > 0:
+            # the first attempt may still land: its retry, and the steps queued behind it,
+            # wait until it surely has (or never will), so nothing lands out of order
+            delay, retry_class = max(delay, exc.in_flight_s), HELD
         if exc.retry_after_s is not None:
             delay, retry_class = max(delay, exc.retry_after_s), HELD
         return delay, retry_class
@@ -400,6 +404,10 @@ class OutboxWorker:
             self._refresh_at = now + timedelta(
                 seconds=min(channel.refresh_interval_s, REFRESH_FAILURE_RETRY_S)
             )
+            if exc.in_flight_s > 0:
+                # a repeat still in flight must not land after a resolve sent meanwhile
+                hold = now + timedelta(seconds=exc.in_flight_s)
+                self._hold_until = max(hold, self._hold_until or hold)
             log.warning("refresh failed; will retry", sink=channel.name, error=str(exc))
         else:
             if handles:

@@ -372,11 +372,13 @@ class SqlStore(ABC):
     def _enqueue(self, db: Tx, actions: Iterable[NewAction], now_ts: float) -> None:
         for action in actions:
             if action.supersede:
-                # only the newest matters (a body edit): an older one not yet tried goes
+                # only the newest matters (a body edit): an older one not yet tried goes;
+                # one being tried now (claimed: its lease moved next_attempt_at) stays, or
+                # a late landing of it could overwrite the newer one
                 db.execute(
                     "UPDATE outbox SET done_at = ?, last_error = 'superseded'"
                     " WHERE channel = ? AND incident_id = ? AND kind = ? AND done_at IS NULL"
-                    " AND attempts = 0",
+                    " AND attempts = 0 AND next_attempt_at <= created_at",
                     (now_ts, action.channel, action.incident_id, action.kind),
                 )
             db.execute(
@@ -562,9 +564,12 @@ class SqlStore(ABC):
         meanwhile). Fenced: a deposed leader cannot claim."""
         with self._tx() as db:
             self._check_fence(db)
+            # always past created_at, even with no lease (settle 0) on a frozen test clock:
+            # that is how a supersede tells a claimed step from one never tried
             db.execute(
-                "UPDATE outbox SET next_attempt_at = ?, retry_class = NULL WHERE id = ?",
-                (ts(until), action.id),
+                "UPDATE outbox SET next_attempt_at = CASE WHEN ? > created_at THEN ?"
+                " ELSE created_at + 0.000001 END, retry_class = NULL WHERE id = ?",
+                (ts(until), ts(until), action.id),
             )
 
     def retry_later(

@@ -201,6 +201,7 @@ class AlertmanagerChannel:
             auth=exc.auth,
             permanent=exc.permanent,
             disable=exc.disable,
+            in_flight_s=exc.in_flight_s,
         )
 
     def _post(self, alerts: list[dict[str, Any]]) -> None:
@@ -240,7 +241,11 @@ def none_accepted(refused: Sequence[ChannelError]) -> ChannelError:
     waits = [exc.retry_after_s for exc in transient]
     # a hold only when every member asked for one: the first to come back gets the alerts
     retry_after = min(w for w in waits if w is not None) if None not in waits else None
-    return ChannelError(transient[0].reason, message, retry_after_s=retry_after)
+    # a post still in flight at any member must land before the incident's next step
+    in_flight = max(exc.in_flight_s for exc in refused)
+    return ChannelError(
+        transient[0].reason, message, retry_after_s=retry_after, in_flight_s=in_flight
+    )
 
 
 def rfc3339(moment: datetime) -> str:

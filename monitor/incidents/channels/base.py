@@ -39,7 +39,9 @@ class ChannelError(Exception):
       says why, and the head step is tried again only every
       :data:`~monitor.incidents.outbox.PERMANENT_RETRY_S` (someone may fix the key);
     * ``disable`` (a webhook's 410 Gone): the channel sends nothing more until the
-      next start.
+      next start;
+    * ``in_flight_s`` (a request sent that got no answer): nothing more of that queue
+      is sent before then, so steps land in the order they were decided.
     """
 
     def __init__(
@@ -51,6 +53,7 @@ class ChannelError(Exception):
         auth: bool = False,
         permanent: bool = False,
         disable: bool = False,
+        in_flight_s: float = 0.0,
     ) -> None:
         super().__init__(message)
         self.reason = reason
@@ -58,6 +61,10 @@ class ChannelError(Exception):
         self.auth = auth  # credentials or access: needs a human
         self.permanent = permanent or auth or disable
         self.disable = disable
+        # the request was sent and got no answer: the service may still act on it for
+        # this long, so neither its retry nor the incident's next step goes before (a
+        # trigger landing after its resolve would open an alert nothing resolves)
+        self.in_flight_s = in_flight_s
 
 
 GONE = "gone"  # ChannelError reason: nothing left to act on (a deleted issue); drop the step

@@ -96,11 +96,31 @@ def without(response: httpx.Response, secret: str) -> httpx.Response:
     )
 
 
-def transport_error(service: str, exc: httpx.HTTPError) -> ChannelError:
-    """A request that got no usable answer: transient."""
+def transport_error(service: str, exc: httpx.HTTPError, timeout_s: float) -> ChannelError:
+    """A request that got no usable answer: transient. One that was sent (not refused at
+    connect) may still be acted on: it is in flight for :func:`in_flight_s`."""
+    in_flight = 0.0 if isinstance(exc, NOT_SENT) else in_flight_s(timeout_s)
     if isinstance(exc, httpx.TimeoutException):
-        return ChannelError("timeout", f"{service} did not answer in time ({type(exc).__name__})")
-    return ChannelError("network", f"request to {service} failed: {type(exc).__name__}")
+        return ChannelError(
+            "timeout",
+            f"{service} did not answer in time ({type(exc).__name__})",
+            in_flight_s=in_flight,
+        )
+    return ChannelError(
+        "network", f"request to {service} failed: {type(exc).__name__}", in_flight_s=in_flight
+    )
+
+
+# the request never reached the service: nothing can land later
+NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+IN_FLIGHT_MIN_S = 5.0
+IN_FLIGHT_TIMEOUTS = 3.0
+
+
+def in_flight_s(timeout_s: float) -> float:
+    """How long a request that got no answer may still land: three client time-outs, at
+    least five seconds (a service acts within its own time-out of the request, or not)."""
+    return max(IN_FLIGHT_MIN_S, IN_FLIGHT_TIMEOUTS * timeout_s)
 
 
 def post_json(
@@ -119,7 +139,7 @@ def post_json(
         else:
             response = http.post(url, json=payload, headers=dict(headers or {}))
     except httpx.HTTPError as exc:
-        raise transport_error(service, exc) from None
+        raise transport_error(service, exc, http.timeout.read or 0.0) from None
     error = refusal(service, response)
     if error is not None:
         raise error

@@ -270,7 +270,7 @@ class PagerDutyChannel:
         try:
             response = self._http.post(self._url, json={**body, "routing_key": self._routing_key})
         except httpx.HTTPError as exc:
-            raise http.transport_error(SERVICE, exc) from None
+            raise http.transport_error(SERVICE, exc, self._http.timeout.read or 0.0) from None
         # before the reply is read (and cut to an excerpt): an echoed key goes whole
         error = http.refusal(SERVICE, http.without(response, self._routing_key))
         if error is not None:

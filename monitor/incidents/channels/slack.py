@@ -607,7 +607,7 @@ class SlackChannel:
         try:
             response = self._http.request(verb, url, headers=headers, **request)
         except httpx.HTTPError as exc:
-            raise http.transport_error(service, exc) from None
+            raise http.transport_error(service, exc, self._http.timeout.read or 0.0) from None
         # before the reply is read (and cut to an excerpt): an echoed secret goes whole
         response = http.without(response, self._token or self._webhook or "")
         error = http.refusal(service, response)
