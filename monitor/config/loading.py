@@ -178,6 +178,9 @@ def _printable(text: str) -> str:
     return "".join(char if char.isprintable() else ascii(char)[1:-1] for char in text)
 
 
+_NAMED_KEY = re.compile(r"^([a-z_]+): ")
+
+
 def _format_errors(exc: ValidationError) -> list[str]:
     lines = []
     for error in exc.errors(include_url=False, include_input=False):
@@ -193,7 +196,12 @@ def _format_errors(exc: ValidationError) -> list[str]:
             message = "expected a table"  # pydantic would name our class: MonitorSection
         elif error["type"] == "too_short" and error.get("ctx", {}).get("min_length") == 1:
             message = "must not be empty"  # rather than "... after validation, not 0"
-        line = f"{_format_loc(error['loc'], keep_last=keep_last)}: {_printable(message)}"
+        where = _format_loc(error["loc"], keep_last=keep_last)
+        named = _NAMED_KEY.match(message) if error["type"] == "value_error" else None
+        if named and error["loc"] and error["loc"][0] == "maintenance":
+            # a window's checks span keys (start with every): the message names the key
+            where, message = f"{where}.{named[1]}", message[named.end() :]
+        line = f"{where}: {_printable(message)}"
         if line not in lines:
             lines.append(line)
     return lines

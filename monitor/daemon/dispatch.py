@@ -59,6 +59,10 @@ class Dispatch:
             worker.request_stop()
         for worker in self.workers:
             worker.stop(max(0.0, deadline - time.monotonic()))
+        for channel in self.channels:
+            close = getattr(channel, "close", None)  # an HTTP channel's connections
+            if callable(close):
+                close()
 
     def wake(self) -> None:
         """New steps were written: every worker looks now."""
