@@ -30,6 +30,7 @@ from monitor.metrics import Metrics
 from monitor.store.base import OutboxAction, PendingCycle
 from monitor.store.sqlite import SqliteStore
 from tests.builders import T0, ManualClock, at, down, up
+from tests.outbox_kit import drain
 from tests.receivers_webhook_email import SmtpReceiver, TlsFiles, tls_files
 
 LOGIN = ("monitor", "s3cret-Pa55word!")
@@ -110,19 +111,6 @@ def commit(store: SqliteStore, channel: EmailChannel, *events: IncidentEvent) ->
     state = TrackerState("production", Phase.OPEN, fail_streak=3, incident=INCIDENT)
     store.commit_cycle(PendingCycle(down(T0), 60.0, state, INCIDENT, actions))
     return [str(action.payload["message_id"]) for action in actions]
-
-
-def drain(worker: OutboxWorker, clock: ManualClock, rounds: int = 20) -> None:
-    """Run the worker until its queue is empty, jumping the clock past each wait."""
-    for _ in range(rounds):
-        pending = worker.store.pending_actions()
-        if not pending:
-            return
-        latest = max(a.next_attempt_at for a in pending)
-        if latest >= clock():
-            clock.now = latest + timedelta(seconds=1)
-        worker.run_once()
-    raise AssertionError(f"outbox not drained: {worker.store.pending_actions()}")
 
 
 def deliver_all(store: SqliteStore, channel: EmailChannel) -> OutboxWorker:

@@ -19,13 +19,13 @@ from monitor.incidents.channels.base import ChannelError, Notice
 from monitor.incidents.channels.pagerduty import PagerDutyChannel
 from monitor.incidents.events import EventKind, IncidentEvent
 from monitor.incidents.outbox import PERMANENT_RETRY_S, OutboxWorker
-from monitor.incidents.tracker import Incident, Phase, TrackerState, incident_id
+from monitor.incidents.tracker import Incident, incident_id
 from monitor.metrics import Metrics
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
-from monitor.store.base import PendingCycle
 from monitor.store.sqlite import SqliteStore
 from tests import receivers_pagerduty_slack as rx
 from tests.builders import ManualClock, check, down, up
+from tests.outbox_kit import channel_errors, commit_event, drain
 from tests.receivers_pagerduty_slack import PD_ROUTING_KEY, FakePagerDuty
 
 STATUS_URL = "https://status.example.com/status"
@@ -143,34 +143,6 @@ def later(
         key=f"{incident.id}:{kind}:{clock():%H%M%S}",
     )
     return replace(event, **changes)  # type: ignore[arg-type]
-
-
-def commit(store: SqliteStore, channel: PagerDutyChannel, event: IncidentEvent) -> None:
-    """Store the event's steps with the cycle, as the daemon does."""
-    phase = Phase.HEALTHY if event.kind is EventKind.RESOLVED else Phase.OPEN
-    state = TrackerState(event.target, phase, incident=event.incident)
-    store.commit_cycle(PendingCycle(event.result, 60.0, state, event.incident, channel.plan(event)))
-
-
-def drain(worker: OutboxWorker, clock: ManualClock, rounds: int = 20) -> None:
-    """Run the worker until its queue is empty, jumping the clock past every wait."""
-    for _ in range(rounds):
-        pending = worker.store.pending_actions()
-        if not pending:
-            return
-        latest = max(a.next_attempt_at for a in pending)
-        if latest >= clock():
-            clock.now = latest + timedelta(seconds=1)
-        worker.run_once()
-    raise AssertionError(f"outbox not drained: {worker.store.pending_actions()}")
-
-
-def errors(worker: OutboxWorker, reason: str) -> float:
-    """``monitor_channel_errors_total`` of the channel for ``reason``."""
-    value = worker.metrics.registry.get_sample_value(
-        "monitor_channel_errors_total", {"channel": "pager", "reason": reason}
-    )
-    return value or 0.0
 
 
 # ---- planning -----------------------------------------------------------------------------
@@ -304,13 +276,13 @@ def test_incident_is_one_alert_triggered_acknowledged_resolved(
     """Opened, acknowledged, resolved: one alert through its three states, linking the
     incident's issue once it has one."""
     first = opened(clock)
-    commit(store, channel, first)
+    commit_event(store, channel, first)
     store.set_issue(first.incident.id, 7, ISSUE_URL)
     drain(worker, clock)
     clock.advance(60)
-    commit(store, channel, later(first, EventKind.ACKNOWLEDGED, clock, actor="alice"))
+    commit_event(store, channel, later(first, EventKind.ACKNOWLEDGED, clock, actor="alice"))
     clock.advance(60)
-    commit(store, channel, later(first, EventKind.RESOLVED, clock))
+    commit_event(store, channel, later(first, EventKind.RESOLVED, clock))
     drain(worker, clock)
 
     key = first.incident.id
@@ -334,11 +306,11 @@ def test_reopen_triggers_a_new_alert_under_the_same_key(
 ) -> None:
     """A flap after the resolve pages again (PagerDuty opens a new alert for the key)."""
     first = opened(clock)
-    commit(store, channel, first)
+    commit_event(store, channel, first)
     clock.advance(120)
-    commit(store, channel, later(first, EventKind.RESOLVED, clock))
+    commit_event(store, channel, later(first, EventKind.RESOLVED, clock))
     clock.advance(60)
-    commit(store, channel, later(first, EventKind.REOPENED, clock))
+    commit_event(store, channel, later(first, EventKind.REOPENED, clock))
     drain(worker, clock)
 
     assert pagerduty.histories(first.incident.id) == [["triggered", "resolved"], ["triggered"]]
@@ -368,16 +340,16 @@ def test_faults_end_in_one_alert_triggered_then_resolved(
     """Whatever fails (and whether or not PagerDuty acted), each incident is one alert,
     triggered then resolved; repeats only ever carry the same key."""
     first = opened(clock)
-    commit(store, channel, first)
+    commit_event(store, channel, first)
     clock.advance(120)
-    commit(store, channel, later(first, EventKind.RESOLVED, clock))
+    commit_event(store, channel, later(first, EventKind.RESOLVED, clock))
     pagerduty.inject(fault, route=faulty)
 
     for _ in range(3):
         worker.run_once()  # the fault: counted, retried later
-        if errors(worker, reason):
+        if channel_errors(worker, reason):
             break
-    assert errors(worker, reason) == 1
+    assert channel_errors(worker, reason) == 1
     pagerduty.settled()  # a delayed request lands now, after the client gave up
     drain(worker, clock)
 
@@ -396,8 +368,8 @@ def test_rate_limit_holds_every_target_until_retry_after(
     clock: ManualClock,
 ) -> None:
     """After a 429 with Retry-After nothing is sent, for any target, until it passes."""
-    commit(store, channel, opened(clock, "production"))
-    commit(store, channel, opened(clock, "staging"))
+    commit_event(store, channel, opened(clock, "production"))
+    commit_event(store, channel, opened(clock, "staging"))
     pagerduty.inject(rx.too_many_requests(120))
 
     assert worker.run_once() == 0
@@ -419,7 +391,7 @@ def test_rate_limit_without_retry_after_holds_a_minute(
     clock: ManualClock,
 ) -> None:
     """PagerDuty's 429 often says nothing: the channel waits 60 s."""
-    commit(store, channel, opened(clock))
+    commit_event(store, channel, opened(clock))
     pagerduty.inject(rx.too_many_requests(None))
 
     worker.run_once()
@@ -441,8 +413,8 @@ def test_invalid_event_stops_the_channel_until_accepted(
     """A 400 is permanent: the channel stops (health says why), later steps wait unsent,
     and the head is tried again only after the permanent-refusal interval."""
     first = opened(clock, "production")
-    commit(store, channel, first)
-    commit(store, channel, opened(clock, "staging"))
+    commit_event(store, channel, first)
+    commit_event(store, channel, opened(clock, "staging"))
     pagerduty.inject(
         rx.status(400, {"status": "invalid event", "message": "Event object is invalid"})
     )
@@ -453,7 +425,7 @@ def test_invalid_event_stops_the_channel_until_accepted(
     assert "400" in worker.health.stopped
     assert len(pagerduty.requests) == 1
     clock.advance(120)
-    commit(store, channel, later(first, EventKind.RESOLVED, clock))
+    commit_event(store, channel, later(first, EventKind.RESOLVED, clock))
     assert worker.run_once() == 0
     assert len(pagerduty.requests) == 1  # neither staging's trigger nor the resolve
     assert [a.attempts for a in store.pending_actions()] == [1, 0, 0]
@@ -471,7 +443,7 @@ def test_unknown_routing_key_is_refused_and_stops_the_channel(
     """A key PagerDuty does not know: 400, the channel stops, nothing is dropped."""
     wrong = make_channel(secret="Z" * 32)
     worker = OutboxWorker(store, wrong, Metrics(), clock=clock)
-    commit(store, wrong, opened(clock))
+    commit_event(store, wrong, opened(clock))
 
     worker.run_once()
 
@@ -491,7 +463,7 @@ def test_routing_key_never_appears_in_steps_logs_or_errors(
     leaves it out of /healthz, the log, the stored error and the exception."""
     whole = {"status": "invalid event", "errors": [f"routing_key {PD_ROUTING_KEY} is disabled"]}
     straddling = ("x" * 185 + PD_ROUTING_KEY).encode()  # the excerpt ends mid-key
-    commit(store, channel, opened(clock))
+    commit_event(store, channel, opened(clock))
     pagerduty.inject(rx.status(400, whole))
     pagerduty.inject(rx.status(503, straddling))
 

@@ -22,13 +22,13 @@ from monitor.incidents.channels.base import ChannelError, Notice
 from monitor.incidents.channels.slack import SETTLE_S, Parent, SlackChannel
 from monitor.incidents.events import EventKind, IncidentEvent
 from monitor.incidents.outbox import PERMANENT_RETRY_S, OutboxWorker
-from monitor.incidents.tracker import Incident, Phase, TrackerState, incident_id
+from monitor.incidents.tracker import Incident, incident_id
 from monitor.metrics import Metrics
 from monitor.probing.results import Outcome, Reason, TargetResult
-from monitor.store.base import PendingCycle
 from monitor.store.sqlite import SqliteStore
 from tests import receivers_pagerduty_slack as rx
 from tests.builders import ManualClock, check, down, up
+from tests.outbox_kit import channel_errors, commit_event, drain
 from tests.receivers_pagerduty_slack import (
     SLACK_CHANNEL_ID,
     SLACK_CHANNEL_NAME,
@@ -157,34 +157,6 @@ def later(
     return replace(event, **changes)  # type: ignore[arg-type]
 
 
-def commit(store: SqliteStore, channel: SlackChannel, event: IncidentEvent) -> None:
-    """Store the event's steps with the cycle, as the daemon does."""
-    phase = Phase.HEALTHY if event.kind is EventKind.RESOLVED else Phase.OPEN
-    state = TrackerState(event.target, phase, incident=event.incident)
-    store.commit_cycle(PendingCycle(event.result, 60.0, state, event.incident, channel.plan(event)))
-
-
-def drain(worker: OutboxWorker, clock: ManualClock, rounds: int = 30) -> None:
-    """Run the worker until its queue is empty, jumping the clock past every wait."""
-    for _ in range(rounds):
-        pending = worker.store.pending_actions()
-        if not pending:
-            return
-        latest = max(a.next_attempt_at for a in pending)
-        if latest >= clock():
-            clock.now = latest + timedelta(seconds=1)
-        worker.run_once()
-    raise AssertionError(f"outbox not drained: {worker.store.pending_actions()}")
-
-
-def errors(worker: OutboxWorker, reason: str) -> float:
-    """``monitor_channel_errors_total`` of the channel for ``reason``."""
-    value = worker.metrics.registry.get_sample_value(
-        "monitor_channel_errors_total", {"channel": "chat", "reason": reason}
-    )
-    return value or 0.0
-
-
 def shown(message: dict[str, Any]) -> str:
     """Everything a message shows: its text and every block's text."""
     return json.dumps([message.get("text"), message.get("blocks")], ensure_ascii=False)
@@ -276,9 +248,9 @@ def test_incident_is_one_message_rewritten_with_its_story_in_the_thread(
     """Opened, acknowledged, reminded, resolved: one message that ends up saying
     resolved with its duration, and three replies under it."""
     first = opened(clock)
-    commit(store, channel, first)
+    commit_event(store, channel, first)
     store.set_issue(first.incident.id, 7, ISSUE_URL)
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
     [parent] = slack.parents()
     assert parent["metadata"] == {
         "event_type": "monitor_incident",
@@ -292,17 +264,17 @@ def test_incident_is_one_message_rewritten_with_its_story_in_the_thread(
     )
 
     clock.advance(60)
-    commit(store, channel, later(first, EventKind.ACKNOWLEDGED, clock, actor="alice"))
-    drain(worker, clock)
+    commit_event(store, channel, later(first, EventKind.ACKNOWLEDGED, clock, actor="alice"))
+    drain(worker, clock, rounds=30)
     assert "Acknowledged by alice" in shown(slack.parents()[0])
     clock.advance(600)
-    commit(store, channel, later(first, EventKind.REMINDER, clock))
-    drain(worker, clock)
+    commit_event(store, channel, later(first, EventKind.REMINDER, clock))
+    drain(worker, clock, rounds=30)
     assert "Acknowledged by alice" in shown(slack.parents()[0])  # still acknowledged
     clock.advance(300)
     resolved = later(first, EventKind.RESOLVED, clock)
-    commit(store, channel, resolved)
-    drain(worker, clock)
+    commit_event(store, channel, resolved)
+    drain(worker, clock, rounds=30)
 
     [parent] = slack.parents()
     duration = format_duration(resolved.incident.duration_s or 0)
@@ -342,16 +314,16 @@ def test_faults_on_the_post_end_in_one_message(
     """Whether or not Slack posted before failing, the incident has one message, found
     again by its metadata, and later events thread under it."""
     first = opened(clock)
-    commit(store, channel, first)
+    commit_event(store, channel, first)
     slack.inject(fault, route="chat.postMessage")
 
     assert worker.run_once() == 0
-    assert errors(worker, reason) == 1
+    assert channel_errors(worker, reason) == 1
     slack.settled()  # a delayed post lands now, after the client gave up
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
     clock.advance(600)
-    commit(store, channel, later(first, EventKind.REMINDER, clock))
-    drain(worker, clock)
+    commit_event(store, channel, later(first, EventKind.REMINDER, clock))
+    drain(worker, clock, rounds=30)
 
     [parent] = slack.parents()
     assert len(slack.replies(parent["ts"])) == 1
@@ -368,7 +340,7 @@ def test_post_timing_out_is_not_looked_for_before_it_settled(
 ) -> None:
     """After a time-out the post may still be running at Slack: no retry (and no look)
     before the lease is over."""
-    commit(store, channel, opened(clock))
+    commit_event(store, channel, opened(clock))
     slack.inject(rx.delay(TIMEOUT_S * 2), route="chat.postMessage")
 
     worker.run_once()
@@ -395,15 +367,15 @@ def test_reply_that_landed_unanswered_is_not_posted_again(
 ) -> None:
     """A reply Slack posted without our hearing of it is found in the thread."""
     first = opened(clock)
-    commit(store, channel, first)
-    drain(worker, clock)
+    commit_event(store, channel, first)
+    drain(worker, clock, rounds=30)
     clock.advance(60)
-    commit(store, channel, later(first, EventKind.ACKNOWLEDGED, clock, actor="bob"))
+    commit_event(store, channel, later(first, EventKind.ACKNOWLEDGED, clock, actor="bob"))
     slack.inject(fault, route="chat.postMessage")
 
     worker.run_once()
     slack.settled()
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
 
     [parent] = slack.parents()
     [reply] = slack.replies(parent["ts"])
@@ -422,7 +394,7 @@ def test_post_sent_by_a_process_that_died_is_adopted(
     """Killed after Slack posted and before the record (no attempt counted, only the
     lease): the next leader finds the message and posts nothing."""
     first = opened(clock)
-    commit(store, channel, first)
+    commit_event(store, channel, first)
     [step] = store.pending_actions()
     store.lease(step, clock() + timedelta(seconds=SETTLE_S))  # the dead process's claim
     clock.advance(5)
@@ -448,7 +420,7 @@ def test_first_attempt_posts_without_looking(
     clock: ManualClock,
 ) -> None:
     """A post nobody tried before costs one request: no look-up."""
-    commit(store, channel, opened(clock))
+    commit_event(store, channel, opened(clock))
 
     worker.run_once()
 
@@ -461,11 +433,11 @@ def test_named_channel_is_found_for_the_look_up(
     """Given ``#incidents``, the look-up after an unanswered post finds its ID first."""
     named = make_channel(channel=f"#{SLACK_CHANNEL_NAME}")
     worker = worker_for(store, named, clock)
-    commit(store, named, opened(clock))
+    commit_event(store, named, opened(clock))
     slack.inject(rx.cut_after_act(), route="chat.postMessage")
 
     worker.run_once()
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
 
     assert len(slack.parents()) == 1
     assert calls(slack, "conversations.list") == 1
@@ -482,16 +454,16 @@ def test_events_before_any_message_post_one_that_becomes_the_incident_message(
     which the update rewrites and later replies thread under."""
     first = opened(clock)
     clock.advance(60)
-    commit(store, channel, later(first, EventKind.ACKNOWLEDGED, clock, actor="carol"))
-    drain(worker, clock)
+    commit_event(store, channel, later(first, EventKind.ACKNOWLEDGED, clock, actor="carol"))
+    drain(worker, clock, rounds=30)
     [parent] = slack.parents()
     assert slack.replies(parent["ts"]) == []
     assert "Acknowledged by carol" in shown(parent)
     assert parent.get("edited") is not None  # rewritten to the incident's state
 
     clock.advance(300)
-    commit(store, channel, later(first, EventKind.RESOLVED, clock))
-    drain(worker, clock)
+    commit_event(store, channel, later(first, EventKind.RESOLVED, clock))
+    drain(worker, clock, rounds=30)
 
     [parent] = slack.parents()
     assert "[RESOLVED]" in shown(parent)
@@ -507,13 +479,13 @@ def test_deleted_message_drops_its_update_and_the_queue_goes_on(
 ) -> None:
     """Someone deleted the incident's message: its update is dropped, not retried for ever."""
     first = opened(clock)
-    commit(store, channel, first)
-    drain(worker, clock)
+    commit_event(store, channel, first)
+    drain(worker, clock, rounds=30)
     clock.advance(600)
-    commit(store, channel, later(first, EventKind.REMINDER, clock))
+    commit_event(store, channel, later(first, EventKind.REMINDER, clock))
     slack.inject(rx.slack_error("message_not_found"), route="chat.update")
 
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
 
     assert store.pending_actions() == []
     assert worker.health.stopped is None
@@ -526,8 +498,8 @@ def test_channel_not_found_stops_the_channel(
     the head step is accepted."""
     lost = make_channel(channel="C0NOSUCHCHAN")
     worker = worker_for(store, lost, clock)
-    commit(store, lost, opened(clock, "production"))
-    commit(store, lost, opened(clock, "staging"))
+    commit_event(store, lost, opened(clock, "production"))
+    commit_event(store, lost, opened(clock, "staging"))
 
     assert worker.run_once() == 0
     clock.advance(PERMANENT_RETRY_S - 1)
@@ -547,8 +519,8 @@ def test_rate_limit_holds_every_incident_until_retry_after(
     clock: ManualClock,
 ) -> None:
     """``ratelimited`` with Retry-After: nothing is sent for any target until it passes."""
-    commit(store, channel, opened(clock, "production"))
-    commit(store, channel, opened(clock, "staging"))
+    commit_event(store, channel, opened(clock, "production"))
+    commit_event(store, channel, opened(clock, "staging"))
     slack.inject(rx.slack_error("ratelimited", 120))
 
     assert worker.run_once() == 0
@@ -557,7 +529,7 @@ def test_rate_limit_holds_every_incident_until_retry_after(
     assert len(slack.requests) == 1
 
     clock.advance(21)
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
     assert len(slack.parents()) == 2
 
 
@@ -621,7 +593,7 @@ def test_unknown_token_is_an_auth_problem(
     """invalid_auth: the channel stops and flags credentials."""
     revoked = make_channel(secret="xoxb-0000000000-0000000000-revokedRevoked")
     worker = worker_for(store, revoked, clock)
-    commit(store, revoked, opened(clock))
+    commit_event(store, revoked, opened(clock))
 
     worker.run_once()
 
@@ -641,14 +613,14 @@ def test_webhook_posts_one_plain_message_per_event(
     hook = make_channel(webhook=True)
     worker = worker_for(store, hook, clock)
     first = opened(clock)
-    commit(store, hook, first)
+    commit_event(store, hook, first)
     store.set_issue(first.incident.id, 7, ISSUE_URL)
     clock.advance(60)
-    commit(store, hook, later(first, EventKind.ACKNOWLEDGED, clock, actor="dave"))
+    commit_event(store, hook, later(first, EventKind.ACKNOWLEDGED, clock, actor="dave"))
     clock.advance(240)
     resolved = later(first, EventKind.RESOLVED, clock)
-    commit(store, hook, resolved)
-    drain(worker, clock)
+    commit_event(store, hook, resolved)
+    drain(worker, clock, rounds=30)
 
     opening, acknowledged, resolved_message = slack.webhook_messages
     assert "[CRITICAL] production is down" in shown(opening)
@@ -667,12 +639,12 @@ def test_webhook_repeats_after_an_unanswered_post(
     without answering is sent again (a 5xx, which did nothing, is not repeated)."""
     hook = make_channel(webhook=True)
     worker = worker_for(store, hook, clock)
-    commit(store, hook, opened(clock, "production"))
-    commit(store, hook, opened(clock, "staging"))
+    commit_event(store, hook, opened(clock, "production"))
+    commit_event(store, hook, opened(clock, "staging"))
     slack.inject(rx.cut_after_act(), route="webhook")
     slack.inject(rx.status(500, b"rollup_error"), route="webhook")
 
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
 
     targets = [m["text"].split()[1] for m in slack.webhook_messages]
     assert sorted(targets) == ["production", "production", "staging"]
@@ -685,7 +657,7 @@ def test_webhook_archived_channel_stops_the_channel(
     case someone unarchives it), not disabled until a restart."""
     hook = make_channel(webhook=True)
     worker = worker_for(store, hook, clock)
-    commit(store, hook, opened(clock))
+    commit_event(store, hook, opened(clock))
     slack.inject(rx.status(410, b"channel_is_archived"), route="webhook")
 
     worker.run_once()
@@ -730,7 +702,7 @@ def test_token_never_appears_in_steps_logs_or_errors(
 ) -> None:
     """Even an answer echoing the token (whole, or where a quoted piece would cut it)
     leaves it out of /healthz, the log, the stored error and the exception."""
-    commit(store, channel, opened(clock))
+    commit_event(store, channel, opened(clock))
     slack.inject(rx.slack_error("e" * 70 + SLACK_TOKEN))
     slack.inject(rx.status(400, ("x" * 185 + SLACK_TOKEN).encode()))
 
@@ -752,7 +724,7 @@ def test_webhook_url_never_appears_in_steps_logs_or_errors(
     even when an answer echoes it."""
     hook = make_channel(webhook=True)
     worker = worker_for(store, hook, clock)
-    commit(store, hook, opened(clock))
+    commit_event(store, hook, opened(clock))
     padding = "n" * (200 - len(slack.url) - 15)  # the quoted excerpt ends inside the path
     slack.inject(rx.status(404, (padding + slack.webhook_url).encode()), route="webhook")
     slack.inject(rx.delay(TIMEOUT_S * 2), route="webhook")
@@ -889,9 +861,9 @@ def test_probe_text_reaches_slack_without_a_mention(
     clock: ManualClock,
 ) -> None:
     """The hostile detail travels escaped through the real wire (the receiver checks)."""
-    commit(store, channel, opened(clock, detail=HOSTILE))
+    commit_event(store, channel, opened(clock, detail=HOSTILE))
 
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
 
     [parent] = slack.parents()
     assert "&lt;!channel&gt;" in shown(parent)

@@ -9,7 +9,6 @@ import json
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,7 @@ from monitor.metrics import Metrics
 from monitor.store.base import OutboxAction, PendingCycle
 from monitor.store.sqlite import SqliteStore
 from tests.builders import T0, ManualClock, at, down, up
+from tests.outbox_kit import drain
 from tests.receivers_webhook_email import DUPLICATE, HANDLED, WebhookReceiver
 
 KEY = base64.b64encode(bytes(range(7, 39))).decode()  # 32 bytes
@@ -119,19 +119,6 @@ def commit(store: SqliteStore, channel: WebhookChannel, *events: IncidentEvent) 
     state = TrackerState("production", Phase.OPEN, fail_streak=3, incident=INCIDENT)
     store.commit_cycle(PendingCycle(down(T0), 60.0, state, INCIDENT, actions))
     return [str(action.payload["webhook_id"]) for action in actions]
-
-
-def drain(worker: OutboxWorker, clock: ManualClock, rounds: int = 30) -> None:
-    """Run the worker until its queue is empty, jumping the clock past each wait."""
-    for _ in range(rounds):
-        pending = worker.store.pending_actions()
-        if not pending:
-            return
-        latest = max(a.next_attempt_at for a in pending)
-        if latest >= clock():
-            clock.now = latest + timedelta(seconds=1)
-        worker.run_once()
-    raise AssertionError(f"outbox not drained: {worker.store.pending_actions()}")
 
 
 # ---- planning ------------------------------------------------------------------------------
@@ -252,7 +239,7 @@ def test_a_failed_attempt_is_retried_with_the_same_id(
         clock.advance(6)
         assert worker.run_once() == 0
         assert len(receiver.ids()) == 1
-    drain(worker, clock)
+    drain(worker, clock, rounds=30)
     receiver.settle()
     assert receiver.ids() == [webhook_id, webhook_id]
     assert receiver.ids(HANDLED) == [webhook_id]

@@ -10,19 +10,16 @@ Like every PostgreSQL test it skips without the binaries, except under ``CI=true
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from tests.bench_run import run_bench
 from tests.pgserver import MISSING, postgres_binaries
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAOS_SECONDS = 45
 CHAOS_SEED = 7  # all four kinds of fault and all three modes in 45 s
 CHAOS_LIMIT_S = 170  # about 60 s; a drain may wait out a grown retry backoff (up to 90 s)
@@ -34,33 +31,12 @@ def test_chaos_across_three_regions(tmp_path: Path) -> None:
         if os.environ.get("CI") == "true":
             pytest.fail(f"{MISSING}; CI must install it")
         pytest.skip(MISSING)
-    out, log = tmp_path / "chaos.json", tmp_path / "chaos.log"
-    command = [
-        sys.executable,
-        str(REPO_ROOT / "bench" / "chaos.py"),
-        f"--seconds={CHAOS_SECONDS}",
-        f"--seed={CHAOS_SEED}",
-        "--drain-timeout=90",
-        f"--workdir={tmp_path / 'work'}",
-        f"--out={out}",
-    ]
-    with log.open("wb") as output:
-        proc = subprocess.Popen(command, stdout=output, stderr=output, cwd=REPO_ROOT)
-        try:
-            code = proc.wait(timeout=CHAOS_LIMIT_S)
-        except subprocess.TimeoutExpired:
-            proc.terminate()  # SIGTERM: the run stops its daemons and PostgreSQL on the way out
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            code = None
-    said = log.read_text("utf-8", errors="replace")[-4000:]
-    assert code is not None, f"the chaos run did not finish in {CHAOS_LIMIT_S} s\n{said}"
-    assert out.exists(), f"no summary (exit {code})\n{said}"
-    summary = json.loads(out.read_text("utf-8"))
-    shown = json.dumps({k: v for k, v in summary.items() if k != "plan"}, indent=1)[:12000]
+    code, summary, shown = run_bench(
+        "chaos.py",
+        [f"--seconds={CHAOS_SECONDS}", f"--seed={CHAOS_SEED}", "--drain-timeout=90"],
+        tmp_path,
+        CHAOS_LIMIT_S,
+    )
 
     assert summary["failures"] == [], shown
     assert code == 0, shown

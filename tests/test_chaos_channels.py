@@ -21,10 +21,7 @@ incident's next step. A request sent that got no answer is in flight for a while
 
 from __future__ import annotations
 
-import json
 import os
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -39,20 +36,17 @@ from tests.amserver import (
     alertmanager_binary,
     require_binary,
 )
+from tests.bench_run import run_bench
 from tests.daemon_process import Daemons, clean_env, free_port, toml_value, wait_for, write_config
 from tests.targets import TargetServer, respond
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 CHAOS_SECONDS = 50
 CHAOS_SEED = 1  # every receiver faulted (each kind of fault on some), three kills
 # start-up, 50 s of chaos, a drain that may wait out a 30 s lease (Slack, email) behind a
 # backoff, and the verdict: about 90 s; the rest is room for a slow machine
 CHAOS_LIMIT_S = 300
-# Points of the bar a known bug breaks, allowed here so the run keeps guarding everything
-# else meanwhile; each names the strict xfail that pins it, and goes with the fix. None now.
-KNOWN_FAILURES: dict[str, str] = {}
 # a request held at the service this long: past the client's 1 s time-out, inside the
 # time it is treated as in flight (http.in_flight_s: 5 s at least)
 HELD_S = 4.0
@@ -64,37 +58,15 @@ PD_VARIABLE, SLACK_VARIABLE = "PD_ROUTING_KEY", "SLACK_BOT_TOKEN"
 
 def test_chaos_with_every_channel(tmp_path: Path) -> None:
     """Pins the bar of the chaos run with every paging channel configured."""
-    out, log = tmp_path / "chaos_channels.json", tmp_path / "chaos_channels.log"
-    command = [
-        sys.executable,
-        str(REPO_ROOT / "bench" / "chaos_channels.py"),
-        f"--seconds={CHAOS_SECONDS}",
-        f"--seed={CHAOS_SEED}",
-        "--drain-timeout=150",
-        f"--workdir={tmp_path / 'work'}",
-        f"--out={out}",
-    ]
-    with log.open("wb") as output:
-        proc = subprocess.Popen(command, stdout=output, stderr=output, cwd=REPO_ROOT)
-        try:
-            code = proc.wait(timeout=CHAOS_LIMIT_S)
-        except subprocess.TimeoutExpired:
-            proc.terminate()  # SIGTERM: the run stops its daemons and receivers on the way out
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait(timeout=10)
-            code = None
-    said = log.read_text("utf-8", errors="replace")[-4000:]
-    assert code is not None, f"the chaos run did not finish in {CHAOS_LIMIT_S} s\n{said}"
-    assert out.exists(), f"no summary (exit {code})\n{said}"
-    summary = json.loads(out.read_text("utf-8"))
-    shown = json.dumps({k: v for k, v in summary.items() if k != "plan"}, indent=1)[:16000]
+    code, summary, shown = run_bench(
+        "chaos_channels.py",
+        [f"--seconds={CHAOS_SECONDS}", f"--seed={CHAOS_SEED}", "--drain-timeout=150"],
+        tmp_path,
+        CHAOS_LIMIT_S,
+    )
 
-    unexpected = [f for f in summary["failures"] if f not in KNOWN_FAILURES]
-    assert unexpected == [], f"{unexpected}\n{shown}"
-    assert code == (1 if summary["failures"] else 0), shown  # 1: the bar is not met
+    assert summary["failures"] == [], shown
+    assert code == 0, shown
     channels = summary["channels"]
     for name in ("pagerduty", "slack", "webhook", "email"):
         assert channels[name]["problems"] == [], shown

@@ -27,6 +27,7 @@ from monitor.store.sqlite import SqliteStore
 from tests import fakegithub as fg
 from tests.builders import T0, ManualClock, down, up
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
+from tests.outbox_kit import drain
 
 LABELS = ["incident", "monitor"]
 TARGET = "production"
@@ -152,19 +153,6 @@ def comment_action(incident: Incident, result: TargetResult, clock: ManualClock)
 def action(incident: Incident, kind: str, **payload: Any) -> NewAction:
     """Any other action of an incident."""
     return NewAction("github", incident.id, incident.target, kind, payload)
-
-
-def drain(worker: OutboxWorker, clock: ManualClock, rounds: int = 20) -> None:
-    """Run the worker until the outbox is empty, jumping the clock past every backoff."""
-    for _ in range(rounds):
-        pending = worker.store.pending_actions()
-        if not pending:
-            return
-        latest = max(a.next_attempt_at for a in pending)
-        if latest >= clock():
-            clock.now = latest + timedelta(seconds=1)
-        worker.run_once()
-    raise AssertionError(f"outbox not drained: {worker.store.pending_actions()}")
 
 
 def errors(metrics: Metrics, operation: str, reason: str) -> float:
