@@ -285,11 +285,14 @@ def _is_url(secret: SecretStr | None) -> bool:
     return secret is not None and secret.get_secret_value().startswith(("https://", "http://"))
 
 
-def channel_secret_problems(settings: Settings) -> list[str]:
-    """Channels whose secret is missing: the daemon and ``monitor notify`` refuse them
-    (a channel that cannot page is worse than none: nobody knows)."""
+def channel_secret_problems(settings: Settings, names: Sequence[str] | None = None) -> list[str]:
+    """Channels (all, or those called ``names``) whose secret is missing: the daemon and
+    ``monitor notify`` refuse them (a channel that cannot page is worse than none: nobody
+    knows)."""
     problems = []
     for index, channel in enumerate(settings.channels):
+        if names is not None and channel.name not in names:
+            continue
         if channel.secret is not None or channel.type not in SECRET_REQUIRED:
             continue
         if channel.secret_env is None:

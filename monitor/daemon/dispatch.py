@@ -37,7 +37,6 @@ class Dispatch:
         ]
         self._store = store
         self._clock = clock
-        self._metrics = metrics
         metrics.declare_channels([c.name for c in self.channels])
         self._reconciled = False
 

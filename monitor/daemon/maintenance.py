@@ -8,10 +8,11 @@ another instance is therefore seen within one housekeeping interval.
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import datetime, timedelta
 
 from monitor.config import Settings
-from monitor.figures.maintenance import Window, active, configured_windows
+from monitor.figures.maintenance import CONFIG, Window, active, configured_windows
 from monitor.figures.slo import Span
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
@@ -41,7 +42,7 @@ class MaintenanceWatch:
         except StoreError as exc:
             # the configured windows still hold; stored ones are kept from the last read
             log.error("could not read maintenance windows", error=str(exc))
-            windows += [w for w in self._windows if w.source != "config"]
+            windows += [w for w in self._windows if w.source != CONFIG]
         self._windows = windows
         self._until = span.end
 
@@ -53,11 +54,15 @@ class MaintenanceWatch:
 
     def covering(self, target: str, at: datetime) -> Window | None:
         """The window ``target`` was or is in at ``at``."""
-        if self._until is None or not self._until - LOOKAHEAD <= at < self._until - timedelta(
-            hours=1
-        ):
+        if not self._holds(at):
             self.reload(at)
         return active(self._windows, target, at)
+
+    def _holds(self, at: datetime) -> bool:
+        """True when what is loaded covers ``at`` with an hour to spare."""
+        if self._until is None:
+            return False
+        return self._until - LOOKAHEAD <= at < self._until - timedelta(hours=1)
 
     def upcoming(self, now: datetime) -> list[Window]:
         """Windows open at ``now`` or starting within the next day, by start."""
@@ -76,7 +81,7 @@ class MaintenanceWatch:
             reason=reason,
             window=stored,
         )
-        return Window(window.start, window.end, window.targets, reason, API, stored)
+        return replace(window, id=stored)
 
     def end(self, target: str, now: datetime) -> int:
         """End the ad-hoc windows ``target`` is in (the API's DELETE); how many."""

@@ -181,11 +181,15 @@ class OutboxWorker:
         now = self._clock()
         if self._last_attempt_at is not None and now - self._last_attempt_at < CANARY:
             return []
+        waiting = [a for a in self._heads() if a.retry_class == TRANSIENT]
+        return [min(waiting, key=lambda a: a.next_attempt_at)] if waiting else []
+
+    def _heads(self) -> list[OutboxAction]:
+        """The oldest pending step of each target: the only ones that can run."""
         heads: dict[str, OutboxAction] = {}
         for action in self.store.pending_actions(self.channel.name):
             heads.setdefault(action.target, action)
-        waiting = [a for a in heads.values() if a.retry_class == TRANSIENT]
-        return [min(waiting, key=lambda a: a.next_attempt_at)] if waiting else []
+        return list(heads.values())
 
     def _held(self) -> bool:
         """True while the service's rate limit asks us to send nothing."""
@@ -536,18 +540,12 @@ class OutboxWorker:
             due = self._next_due_at()
         except StoreError:
             return 5.0
-        for extra in (self._refresh_at, self._watch_at, self._canary_at()):
+        for extra in (self._refresh_at, self._watch_at):
             if extra is not None:
                 due = extra if due is None else min(due, extra)
         if due is None:
             return 30.0
         return min(30.0, max(0.05, (due - self._clock()).total_seconds()))
-
-    def _canary_at(self) -> datetime | None:
-        """When the next canary may go, if one is waited for."""
-        if self._last_attempt_at is None or self.health.last_error_reason is None:
-            return None
-        return self._last_attempt_at + CANARY
 
     def _next_due_at(self) -> datetime | None:
         """When the next action can run: only queue heads count, and never inside a hold.
@@ -556,10 +554,11 @@ class OutboxWorker:
         off; those were due long ago, and the loop would spin at its 50 ms floor for as
         long as GitHub keeps failing.
         """
-        heads: dict[str, datetime] = {}
-        for action in self.store.pending_actions(self.channel.name):
-            heads.setdefault(action.target, action.next_attempt_at)
-        due = min(heads.values(), default=None)
+        heads = self._heads()
+        due = min((a.next_attempt_at for a in heads), default=None)
+        if self._last_attempt_at is not None and any(a.retry_class == TRANSIENT for a in heads):
+            canary = self._last_attempt_at + CANARY  # one step goes early (see _canary)
+            due = canary if due is None else min(due, canary)
         if due is not None and self._hold_until is not None:
             due = max(due, self._hold_until)
         return due

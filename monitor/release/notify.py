@@ -43,7 +43,7 @@ def run_notify(
         listed = ", ".join(sorted(known)) or "none: add [[channels]] to the config"
         err.write(f"monitor: notify: unknown channel {', '.join(unknown)}; configured: {listed}\n")
         return EXIT_CONFIG
-    problems = [p for p in channel_secret_problems(settings) if _names_one_of(p, settings, names)]
+    problems = channel_secret_problems(settings, names)
     if problems:
         for problem in problems:
             err.write(f"monitor: notify: {problem}\n")
@@ -75,8 +75,3 @@ def _notice(name: str, title: str | None, body: str | None, severity: str, test:
     minute = datetime.now(UTC).strftime("%Y%m%dT%H%M")
     digest = hashlib.sha256(f"{name}\n{text}\n{minute}".encode()).hexdigest()[:16]
     return Notice(title or "", body or "", key=f"notice-{digest}", test=test, severity=severity)
-
-
-def _names_one_of(problem: str, settings: Settings, names: Sequence[str]) -> bool:
-    indexes = {i for i, c in enumerate(settings.channels) if c.name in names}
-    return any(problem.startswith(f"channels[{i}].") for i in indexes)

@@ -340,16 +340,6 @@ class GithubIssues:
 
         return self._call(read)
 
-    def is_taken(self, number: int, ack_label: str) -> bool:
-        """True when a person closed the issue or acknowledged it."""
-
-        def read() -> bool:
-            issue = self._repo.get_issue(number)
-            labels = {label.name.lower() for label in issue.labels}
-            return issue.state == "closed" or ack_label.lower() in labels
-
-        return self._call(read)
-
     def open_marked_issues(self) -> list[MarkedIssue]:
         """Open issues with our marker, across targets (labels filter on the common labels)."""
 
@@ -499,7 +489,7 @@ class GithubChannel:
         first (an hourly read), whatever the watch has not reported yet."""
         if action.kind != "comment" or action.payload.get("event") != "reminder":
             return False
-        return self._issues.is_taken(issue.number, self._settings.ack_label)
+        return bool(self._issues.people(action.incident_id, issue.number, self._settings.ack_label))
 
     def _open(self, action: OutboxAction, delivery: Delivery) -> ChannelHandle:
         payload = action.payload
