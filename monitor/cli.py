@@ -137,6 +137,26 @@ def build_parser() -> argparse.ArgumentParser:
         "--check-slo", action="store_true", help="exit 1 when an SLO or MTTR objective is missed"
     )
 
+    kpis = sub.add_parser(
+        "kpis",
+        parents=[common],
+        help="the seed's KPI table (DORA and pipeline quality) from GitHub and the monitor",
+    )
+    kpis.add_argument(
+        "--window", default=None, metavar="DURATION", help="e.g. 7d, 30d (default: kpis.window)"
+    )
+    kpis.add_argument(
+        "--since", type=_parse_when, metavar="DATE", help="window start (ISO date or time, UTC)"
+    )
+    kpis.add_argument("--until", type=_parse_when, metavar="DATE", help="window end (default: now)")
+    kpis.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    kpis.add_argument(
+        "--check", action="store_true", help="exit 1 when a KPI with data misses its objective"
+    )
+    kpis.add_argument(
+        "--offline", action="store_true", help="read only the store: no sync with GitHub first"
+    )
+
     store = sub.add_parser(
         "store", help="the state database itself (no config file needed)"
     ).add_subparsers(dest="store_command", required=True, metavar="STORE_COMMAND")
@@ -285,6 +305,8 @@ def _main(argv: Sequence[str] | None) -> int:
         )
     if args.command == "report":
         return _report(settings, args, sys.stdout)
+    if args.command == "kpis":
+        return _kpis(settings, args)
     if args.command == "notify":
         return _notify(settings, args)
     if args.command == "maintenance":
@@ -294,6 +316,45 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stdout.write("\n")
         return EXIT_OK
     raise AssertionError(f"unhandled command {args.command}")
+
+
+def _kpis(settings: Settings, args: argparse.Namespace) -> int:
+    from monitor.kpis.command import run_kpis  # PyGithub and the store load only here
+
+    now = datetime.now(UTC)
+    span = _window(args, settings.kpis.window, now)
+    if span is None:
+        return EXIT_CONFIG
+    return run_kpis(
+        settings,
+        span,
+        now,
+        as_json=args.json,
+        check=args.check,
+        offline=args.offline,
+        out=sys.stdout,
+        err=sys.stderr,
+    )
+
+
+def _window(
+    args: argparse.Namespace, default_s: float, now: datetime
+) -> tuple[datetime, datetime] | None:
+    """The [start, end) of ``--window``/``--since``/``--until``; None (and a message on
+    stderr) when they make no window."""
+    from monitor.figures.slo import parse_window
+
+    end = args.until or now
+    try:
+        length = parse_window(args.window) if args.window else default_s
+    except ValueError as exc:
+        sys.stderr.write(f"monitor: --window: {exc}\n")
+        return None
+    start = args.since or end - timedelta(seconds=length)
+    if start >= end:
+        sys.stderr.write("monitor: --since must be before --until\n")
+        return None
+    return start, end
 
 
 def _notify(settings: Settings, args: argparse.Namespace) -> int:
@@ -409,7 +470,7 @@ def _parse_when(text: str) -> datetime:
 def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
     from monitor.figures.history import History
     from monitor.figures.report import render_report
-    from monitor.figures.slo import Span, parse_window
+    from monitor.figures.slo import Span
     from monitor.figures.target import target_figures
     from monitor.store.base import StoreError
     from monitor.store.factory import open_store
@@ -424,16 +485,10 @@ def _report(settings: Settings, args: argparse.Namespace, out: TextIO) -> int:
         )
         return EXIT_CONFIG
     now = datetime.now(UTC)
-    end = args.until or now
-    try:
-        length = parse_window(args.window) if args.window else settings.monitor.slo_window
-    except ValueError as exc:
-        sys.stderr.write(f"monitor: --window: {exc}\n")
+    span = _window(args, settings.monitor.slo_window, now)
+    if span is None:
         return EXIT_CONFIG
-    start = args.since or end - timedelta(seconds=length)
-    if start >= end:
-        sys.stderr.write("monitor: --since must be before --until\n")
-        return EXIT_CONFIG
+    start, end = span
     try:
         store = open_store(settings)
         try:

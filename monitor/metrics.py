@@ -230,6 +230,38 @@ class Metrics:
             tw,
             registry=r,
         )
+        # --- the seed's KPI table (monitor kpis), over kpis.window
+        self.kpi_value = Gauge(
+            "monitor_kpi_value",
+            "A KPI over kpis.window in its own unit (per week, seconds, ratio, score); NaN"
+            " without data",
+            ("kpi",),
+            registry=r,
+        )
+        self.kpi_objective = Gauge(
+            "monitor_kpi_objective", "A KPI's objective ([kpis.objectives])", ("kpi",), registry=r
+        )
+        self.kpi_met = Gauge(
+            "monitor_kpi_objective_met",
+            "1 when the KPI meets its objective, 0 when it misses it, NaN without data",
+            ("kpi",),
+            registry=r,
+        )
+        self.kpi_data_age = Gauge(
+            "monitor_kpi_data_age_seconds",
+            "Age of the GitHub data behind the KPIs (since the last complete sync); NaN"
+            " before the first",
+            registry=r,
+        )
+        self.kpi_requests = Counter(
+            "monitor_kpi_sync_requests",
+            "Requests the KPI sync made to GitHub, by answer (not_modified costs no rate limit)",
+            ("answer",),
+            registry=r,
+        )
+        self.kpi_sync_errors = Counter(
+            "monitor_kpi_sync_errors", "KPI syncs GitHub interrupted", registry=r
+        )
         # --- the monitor itself
         self.store_errors = Counter(
             "monitor_store_errors",

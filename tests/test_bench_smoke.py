@@ -49,6 +49,7 @@ SMOKE_ARGS = {
         "30",
     ],
 }
+SMOKE_ARGS["kpi_sync"] = ["--history-days", "2", "--days", "1"]
 SMOKE_ARGS["remote_db"] = ["--delays-ms", "0,2", "--commits", "3"]
 SCRIPTS = {"store-backends": "store"}  # cases that run another case's script
 NEEDS_POSTGRES = {"store-backends", "remote_db"}

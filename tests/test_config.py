@@ -927,3 +927,42 @@ def test_mutation_base_document_is_valid(tmp_path: Path) -> None:
     settings = load_settings(write_config(tmp_path, to_toml(FULL)))
 
     assert settings.targets[0].checks[0].headers["Authorization"].get_secret_value() == "Bearer x"
+
+
+@pytest.mark.parametrize(
+    ("section", "expected"),
+    [
+        ('[kpis]\nreport_every = "1d"', "kpis.report_every: "),
+        ('[kpis]\ntest_workflows = ["ci"]', "kpis.test_workflows[0]: "),
+        ('[kpis]\ntarget = "production"', "kpis.target: no target named 'production'"),
+        ('[kpis]\nstaging_target = "stage"', "kpis.staging_target: no target named 'stage'"),
+        ("[kpis.objectives]\nchange_failure_rate = 2", "kpis.objectives.change_failure_rate: "),
+        ('[kpis.objectives]\nmttr_s = "soon"', "kpis.objectives.mttr_s: invalid duration"),
+        ('[kpis]\nwindow = "30d"\nlookback = "7d"', "kpis: "),
+        ('[kpis]\nrepository = "a/b"', "kpis.repository: "),
+    ],
+    ids=[
+        "report-not-weekly",
+        "workflow-not-a-file",
+        "unknown-target",
+        "unknown-staging",
+        "ratio-over-1",
+        "bad-duration",
+        "lookback-short",
+        "unknown-key",
+    ],
+)
+def test_a_bad_kpis_section_is_named(tmp_path: Path, section: str, expected: str) -> None:
+    """Each [kpis] mistake is one problem line naming its key."""
+    problems = problems_of(write_config(tmp_path, section + "\n" + ONE_TARGET))
+    assert len(problems) == 1, problems
+    assert problems[0].startswith(expected), problems
+
+
+def test_kpi_workflows_are_file_names_whatever_the_path_given(tmp_path: Path) -> None:
+    """`.github/workflows/ci.yml` and `ci.yml` name the same workflow file."""
+    text = '[kpis]\ntest_workflows = [".github/workflows/ci.yml", "e2e.yaml"]\n' + ONE_TARGET
+    settings = load_settings(write_config(tmp_path, text))
+    assert settings.kpis.test_workflows == ["ci.yml", "e2e.yaml"]
+    assert settings.kpis.staging(["staging"]) == "staging"
+    assert settings.kpis.environment_target(["staging"]) is None

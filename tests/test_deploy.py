@@ -594,7 +594,7 @@ def test_dashboard_covers_the_interface() -> None:
 # A command line up to a shell operator or the end of a quoted string around it (as in
 # `-C "... monitor report --json"`); a quoted argument after a space is part of it.
 MONITOR_COMMAND = re.compile(
-    r"(?<![\w$./-])monitor\s+(?:run|check|verify|report|config|demo|notify|maintenance)\b"
+    r"(?<![\w$./-])monitor\s+(?:run|check|verify|report|kpis|config|demo|notify|maintenance)\b"
     r"(?:[^\n\"'|>;&)]|(?<=\s)\"[^\"\n]*\"|(?<=\s)'[^'\n]*')*"
 )
 

@@ -135,6 +135,8 @@ EXPECTED_ALERTS = {
     "MonitorNoLeader": "critical",
     "MonitorTwoLeaders": "warning",
     "MonitorChannelStopped": "critical",
+    "KpiObjectiveMissed": "warning",
+    "KpiDataStale": "warning",
 }
 
 

@@ -28,6 +28,7 @@ from monitor.probing.results import Outcome, TargetResult
 from monitor.store import postgres_schema, sqlite_schema
 from monitor.store.base import (
     ChannelHandle,
+    GithubRecord,
     IncidentRow,
     Leadership,
     NewAction,
@@ -654,6 +655,9 @@ def test_purge_deletes_past_retention_and_counts(store: SqlStore) -> None:
     live = store.start_session(at(-100))
     store.heartbeat(live, at(-40))
     store.write_rollups([_rollup("hour", "*", at(-120)), _rollup("hour", "*", at(-30))], None)
+    store.put_github_records(
+        [GithubRecord("run", "1", at(-60), {"n": 1}), GithubRecord("run", "2", at(-40), {})]
+    )
 
     counts = store.purge(raw_before=at(-80), rollups_before=at(-50))
 
@@ -665,7 +669,9 @@ def test_purge_deletes_past_retention_and_counts(store: SqlStore) -> None:
         "sessions": 1,
         "deployments": 1,
         "incidents": 1,
+        "github_records": 1,
     }
+    assert [r.key for r in store.github_records("run")] == ["2"]
     assert [r["started_at"] for r in store.recent_check_results("production", at(-200), 10)] == [
         ts(at(-60)),
         ts(at(0)),
@@ -684,6 +690,57 @@ def test_purge_deletes_past_retention_and_counts(store: SqlStore) -> None:
     assert [d.seen_at for d in store.deployments(None)] == [at(0)]
     assert sorted(i.id for i in store.incidents()) == sorted([still_open.id, recent.id])
     assert store.purge(raw_before=at(-80), rollups_before=at(-50)) == dict.fromkeys(counts, 0)
+
+
+def test_github_records_upsert_by_kind_and_key_and_read_by_time(store: SqlStore) -> None:
+    """A re-read replaces its record (a re-run keeps its id); reads are ordered by time
+    and bounded [since, until); kinds do not mix."""
+    store.put_github_records(
+        [
+            GithubRecord("run", "7", at(10), {"attempt": 1, "conclusion": "failure"}),
+            GithubRecord("run", "8", at(5), {"attempt": 1}),
+            GithubRecord("deployment", "7", at(1), {"sha": "abc"}),
+        ]
+    )
+    store.put_github_records(
+        [GithubRecord("run", "7", at(10), {"attempt": 2, "conclusion": "success"})]
+    )
+    runs = store.github_records("run")
+    assert [(r.key, r.at, dict(r.payload)) for r in runs] == [
+        ("8", at(5), {"attempt": 1}),
+        ("7", at(10), {"attempt": 2, "conclusion": "success"}),
+    ]
+    assert [r.key for r in store.github_records("run", since=at(6))] == ["7"]
+    assert [r.key for r in store.github_records("run", until=at(10))] == ["8"]
+    assert store.github_record("deployment", "7") == GithubRecord(
+        "deployment", "7", at(1), {"sha": "abc"}
+    )
+    assert store.github_record("deployment", "8") is None
+
+
+def test_enqueue_once_enqueues_a_key_only_once(store: SqlStore) -> None:
+    """The weekly report: a second enqueue under the same key adds nothing, even from
+    another store on the same database; the steps queue like any other."""
+    report = NewAction("github", "kpi-report-2026-W48", "kpi-report", "report", {"week": "W48"})
+    assert store.enqueue_once("kpi-report:2026-W48", [report], T0) is True
+    assert store.enqueue_once("kpi-report:2026-W48", [report], at(1)) is False
+    assert [(a.kind, a.target) for a in store.pending_actions("github")] == [
+        ("report", "kpi-report")
+    ]
+    assert store.meta("once:kpi-report:2026-W48") is not None
+
+
+def test_a_deposed_leader_enqueues_no_report(store: SqlStore) -> None:
+    """enqueue_once is fenced like every decision: a stale epoch writes nothing."""
+    epoch = store.claim_leadership("ams", "i-1", T0)
+    store.claim_leadership("ord", "i-2", T0)
+    store.fence(epoch)
+    report = NewAction("github", "kpi-report-2026-W48", "kpi-report", "report", {})
+    with pytest.raises(NotLeader):
+        store.enqueue_once("kpi-report:2026-W48", [report], T0)
+    store.fence(None)
+    assert store.pending_actions() == []
+    assert store.meta("once:kpi-report:2026-W48") is None
 
 
 # ---- 8. leadership and fencing --------------------------------------------------------------

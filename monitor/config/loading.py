@@ -239,6 +239,10 @@ def _semantic_problems(settings: Settings) -> list[str]:
         if name not in target_names:
             problems.append(f"status_page.targets[{index}]: no target named {name!r}")
     problems += _channel_problems(settings, target_names)
+    for key in ("target", "staging_target"):
+        name = getattr(settings.kpis, key)
+        if name is not None and name not in target_names:
+            problems.append(f"kpis.{key}: no target named {name!r}")
     for index, window in enumerate(settings.maintenance):
         for t_index, name in enumerate(window.targets or []):
             if name not in target_names:

@@ -324,6 +324,84 @@ class StatusPageSection(_Section):
         return None if value is None else check_http_url(value)
 
 
+class KpiObjectives(_Section):
+    """``[kpis.objectives]``: the seed's table of target SLOs, each KPI's bar.
+
+    Rates, frequencies and scores are met at or above their bar; times and the
+    change failure rate are met below theirs.
+    """
+
+    deployment_frequency_per_week: float = Field(2.0, ge=0)  # at least
+    lead_time_median_s: Duration = 7200.0  # below
+    change_failure_rate: float = Field(0.05, ge=0, le=1)  # below
+    mttr_s: Duration = 1800.0  # below
+    test_pass_rate: float = Field(1.0, ge=0, le=1)  # at least
+    security_scan_pass_rate: float = Field(1.0, ge=0, le=1)  # at least
+    performance_score: float = Field(85.0, ge=0, le=100)  # at least
+    staging_health: float = Field(0.995, gt=0, le=1)  # at least
+
+
+WEEK_S = 7 * 86400.0
+
+
+def _workflow_file(value: str) -> str:
+    # runs name their workflow by path (.github/workflows/ci.yml): the file is what stays
+    name = value.rsplit("/", 1)[-1]
+    if not re.fullmatch(r"[A-Za-z0-9_.-]+\.ya?ml", name):
+        raise ValueError(f"expected a workflow file name such as ci.yml, got {value!r}")
+    return name
+
+
+WorkflowFile = Annotated[str, AfterValidator(_workflow_file)]
+
+
+class KpiSection(_Section):
+    """``[kpis]``: the seed's KPI table from GitHub (deployments, runs, statuses) and
+    the monitor's own figures."""
+
+    enabled: bool = True  # sync from GitHub whenever the GitHub sink is configured
+    environment: str = Field("production", min_length=1, max_length=255)
+    # the environment's target (incidents: change failure rate, MTTR); default: the
+    # target named like the environment
+    target: str | None = None
+    staging_target: str | None = None  # default: the target named "staging"
+    test_workflows: list[WorkflowFile] = Field(default_factory=list)
+    security_workflows: list[WorkflowFile] = Field(default_factory=list)
+    rollback_workflows: list[WorkflowFile] = Field(default_factory=list)
+    objectives: KpiObjectives = Field(default_factory=KpiObjectives)
+    sync_interval: Duration = 900.0
+    report_every: OptionalDuration = 0.0  # 0: no report; 7d: one issue per ISO week
+    window: Duration = 30 * 86400.0  # the gauges' window and the command's default
+    lookback: Duration = 90 * 86400.0  # how far back the first sync reads
+
+    @field_validator("report_every")
+    @classmethod
+    def _weekly_or_off(cls, value: float) -> float:
+        # a report per ISO week is what a review meets over; other periods would need
+        # their own titles and boundaries, and nobody has asked
+        if value not in (0.0, WEEK_S):
+            raise ValueError("only 7d (one report per ISO week) or 0 (off) is supported")
+        return value
+
+    @model_validator(mode="after")
+    def _lookback_covers_window(self) -> KpiSection:
+        if self.lookback < self.window:
+            raise ValueError("lookback: must be at least as long as window")
+        return self
+
+    def environment_target(self, names: list[str]) -> str | None:
+        """The target whose incidents count against the environment's deployments."""
+        if self.target is not None:
+            return self.target
+        return self.environment if self.environment in names else None
+
+    def staging(self, names: list[str]) -> str | None:
+        """The target whose uptime is the staging-health KPI."""
+        if self.staging_target is not None:
+            return self.staging_target
+        return "staging" if "staging" in names else None
+
+
 # the parsed TOML document while Settings validates it (load_settings sets it)
 toml_data: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("toml_data")
 
@@ -357,6 +435,7 @@ class Settings(BaseSettings):
     targets: list[TargetConfig] = Field(min_length=1)
     channels: list[ChannelConfig] = Field(default_factory=list)
     maintenance: list[MaintenanceConfig] = Field(default_factory=list)
+    kpis: KpiSection = Field(default_factory=KpiSection)
     # MONITOR_API_TOKEN: the bearer token of POST/DELETE /api/maintenance (absent: no API)
     api_token: SecretStr | None = None
 

@@ -23,6 +23,7 @@ from monitor.daemon.dispatch import Dispatch
 from monitor.daemon.events import EventBuilder
 from monitor.daemon.figures import FigureRefresher
 from monitor.daemon.health import assess, stale_targets
+from monitor.daemon.kpis import KpiWatch
 from monitor.daemon.leader import LeaderElection
 from monitor.daemon.maintenance import MaintenanceWatch
 from monitor.daemon.recorder import CycleRecorder, update_incident_metrics
@@ -99,6 +100,10 @@ class Daemon:
             self.maintenance,
         )
         self._figures = FigureRefresher(self.store, self.history, settings, self.metrics)
+        self.kpis = KpiWatch(
+            self.store, self.history, settings, self.metrics, clock, wake=self.dispatch.wake
+        )
+        self._kpi_task: asyncio.Future[None] | None = None
         self._schedule = ProbeSchedule(settings.monitor)
         self.targets = {
             t.name: TargetRuntime(
@@ -287,6 +292,12 @@ class Daemon:
         # also when a leader's proof lapsed while its thread still hangs on the lock
         self.metrics.leader.set(1 if self.election.acting else 0)
         self.dispatch.refresh_metrics()
+        # GitHub may be slow or down: the KPIs run in a thread of their own, never
+        # holding up the figures below or a probe
+        if self._kpi_task is None or self._kpi_task.done():
+            self._kpi_task = asyncio.get_running_loop().run_in_executor(
+                None, self.kpis.tick, self.election.acting
+            )
         # rollups and SLO figures read many rows: off the event loop, never blocking probes
         try:
             await asyncio.get_running_loop().run_in_executor(None, self.refresh_figures)
@@ -379,6 +390,11 @@ class Daemon:
         await self._schedule.drain(self.settings.monitor.shutdown_grace)
         await self._prober.aclose()
         self.dispatch.stop()
+        if self._kpi_task is not None:  # it reads the store, which closes below
+            try:
+                await asyncio.wait_for(self._kpi_task, timeout=self.settings.monitor.shutdown_grace)
+            except TimeoutError:
+                log.warning("KPI sync still running at shutdown")
         self.election.stop()  # after the workers: a successor may take over at once
         if self._session_id is not None:
             try:

@@ -9,11 +9,13 @@ from monitor.figures.target import TargetFigures
 from monitor.store.base import IncidentRow
 
 
-def _pct(ratio: float | None, digits: int = 3) -> str:
+def percent(ratio: float | None, digits: int = 3) -> str:
+    """A ratio as a percentage (``n/a`` for None)."""
     return "n/a" if ratio is None else f"{ratio * 100:.{digits}f} %"
 
 
-def _dur(seconds: float | None) -> str:
+def duration_text(seconds: float | None) -> str:
+    """A duration as people read it (``n/a`` for None)."""
     if seconds is None:
         return "n/a"
     return "0s" if seconds < 0.5 else format_duration(seconds)
@@ -28,14 +30,14 @@ def render_target(f: TargetFigures) -> str:
     acct = f.account
     w = f.window
     lines = [
-        f"{f.target}  (window {w.start:%Y-%m-%d %H:%M} -> {w.end:%Y-%m-%d %H:%M} UTC, {_dur(w.seconds)})",
-        f"  uptime          {_pct(acct.uptime)}   up {_dur(acct.up_s)}, degraded {_dur(acct.degraded_s)},"
-        f" down {_dur(acct.down_s)}, unknown {_dur(acct.unknown_s)}",
-        f"  coverage        {_pct(acct.coverage, 1)}   (time the monitor could vouch for)",
+        f"{f.target}  (window {w.start:%Y-%m-%d %H:%M} -> {w.end:%Y-%m-%d %H:%M} UTC, {duration_text(w.seconds)})",
+        f"  uptime          {percent(acct.uptime)}   up {duration_text(acct.up_s)}, degraded {duration_text(acct.degraded_s)},"
+        f" down {duration_text(acct.down_s)}, unknown {duration_text(acct.unknown_s)}",
+        f"  coverage        {percent(acct.coverage, 1)}   (time the monitor could vouch for)",
     ]
     if acct.maintenance_s > 0:
         lines.append(
-            f"  maintenance     {_dur(acct.maintenance_s)}   (left out of uptime, coverage"
+            f"  maintenance     {duration_text(acct.maintenance_s)}   (left out of uptime, coverage"
             " and the error budget)"
         )
     if f.objective is not None and f.budget is not None:
@@ -44,33 +46,33 @@ def render_target(f: TargetFigures) -> str:
             for name, rate in f.burn_rates.items()
         )
         remaining = f.budget.remaining_ratio
-        left = "n/a" if remaining != remaining else _pct(remaining, 1)  # NaN guard
+        left = "n/a" if remaining != remaining else percent(remaining, 1)  # NaN guard
         lines += [
-            f"  SLO             {_pct(f.objective, 2)}: {_verdict(f.slo_met)};"
-            f" error budget left {left} (allowed down {_dur(f.budget.allowed_down_s)})",
+            f"  SLO             {percent(f.objective, 2)}: {_verdict(f.slo_met)};"
+            f" error budget left {left} (allowed down {duration_text(f.budget.allowed_down_s)})",
             f"  burn rate       {rates}",
         ]
     m = f.mttr
     lines += [
-        f"  incidents       {m.count} ({m.resolved} resolved), downtime {_dur(m.downtime_s)}",
-        f"  MTTR            mean {_dur(m.mean_s)}, median {_dur(m.median_s)}, longest {_dur(m.longest_s)}"
+        f"  incidents       {m.count} ({m.resolved} resolved), downtime {duration_text(m.downtime_s)}",
+        f"  MTTR            mean {duration_text(m.mean_s)}, median {duration_text(m.median_s)}, longest {duration_text(m.longest_s)}"
         + (
-            f"  (objective < {_dur(f.mttr_objective_s)}: {_verdict(f.mttr_met)})"
+            f"  (objective < {duration_text(f.mttr_objective_s)}: {_verdict(f.mttr_met)})"
             if f.mttr_objective_s is not None
             else ""
         ),
-        f"  MTTA            mean {_dur(f.mtta.mean_s)}, median {_dur(f.mtta.median_s)}"
+        f"  MTTA            mean {duration_text(f.mtta.mean_s)}, median {duration_text(f.mtta.median_s)}"
         f"  ({f.mtta.acknowledged} acknowledged; time to acknowledge)",
     ]
     d = f.deployments
-    cfr = "n/a" if d.change_failure_ratio is None else _pct(d.change_failure_ratio, 1)
+    cfr = "n/a" if d.change_failure_ratio is None else percent(d.change_failure_ratio, 1)
     lines.append(
         f"  deployments     {d.deployments} ({d.per_week:.1f} per week); change failure rate {cfr}"
         f" ({d.failed} of {d.deployments})"
     )
     for incident in f.incidents[:10]:
         end = incident.resolved_at
-        duration = _dur((end - incident.started_at).total_seconds()) if end else "ongoing"
+        duration = duration_text((end - incident.started_at).total_seconds()) if end else "ongoing"
         issue = f" #{incident.issue_number}" if incident.issue_number else ""
         lines.append(
             f"    - {incident.started_at:%Y-%m-%d %H:%M:%S} UTC  {duration:>10}{issue}  {incident.id}"
@@ -88,7 +90,7 @@ def _people(incident: IncidentRow) -> str:
     said = ""
     if incident.acknowledged_at is not None:
         wait = max(0.0, (incident.acknowledged_at - incident.started_at).total_seconds())
-        said += f"  acknowledged{_by(incident.acknowledged_by)} after {_dur(wait)}"
+        said += f"  acknowledged{_by(incident.acknowledged_by)} after {duration_text(wait)}"
     if incident.closed_at is not None:
         closed = f"{incident.closed_at:%Y-%m-%d %H:%M} UTC"
         said += f"  issue closed{_by(incident.closed_by)} at {closed} (still failing)"

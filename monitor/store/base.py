@@ -108,6 +108,17 @@ class IncidentRow:
 
 
 @dataclass(frozen=True, slots=True)
+class GithubRecord:
+    """A document read from GitHub for the KPIs, by kind (a deployment, a workflow run, a
+    status) and GitHub's own key; ``at`` orders it and says when retention drops it."""
+
+    kind: str
+    key: str
+    at: datetime
+    payload: Mapping[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
 class NewAction:
     """An action to enqueue: for which channel and incident, what, with what payload."""
 
@@ -304,6 +315,26 @@ class Store(Protocol):
 
     def open_handles(self, channel: str) -> list[tuple[str, ChannelHandle]]:
         """(incident id, handle) of the channel's incidents that are not resolved."""
+        ...
+
+    def enqueue_once(self, key: str, actions: Sequence[NewAction], now: datetime) -> bool:
+        """Enqueue unless ``key`` was enqueued before (a weekly report); True if enqueued."""
+        ...
+
+    # ---- what the KPIs read from GitHub
+
+    def put_github_records(self, records: Sequence[GithubRecord]) -> None:
+        """Insert or replace records by (kind, key)."""
+        ...
+
+    def github_records(
+        self, kind: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[GithubRecord]:
+        """Records of one kind with ``since <= at < until``, oldest first."""
+        ...
+
+    def github_record(self, kind: str, key: str) -> GithubRecord | None:
+        """One record by kind and key."""
         ...
 
     # ---- people and maintenance

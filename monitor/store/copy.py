@@ -72,6 +72,8 @@ TABLES: tuple[Table, ...] = (
     # the windows opened from the API: the figures read them to leave their time out
     Table("maintenance", ("id",), identity=True),
     Table("rollups", ("period", "target", "check_name", "bucket")),
+    # what the KPIs read from GitHub, with its ETags: a copy need not read it all again
+    Table("github_records", ("kind", "key")),
     # each region's last view, as it was: the quorum judges a view's age by seen_at
     Table("region_views", ("target", "region")),
 )

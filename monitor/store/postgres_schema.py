@@ -176,8 +176,20 @@ CREATE TABLE maintenance (
 CREATE INDEX maintenance_by_end ON maintenance (ends_at);
 """
 
+# Version 6 (as SQLite's): what the KPIs read from GitHub, and its ETags.
+_V6 = """
+CREATE TABLE github_records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at DOUBLE PRECISION NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+CREATE INDEX github_records_by_time ON github_records (kind, at);
+"""
+
 # Migrations after the baseline, numbered as SQLite's: version 4 is MIGRATIONS[0].
-MIGRATIONS: tuple[str, ...] = (_V4, _V5)
+MIGRATIONS: tuple[str, ...] = (_V4, _V5, _V6)
 SCHEMA_VERSION = BASELINE_VERSION + len(MIGRATIONS)
 
 

@@ -36,6 +36,7 @@ from monitor.store.base import (
     GITHUB_CHANNEL,
     TRANSIENT,
     ChannelHandle,
+    GithubRecord,
     IncidentRow,
     Leadership,
     NewAction,
@@ -683,6 +684,61 @@ class SqlStore(ABC):
             for row in rows
         ]
 
+    def enqueue_once(self, key: str, actions: Sequence[NewAction], now: datetime) -> bool:
+        """Enqueue ``actions`` unless ``key`` was enqueued before; True when it was not.
+
+        The key lands in ``meta`` in the same transaction as the steps, so a crash
+        leaves both or neither, and a second leader finds the key and adds nothing.
+        """
+        with self._tx() as db:
+            self._check_fence(db)
+            inserted = db.execute(
+                "INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT (key) DO NOTHING",
+                (f"once:{key}", str(ts(now))),
+            ).rowcount
+            if inserted != 1:
+                return False
+            self._enqueue(db, actions, ts(now))
+        return True
+
+    # ---- what the KPIs read from GitHub ---------------------------------------------------
+
+    def put_github_records(self, records: Sequence[GithubRecord]) -> None:
+        """Insert or replace records by (kind, key), in one transaction."""
+        if not records:
+            return
+        with self._tx() as db:
+            self._check_fence(db)
+            db.executemany(
+                "INSERT INTO github_records (kind, key, at, payload) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (kind, key) DO UPDATE SET at = excluded.at,"
+                " payload = excluded.payload",
+                [(r.kind, r.key, ts(r.at), json.dumps(r.payload)) for r in records],
+            )
+
+    def github_records(
+        self, kind: str, since: datetime | None = None, until: datetime | None = None
+    ) -> list[GithubRecord]:
+        """Records of one kind with ``since <= at < until``, oldest first."""
+        rows = self._query(
+            "SELECT kind, key, at, payload FROM github_records WHERE kind = ? AND at >= ?"
+            " AND at < ? ORDER BY at, key",
+            (
+                kind,
+                float("-inf") if since is None else ts(since),
+                float("inf") if until is None else ts(until),
+            ),
+        )
+        return [_github_record(row) for row in rows]
+
+    def github_record(self, kind: str, key: str) -> GithubRecord | None:
+        """One record by kind and key."""
+        rows = self._query(
+            "SELECT kind, key, at, payload FROM github_records WHERE kind = ? AND key = ?",
+            (kind, key),
+        )
+        return _github_record(rows[0]) if rows else None
+
     def outbox_stats(self, now: datetime) -> tuple[int, float]:
         """(pending count, age in seconds of the oldest pending action)."""
         rows = self._query(
@@ -891,4 +947,11 @@ class SqlStore(ABC):
             counts["incidents"] = db.execute(
                 "DELETE FROM incidents WHERE resolved_at IS NOT NULL AND resolved_at < ?", (old,)
             ).rowcount
+            counts["github_records"] = db.execute(
+                "DELETE FROM github_records WHERE at < ?", (old,)
+            ).rowcount
         return counts
+
+
+def _github_record(row: Row) -> GithubRecord:
+    return GithubRecord(row["kind"], row["key"], dt(row["at"]), json.loads(row["payload"]))

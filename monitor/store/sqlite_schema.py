@@ -192,7 +192,21 @@ CREATE TABLE maintenance (
 CREATE INDEX maintenance_by_end ON maintenance (ends_at);
 """
 
-MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5)
+# Version 6: what the KPIs read from GitHub (deployments, workflow runs, Lighthouse
+# statuses, each deployment's commits) and the ETags that make a re-read free, as
+# documents keyed by kind and GitHub's own id; ``at`` orders and expires them.
+_V6 = """
+CREATE TABLE github_records (
+    kind TEXT NOT NULL,
+    key TEXT NOT NULL,
+    at REAL NOT NULL,
+    payload TEXT NOT NULL,
+    PRIMARY KEY (kind, key)
+) WITHOUT ROWID;
+CREATE INDEX github_records_by_time ON github_records (kind, at);
+"""
+
+MIGRATIONS: tuple[str, ...] = (_V1, _V2, _V3, _V4, _V5, _V6)
 SCHEMA_VERSION = len(MIGRATIONS)
 
 

@@ -340,6 +340,21 @@ class GithubIssues:
 
         return self._call(read)
 
+    def find_marked(self, label: str, marker: str) -> IssueRef | None:
+        """An issue, open or closed, with ``label`` whose body holds ``marker`` (a report)."""
+
+        def lookup() -> IssueRef | None:
+            # newest first: the one we look for was filed lately, if at all
+            listing = self._repo.get_issues(
+                state="all", labels=[label], sort="created", direction="desc"
+            )
+            for issue in listing:
+                if marker in (issue.body or ""):
+                    return IssueRef(issue.number, issue.html_url)
+            return None
+
+        return self._call(lookup)
+
     def open_marked_issues(self) -> list[MarkedIssue]:
         """Open issues with our marker, across targets (labels filter on the common labels)."""
 
@@ -444,13 +459,15 @@ class GithubChannel:
 
     def settle_s(self, action: OutboxAction) -> float:
         """Creates and comments may land after we die mid-request: lease them."""
-        return CREATE_SETTLE_S if action.kind in ("open", "comment") else 0.0
+        return CREATE_SETTLE_S if action.kind in ("open", "comment", "report") else 0.0
 
     def deliver(self, action: OutboxAction, delivery: Delivery) -> ChannelHandle | None:
         """Perform one issue step; an open returns the issue, found or filed."""
         payload = action.payload
         if action.kind == "open":
             return self._open(action, delivery)
+        if action.kind == "report":
+            return self._report(action)
         issue, found = self._issue_for(action, delivery)
         if issue is None:
             log.warning(
@@ -513,6 +530,18 @@ class GithubChannel:
                 _strings(payload, "assignees"),
             )
         return ChannelHandle(ref.number, ref.url)
+
+    def _report(self, action: OutboxAction) -> ChannelHandle:
+        """File a KPI report issue, unless an earlier try did (its marker is in the body)."""
+        payload = action.payload
+        labels = _strings(payload, "labels")
+        marker = payload_text(payload, "marker")
+        found = self._issues.find_marked(labels[0], marker) if labels and marker else None
+        if found is None:
+            found = self._issues.open_issue(
+                payload_text(payload, "title"), payload_text(payload, "body"), labels, []
+            )
+        return ChannelHandle(found.number, found.url)
 
     def _issue_for(self, action: OutboxAction, delivery: Delivery) -> tuple[IssueRef | None, bool]:
         """The issue to act on, and whether it was found just now (so it gets recorded)."""

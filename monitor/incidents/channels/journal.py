@@ -44,6 +44,13 @@ class JournalChannel:
 
     def deliver(self, action: OutboxAction, delivery: Delivery) -> ChannelHandle | None:
         """Log the event; the journal keeps no handle."""
+        if action.kind == "report":  # the weekly KPI report, without a repository to file it
+            log.info(
+                "KPI report",
+                title=text.payload_text(action.payload, "title"),
+                text=text.payload_text(action.payload, "body"),
+            )
+            return None
         kind = EventKind(action.kind)
         fields = {
             "incident": action.incident_id,

@@ -1,0 +1,146 @@
+"""The KPIs in the daemon: the leader syncs with GitHub every ``kpis.sync_interval``
+and files the weekly report; every instance sets the KPI gauges from the store.
+
+It runs in a worker thread of its own, apart from the figures' refresh: a slow
+GitHub delays neither probes nor the other figures.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+from monitor.config import Settings
+from monitor.figures.history import History
+from monitor.figures.slo import Span
+from monitor.incidents.channels.journal import JOURNAL
+from monitor.kpis.maths import KEYS
+from monitor.kpis.report import (
+    REPORT_LABEL,
+    html_base,
+    iso_week,
+    last_closed_week,
+    report_marker,
+    weekly_report,
+)
+from monitor.kpis.table import KpiTable, kpi_table
+from monitor.logs import get_logger
+from monitor.metrics import Metrics
+from monitor.store.base import GITHUB_CHANNEL, NewAction, Store, StoreError
+
+log = get_logger("monitor.kpis")
+REPORT_TARGET = "kpi-report"  # the report's own outbox queue: it never waits on an incident
+
+
+class KpiWatch:
+    """Syncs (the leader), reports (the leader) and exports the KPI table (everyone)."""
+
+    def __init__(
+        self,
+        store: Store,
+        history: History,
+        settings: Settings,
+        metrics: Metrics,
+        clock: Callable[[], datetime],
+        wake: Callable[[], None] = lambda: None,
+    ) -> None:
+        self._store = store
+        self._wake = wake  # the outbox workers: a queued report goes out at once
+        self._history = history
+        self._settings = settings
+        self._metrics = metrics
+        self._clock = clock
+        self._busy = threading.Lock()
+        self._github = settings.kpis.enabled and settings.github.active
+        self._sync = None
+        if self._github:
+            from monitor.kpis.sync import KpiSync  # PyGithub: loaded only with a token
+
+            self._sync = KpiSync(store, settings, clock)
+        for key in KEYS:
+            self._metrics.kpi_objective.labels(key).set(getattr(settings.kpis.objectives, key))
+
+    def tick(self, acting: bool) -> None:
+        """One pass (in a worker thread); a pass still running makes this one a no-op."""
+        if not self._busy.acquire(blocking=False):
+            return
+        try:
+            now = self._clock()
+            if acting:
+                self._maybe_sync(now)
+            self.export(now)
+            if acting and self._settings.kpis.report_every:
+                self._maybe_report(now)
+        except StoreError as exc:
+            self._metrics.store_errors.labels("kpis").inc()
+            log.error("could not refresh the KPIs", error=str(exc))
+        finally:
+            self._busy.release()
+
+    def _maybe_sync(self, now: datetime) -> None:
+        if self._sync is None or not self._sync.due(now):
+            return
+        state = self._sync.sync(now)
+        self._metrics.kpi_requests.labels("not_modified").inc(state.not_modified)
+        self._metrics.kpi_requests.labels("read").inc(state.requests - state.not_modified)
+        if state.error:
+            self._metrics.kpi_sync_errors.inc()
+
+    def export(self, now: datetime) -> KpiTable:
+        """Set the gauges from the table over ``kpis.window`` up to ``now``."""
+        m = self._metrics
+        table = kpi_table(
+            self._history, self._settings, Span.ending(now, self._settings.kpis.window), now
+        )
+        for kpi in table.kpis:
+            m.kpi_value.labels(kpi.key).set(math.nan if kpi.value is None else kpi.value)
+            m.kpi_met.labels(kpi.key).set(math.nan if kpi.met is None else float(kpi.met))
+        age = table.data_age_s
+        m.kpi_data_age.set(math.nan if age is None else age)
+        return table
+
+    def _maybe_report(self, now: datetime) -> None:
+        """File the last closed week's report once its data is in (exactly once)."""
+        week = last_closed_week(now)
+        name = iso_week(week.start)
+        once = f"kpi-report:{name}"
+        if self._store.meta(f"once:{once}") is not None:
+            return
+        if self._sync is not None:
+            done = self._sync.state().succeeded_at
+            if done is None or done < week.end:
+                return  # GitHub's part of the week is not read yet
+        before = Span(week.start - timedelta(days=7), week.start)
+        table = kpi_table(self._history, self._settings, week, now)
+        previous = kpi_table(self._history, self._settings, before, now)
+        github = self._settings.github
+        title, body = weekly_report(
+            table,
+            previous,
+            github.repository or "",
+            html_base(github.api_url),
+            self._issue_of,
+        )
+        channel = GITHUB_CHANNEL if github.active else JOURNAL
+        action = NewAction(
+            channel,
+            f"kpi-report-{name}",
+            REPORT_TARGET,
+            "report",
+            {
+                "title": title,
+                "body": body,
+                "labels": [REPORT_LABEL],
+                "week": name,
+                "marker": report_marker(name),
+            },
+        )
+        if self._store.enqueue_once(once, [action], now):
+            log.info("KPI report queued", week=name, channel=channel)
+            self._wake()
+
+    def _issue_of(self, incident_id: str) -> str | None:
+        row = self._store.incident(incident_id)
+        return None if row is None else row.issue_url
