@@ -22,7 +22,7 @@ from monitor.config import load_settings
 from monitor.kpis.sync import KpiSync
 from monitor.store.sqlite import SqliteStore
 from tests import kpi_fixture as fx
-from tests.fakegithub import DEFAULT_TOKEN, FakeGitHub
+from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 
 BAR_PER_HOUR = 60
 DAY0 = datetime(2026, 9, 1, tzinfo=UTC)
@@ -50,6 +50,10 @@ def main() -> None:
         try:
             sync = KpiSync(store, settings, lambda: DAY0)
 
+            # the workflows the config names exist (the rollback one seldom runs)
+            for path, name in (("ci.yml", "CI"), ("security.yml", "Security")):
+                fake.add_workflow(DEFAULT_REPO, f".github/workflows/{path}", name)
+            fake.add_workflow(DEFAULT_REPO, ".github/workflows/rollback-production.yml", "Rollback")
             # history nobody synced: the first sync reads all of it
             for day in range(history_days):
                 fx.steady_day(

@@ -249,8 +249,8 @@ class Metrics:
         )
         self.kpi_data_age = Gauge(
             "monitor_kpi_data_age_seconds",
-            "Age of the GitHub data behind the KPIs (since the last complete sync); NaN"
-            " before the first",
+            "Age of the GitHub data behind the KPIs (since the last complete sync); +Inf when"
+            " no sync ever completed, NaN without GitHub",
             registry=r,
         )
         self.kpi_requests = Counter(

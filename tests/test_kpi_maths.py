@@ -74,7 +74,7 @@ def table() -> dict[str, Kpi]:
     down_s = 3600.0 * len(fx.STAGING_DOWN)
     account = TimeAccount(WINDOW.seconds - down_s, 0.0, down_s, 0.0)
     rows = [
-        maths.deployment_frequency(deps, [], WINDOW, 2.0, 910.0),
+        maths.deployment_frequency(deps, [], WINDOW, 2.0, 910.0, covered=WINDOW),
         maths.lead_time(changes(), deps, WINDOW, 7200.0),
         maths.change_failure_rate(
             deps,
@@ -120,7 +120,7 @@ def test_every_kpi_without_data_is_null_and_neither_met_nor_missed() -> None:
     """An empty window: value null, met null, samples 0 - never a made-up zero."""
     empty = Span(fx.END, fx.END + timedelta(days=7))
     rows = [
-        maths.deployment_frequency([], [], empty, 2.0, 910.0),
+        maths.deployment_frequency([], [], empty, 2.0, 910.0, covered=empty),
         maths.lead_time({}, [], empty, 7200.0),
         maths.change_failure_rate([], [], [], empty, 3600.0, 0.05),
         maths.time_to_restore([], empty, empty.end, 1800.0),
@@ -130,7 +130,7 @@ def test_every_kpi_without_data_is_null_and_neither_met_nor_missed() -> None:
     ]
     zero_per_week = rows.pop(0)
     assert (zero_per_week.value, zero_per_week.met) == (0.0, False)  # GitHub read: 0/week
-    unread = maths.deployment_frequency([], [], empty, 2.0, 910.0, read=False)
+    unread = maths.deployment_frequency([], [], empty, 2.0, 910.0, covered=None)
     for kpi in [unread, *rows]:
         assert (kpi.value, kpi.met, kpi.samples) == (None, None, 0), kpi.key
 
@@ -143,7 +143,7 @@ def test_a_deployment_is_cross_checked_against_the_versions_the_monitor_saw() ->
         Deployment("production", "d1d1d1d", "v2.0", fx.t(18, 14, 10)),  # in time for 2
         Deployment("production", "v2.0", "hotfix", fx.t(21, 12)),  # no deployment
     ]
-    kpi = maths.deployment_frequency(deps, observed, WINDOW, 2.0, 910.0)
+    kpi = maths.deployment_frequency(deps, observed, WINDOW, 2.0, 910.0, covered=WINDOW)
     assert [d["id"] for d in kpi.detail["only_in_github"]] == [4, 5]
     assert [o["to"] for o in kpi.detail["only_observed"]] == ["hotfix"]
 
@@ -164,3 +164,76 @@ def test_objectives_have_the_seeds_directions(
 ) -> None:
     """ ">= 2 per week" is met at 2; "< 2 hours" and "< 5 %" are missed at the bar."""
     assert Kpi(key, value, objective, 1).met is met
+
+
+def test_a_rollback_deployment_is_no_change_and_fails_the_one_it_undid() -> None:
+    """deploy-production.yml's own rollback job deploys again in the same run: that
+    deployment is not counted, and the one before it failed (by rollback)."""
+    run = "https://github.com/acme/web/actions/runs/77"
+    shipped = GhDeployment(
+        1, "a" * 40, "main", "production", fx.t(20, 10), "inactive", fx.t(20, 10, 5), run
+    )
+    undone = GhDeployment(
+        2, "a" * 40, "main", "production", fx.t(20, 10, 20), "success", fx.t(20, 10, 25), run
+    )
+    deps = [shipped, undone]
+    assert maths.rollbacks_among(deps, []) == {2: shipped}
+    cfr = maths.change_failure_rate(deps, [], [], WINDOW, 3600.0, 0.05)
+    assert (cfr.value, cfr.samples, cfr.detail["by_rollback"]) == (1.0, 1, 1)
+    rollbacks = maths.rollbacks_among(deps, [])
+    frequency = maths.deployment_frequency(
+        deps, [], WINDOW, 2.0, 910.0, covered=WINDOW, rollbacks=rollbacks
+    )
+    assert (frequency.samples, frequency.detail["rollbacks"]) == (1, 1)
+
+
+def test_a_rollback_workflows_deployment_is_no_change_and_a_cancelled_run_no_failure() -> None:
+    """The rollback workflow's own deployment is not counted; a rollback run that was
+    cancelled (an approval refused) fails nothing."""
+    deployed = GhDeployment(
+        1, "a" * 40, "main", "production", fx.t(20, 10), "success", fx.t(20, 10, 5)
+    )
+    rollback_run = WorkflowRun(
+        50,
+        "rollback-production.yml",
+        "Rollback",
+        1,
+        "completed",
+        "success",
+        "a" * 40,
+        fx.t(20, 10, 30),
+        fx.t(20, 10, 40),
+        "https://github.com/acme/web/actions/runs/50",
+    )
+    redeployed = GhDeployment(
+        2,
+        "0" * 40,
+        "main",
+        "production",
+        fx.t(20, 10, 31),
+        "success",
+        fx.t(20, 10, 35),
+        "https://github.com/acme/web/actions/runs/50",
+    )
+    deps = [deployed, redeployed]
+    cfr = maths.change_failure_rate(deps, [], [rollback_run], WINDOW, 3600.0, 0.05)
+    assert (cfr.value, cfr.samples) == (1.0, 1)
+    refused = WorkflowRun(**{**vars_of(rollback_run), "conclusion": "cancelled", "id": 51})
+    cfr = maths.change_failure_rate([deployed], [], [refused], WINDOW, 3600.0, 0.05)
+    assert (cfr.value, cfr.samples) == (0.0, 1)
+
+
+def vars_of(run: WorkflowRun) -> dict[str, object]:
+    """A run's fields by name (it has slots, not a __dict__)."""
+    return {name: getattr(run, name) for name in run.__slots__}
+
+
+def test_a_first_deployment_counts_only_the_windows_commits() -> None:
+    """Basis lookback: commits before the window are the lookback's, not this figure's."""
+    deployed = GhDeployment(
+        1, "a" * 40, "main", "production", fx.t(20, 10), "success", fx.t(20, 12)
+    )
+    commits = (Commit("old", fx.t(10, 9)), Commit("new", fx.t(20, 9)))
+    change = DeploymentChanges(1, "a" * 40, fx.t(20, 12), commits, "lookback", "first")
+    kpi = maths.lead_time({1: change}, [deployed], WINDOW, 7200.0)
+    assert (kpi.value, kpi.samples) == (3 * 3600.0, 1)

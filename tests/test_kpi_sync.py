@@ -98,7 +98,8 @@ def test_a_second_sync_with_nothing_new_costs_no_rate_limit(
     state = kpis.sync(SYNC_AT + timedelta(minutes=15))
     made = len(fake_github.requests) - requests_before
     assert state.error is None
-    assert made == state.requests == state.not_modified == 2  # deployments, runs
+    # the deployments, and each configured workflow's runs
+    assert made == state.requests == state.not_modified == 4
     assert fake_github.rate_remaining == before
 
 
@@ -123,7 +124,9 @@ def test_a_new_deployment_is_read_incrementally(
         f"/repos/acme/web/deployments/{new}/statuses",
         f"/repos/acme/web/compare/{fx.DEPLOYS[-1].sha}...{sha}",
         f"/repos/acme/web/commits/{sha}/statuses",
-        "/repos/acme/web/actions/runs",
+        "/repos/acme/web/actions/workflows/ci.yml/runs",
+        "/repos/acme/web/actions/workflows/rollback-production.yml/runs",
+        "/repos/acme/web/actions/workflows/security.yml/runs",
     ]
     changes = store.github_record(CHANGES, str(new))
     assert changes is not None
@@ -136,6 +139,7 @@ def test_the_first_deployment_measures_from_the_lookbacks_first_commit(
 ) -> None:
     """No earlier deployment: every commit since the lookback's start, and it says so."""
     old = fake_github.add_commit(DEFAULT_REPO, author_date=fx.t(1, 9) - timedelta(days=120))
+    before = fake_github.add_commit(DEFAULT_REPO, author_date=fx.t(10, 9))  # lookback, not window
     first = fake_github.add_commit(DEFAULT_REPO, author_date=fx.t(20, 9))
     head = fake_github.add_commit(DEFAULT_REPO, author_date=fx.t(20, 11))
     deployment = fake_github.add_deployment(DEFAULT_REPO, sha=head, created_at=fx.t(20, 12))
@@ -146,11 +150,12 @@ def test_the_first_deployment_measures_from_the_lookbacks_first_commit(
     assert record is not None
     changes = DeploymentChanges.from_record(record)
     assert changes.basis == "lookback"
-    assert {c.sha for c in changes.commits} == {first, head}
+    assert {c.sha for c in changes.commits} == {before, first, head}
     assert old not in changes.note
     assert "no earlier successful deployment" in changes.note
     lead = table(store, settings).kpi("lead_time_median_s")
-    assert lead.value == pytest.approx(2 * 3600)  # median of 3 h and 1 h
+    assert lead.value == pytest.approx(2 * 3600)  # median of 3 h and 1 h: the window's commits
+    assert lead.samples == 2
     assert lead.detail["basis"] == {"lookback": 1}
     assert "no earlier successful deployment" in lead.detail["notes"][0]["note"]
 
@@ -272,6 +277,11 @@ def test_a_malformed_reply_is_a_classified_failure_not_a_crash(
     state = KpiSync(store, settings, lambda: SYNC_AT).sync(SYNC_AT)
     assert state.error is not None
     assert "dict" in state.error
+    year_one = [{"id": 1, "sha": "a" * 40, "created_at": "0001-01-01T00:00:00+01:00"}]
+    fake_github.inject("GET", r"/repos/acme/web/deployments", fg.status(200, year_one))
+    state = KpiSync(store, settings, lambda: SYNC_AT).sync(SYNC_AT)
+    assert state.error is not None
+    assert "unreadable" in state.error
 
 
 @pytest.mark.usefixtures("token")
@@ -339,3 +349,101 @@ def test_commit_dates_in_any_offset_are_the_same_instant(text: str, utc: datetim
     """A committer's offset moves the clock face, not the instant lead time starts at."""
     assert parse_time(text) == utc
     assert parse_time(text).utcoffset() == timedelta(0)
+
+
+@pytest.mark.usefixtures("token")
+def test_a_deployment_approved_days_later_is_still_counted(
+    tmp_path: Path, fake_github: FakeGitHub, store: SqliteStore
+) -> None:
+    """Waiting for reviewers past the day of polling: its new status moves the list's
+    updated_at, and that alone sends the sync back to its statuses."""
+    settings = write_settings(tmp_path, fake_github.url)
+    sha = fake_github.add_commit(DEFAULT_REPO, author_date=fx.t(20, 9))
+    waiting = fake_github.add_deployment(DEFAULT_REPO, sha=sha, created_at=fx.t(20, 10))
+    fake_github.add_deployment_status(DEFAULT_REPO, waiting, "queued", created_at=fx.t(20, 10))
+    kpis = sync(store, settings, fx.t(20, 11))
+    kpis.sync(fx.t(22, 11))  # two days on: no longer polled
+    fake_github.add_deployment_status(DEFAULT_REPO, waiting, "success", created_at=fx.t(22, 12))
+    assert kpis.sync(fx.t(22, 13)).error is None
+    got = table(store, settings, fx.t(22, 13))
+    assert [d["id"] for d in got.kpi("deployment_frequency_per_week").detail["deployments"]] == [
+        waiting
+    ]
+
+
+@pytest.mark.usefixtures("token")
+def test_a_compare_github_cannot_render_skips_one_deployment_not_the_sync(
+    tmp_path: Path, fake_github: FakeGitHub, store: SqliteStore
+) -> None:
+    """A compare answering 502 every time: the rest is stored, the sync says what it
+    skipped and retries it; after a day the deployment is measured by no commit."""
+    fx.load_github(fake_github)
+    settings = write_settings(tmp_path, fake_github.url)
+    fake_github.inject("GET", r"/repos/acme/web/compare/.*", fg.status(502), count=None)
+    kpis = KpiSync(store, settings, lambda: SYNC_AT)
+    state = kpis.sync(fx.t(27, 17))
+    assert state.error is None
+    assert state.warning is not None
+    assert "commits of deployment" in state.warning
+    got = table(store, settings, fx.t(27, 17))
+    assert got.kpi("deployment_frequency_per_week").samples == 4
+    assert got.kpi("lead_time_median_s").value is None  # nothing measured yet
+    assert got.as_dict()["github"]["skipped"] == state.warning
+    later = kpis.sync(SYNC_AT + timedelta(days=2))
+    assert later.error is None
+    lead = table(store, settings, SYNC_AT + timedelta(days=2)).kpi("lead_time_median_s")
+    assert lead.detail["deployments_measured"] == 4
+    assert any("failed to list its commits" in n["note"] for n in lead.detail["notes"])
+
+
+@pytest.mark.usefixtures("token")
+def test_stale_github_data_measures_frequency_over_what_it_covers(
+    tmp_path: Path, fake_github: FakeGitHub, store: SqliteStore
+) -> None:
+    """A sync ten days old: a 7-day window past it has no frequency (not "0 a week,
+    missed"); one that half overlaps counts per week of what was read."""
+    fx.load_github(fake_github)
+    settings = write_settings(tmp_path, fake_github.url)
+    sync(store, settings)  # at SYNC_AT, an hour after the fixture's end
+    history = History(store, settings)
+    now = SYNC_AT + timedelta(days=10)
+    beyond = kpi_table(history, settings, Span(now - timedelta(days=7), now), now)
+    frequency = beyond.kpi("deployment_frequency_per_week")
+    assert (frequency.value, frequency.met) == (None, None)
+    straddling = Span(fx.END - timedelta(days=7), fx.END + timedelta(days=7))
+    covered = kpi_table(history, settings, straddling, now).kpi("deployment_frequency_per_week")
+    assert covered.samples == 2  # deployments 4 and 5
+    assert covered.value == pytest.approx(2 / ((7 * 24 + 1) / (7 * 24)))  # per week read
+    assert covered.detail["covered"]["end"] == SYNC_AT.isoformat()
+
+
+@pytest.mark.usefixtures("token")
+def test_a_stopping_monitor_sends_no_further_request(
+    tmp_path: Path, fake_github: FakeGitHub, store: SqliteStore
+) -> None:
+    """Shutdown sets the event: the pass ends at its next request, classified."""
+    import threading
+
+    settings = write_settings(tmp_path, fake_github.url)
+    stopping = threading.Event()
+    stopping.set()
+    state = KpiSync(store, settings, lambda: SYNC_AT, stopping=stopping).sync(SYNC_AT)
+    assert state.error == "the monitor is stopping"
+    assert fake_github.request_count() == 0
+
+
+@pytest.mark.usefixtures("token")
+def test_a_workflow_github_does_not_know_is_named_and_asked_about_daily(
+    tmp_path: Path, fake_github: FakeGitHub, store: SqliteStore
+) -> None:
+    """A configured file with no workflow behind it: the sync succeeds, says so, and
+    does not spend a request on it every pass."""
+    settings = write_settings(tmp_path, fake_github.url, 'test_workflows = ["nope.yml"]')
+    kpis = sync(store, settings)
+    state = kpis.sync(SYNC_AT + timedelta(minutes=15))
+    assert state.error is None
+    assert state.warning == "no workflow nope.yml in acme/web"
+    asked = fake_github.request_count("GET", "/repos/acme/web/actions/workflows/nope.yml/runs")
+    assert asked == 1  # the first pass only; the next deep read asks again
+    kpis.sync(SYNC_AT + timedelta(days=1, minutes=1))
+    assert fake_github.request_count("GET", "/repos/acme/web/actions/workflows/nope.yml") == 2

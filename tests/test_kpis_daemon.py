@@ -17,7 +17,8 @@ from monitor.incidents.channels.github import GithubChannel, GithubIssues
 from monitor.incidents.channels.journal import JournalChannel
 from monitor.incidents.outbox import OutboxWorker
 from monitor.kpis.maths import KEYS
-from monitor.kpis.report import REPORT_LABEL, iso_week, last_closed_week
+from monitor.kpis.report import REPORT_LABEL
+from monitor.kpis.weeks import closed_weeks, iso_week
 from monitor.metrics import Metrics
 from monitor.store.sqlite import SqliteStore
 from tests import fakegithub as fg
@@ -166,7 +167,7 @@ def test_the_daemon_syncs_exports_and_reports_once_across_a_restart(
     last closed week, still one after a restart, and the token in no log line."""
     fx.load_github(fake_github)
     target_server.route("/health", respond(200, b"ok"))
-    week = iso_week(last_closed_week(datetime.now(UTC)).start)
+    week = iso_week(closed_weeks(datetime.now(UTC), 1)[0].start)
     config = write_config(
         tmp_path / "config.toml",
         target_url=target_server.url,
@@ -206,3 +207,73 @@ def test_the_daemon_syncs_exports_and_reports_once_across_a_restart(
     [issue] = report_issues(fake_github)
     assert issue["title"] == f"KPI report {week}"
     assert DEFAULT_TOKEN not in logs
+
+
+@pytest.mark.usefixtures("token")
+def test_weeks_missed_while_the_monitor_was_down_are_filed_in_order(
+    tmp_path: Path, fake_github: FakeGitHub
+) -> None:
+    """Week 46 was the last filed; at week 49 the leader files 47, then 48 (a fresh
+    install files only the latest)."""
+    fx.load_github(fake_github)
+    settings = write_settings(tmp_path, fake_github.url, REPORT_KPIS)
+    clock = ManualClock(MONDAY)
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+        store.enqueue_once("kpi-report:2026-W46", [], MONDAY - timedelta(days=14))
+        watch(store, settings, clock).tick(acting=True)
+        weeks = [a.payload["week"] for a in store.pending_actions()]
+    finally:
+        store.close()
+    assert weeks == ["2026-W47", "2026-W48"]
+
+
+@pytest.mark.usefixtures("token")
+def test_a_failing_sync_still_leaves_the_gauges_exported(
+    tmp_path: Path, fake_github: FakeGitHub, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An unexpected error in one step is logged; the gauges (and the data's age the
+    staleness alert reads) are still set, and the next tick runs."""
+    from monitor.kpis.sync import KpiSync
+
+    def broken(self: KpiSync, now: object = None) -> None:
+        raise RuntimeError("a bug of ours")
+
+    monkeypatch.setattr(KpiSync, "sync", broken)
+    settings = write_settings(tmp_path, fake_github.url, REPORT_KPIS)
+    clock = ManualClock(MONDAY)
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+        fx.load_store(store)
+        kpis = watch(store, settings, clock)
+        with capture_logs() as logs:
+            kpis.tick(acting=True)
+            kpis.tick(acting=True)
+        registry = kpis._metrics.registry
+    finally:
+        store.close()
+    assert [e["step"] for e in logs if e["event"] == "KPI step failed"] == ["sync", "sync"]
+    age = registry.get_sample_value("monitor_kpi_data_age_seconds")
+    assert age is not None
+    assert math.isnan(age)  # never synced: no age, and the table says so
+    health = registry.get_sample_value("monitor_kpi_value", {"kpi": "staging_health"})
+    assert health is not None
+    assert 0.99 < health < 1.0
+
+
+@pytest.mark.usefixtures("token")
+def test_a_sync_that_never_worked_reads_as_infinitely_old(
+    tmp_path: Path, fake_github: FakeGitHub
+) -> None:
+    """A refused token from day one: monitor_kpi_data_age_seconds is +Inf, so
+    KpiDataStale fires, instead of NaN, which no alert sees."""
+    fake_github.inject("GET", r"/repos/acme/web/deployments", fg.status(401), count=None)
+    settings = write_settings(tmp_path, fake_github.url, REPORT_KPIS)
+    store = SqliteStore(tmp_path / "state.db")
+    try:
+        kpis = watch(store, settings, ManualClock(MONDAY))
+        kpis.tick(acting=True)
+        age = kpis._metrics.registry.get_sample_value("monitor_kpi_data_age_seconds")
+    finally:
+        store.close()
+    assert age == math.inf

@@ -391,10 +391,13 @@ class Daemon:
         await self._prober.aclose()
         self.dispatch.stop()
         if self._kpi_task is not None:  # it reads the store, which closes below
+            self.kpis.stop()  # a sync in progress sends no further request
             try:
                 await asyncio.wait_for(self._kpi_task, timeout=self.settings.monitor.shutdown_grace)
             except TimeoutError:
                 log.warning("KPI sync still running at shutdown")
+            except Exception as exc:  # tick catches its own; this is belt and braces
+                log.error("KPI pass failed at shutdown", error=repr(exc))
         self.election.stop()  # after the workers: a successor may take over at once
         if self._session_id is not None:
             try:

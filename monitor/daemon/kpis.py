@@ -17,21 +17,17 @@ from monitor.figures.history import History
 from monitor.figures.slo import Span
 from monitor.incidents.channels.journal import JOURNAL
 from monitor.kpis.maths import KEYS
-from monitor.kpis.report import (
-    REPORT_LABEL,
-    html_base,
-    iso_week,
-    last_closed_week,
-    report_marker,
-    weekly_report,
-)
+from monitor.kpis.report import REPORT_LABEL, html_base, report_marker, weekly_report
 from monitor.kpis.table import KpiTable, kpi_table
+from monitor.kpis.weeks import closed_weeks, iso_week
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
 from monitor.store.base import GITHUB_CHANNEL, NewAction, Store, StoreError
 
 log = get_logger("monitor.kpis")
 REPORT_TARGET = "kpi-report"  # the report's own outbox queue: it never waits on an incident
+# after the monitor was down over weeks, it files those missed, up to this many
+CATCH_UP_WEEKS = 4
 
 
 class KpiWatch:
@@ -53,29 +49,43 @@ class KpiWatch:
         self._metrics = metrics
         self._clock = clock
         self._busy = threading.Lock()
+        self._stopping = threading.Event()
         self._github = settings.kpis.enabled and settings.github.active
         self._sync = None
         if self._github:
             from monitor.kpis.sync import KpiSync  # PyGithub: loaded only with a token
 
-            self._sync = KpiSync(store, settings, clock)
+            self._sync = KpiSync(store, settings, clock, stopping=self._stopping)
         for key in KEYS:
             self._metrics.kpi_objective.labels(key).set(getattr(settings.kpis.objectives, key))
 
+    def stop(self) -> None:
+        """Shutting down: a sync still running sends no further request."""
+        self._stopping.set()
+
     def tick(self, acting: bool) -> None:
-        """One pass (in a worker thread); a pass still running makes this one a no-op."""
+        """One pass (in a worker thread); a pass still running makes this one a no-op.
+
+        Each step fails alone: a sync that broke still leaves the gauges (and with them
+        the data's age, which KpiDataStale reads) exported.
+        """
         if not self._busy.acquire(blocking=False):
             return
         try:
             now = self._clock()
-            if acting:
-                self._maybe_sync(now)
-            self.export(now)
-            if acting and self._settings.kpis.report_every:
-                self._maybe_report(now)
-        except StoreError as exc:
-            self._metrics.store_errors.labels("kpis").inc()
-            log.error("could not refresh the KPIs", error=str(exc))
+            steps = [("sync", self._maybe_sync), ("export", self.export)]
+            if self._settings.kpis.report_every:
+                steps.append(("report", self._maybe_report))
+            for name, step in steps:
+                if name != "export" and not acting:
+                    continue
+                try:
+                    step(now)
+                except StoreError as exc:
+                    self._metrics.store_errors.labels("kpis").inc()
+                    log.error("could not refresh the KPIs", step=name, error=str(exc))
+                except Exception as exc:  # a bug of ours must not stop the next pass
+                    log.exception("KPI step failed", step=name, error=repr(exc))
         finally:
             self._busy.release()
 
@@ -98,20 +108,40 @@ class KpiWatch:
             m.kpi_value.labels(kpi.key).set(math.nan if kpi.value is None else kpi.value)
             m.kpi_met.labels(kpi.key).set(math.nan if kpi.met is None else float(kpi.met))
         age = table.data_age_s
-        m.kpi_data_age.set(math.nan if age is None else age)
+        if age is None:
+            # tried and never read: infinitely old, so KpiDataStale fires (no data: NaN)
+            tried = self._github and table.sync.attempted_at is not None
+            age = math.inf if tried else math.nan
+        m.kpi_data_age.set(age)
         return table
 
     def _maybe_report(self, now: datetime) -> None:
-        """File the last closed week's report once its data is in (exactly once)."""
-        week = last_closed_week(now)
+        """File each closed week's report once its data is in, exactly once.
+
+        The latest closed week, and the weeks before it back to the last one filed (at
+        most CATCH_UP_WEEKS), so a monitor down over a Monday still reports that week.
+        """
+        weeks = closed_weeks(now, CATCH_UP_WEEKS)
+        filed = [i for i, w in enumerate(weeks) if self._filed(w)]
+        for week in weeks[filed[-1] + 1 :] if filed else weeks[-1:]:
+            if not self._data_covers(week):
+                return  # later weeks wait too: reports go out in order
+            self._report(week, now)
+
+    def _filed(self, week: Span) -> bool:
+        return self._store.meta(f"once:kpi-report:{iso_week(week.start)}") is not None
+
+    def _data_covers(self, week: Span) -> bool:
+        """GitHub was read in full after the week ended, runs back to the lookback too
+        (so the week's re-runs are in)."""
+        if self._sync is None:
+            return True
+        state = self._sync.state()
+        done, deep = state.succeeded_at, state.deep_scan_at
+        return done is not None and done >= week.end and (deep is None or deep >= week.end)
+
+    def _report(self, week: Span, now: datetime) -> None:
         name = iso_week(week.start)
-        once = f"kpi-report:{name}"
-        if self._store.meta(f"once:{once}") is not None:
-            return
-        if self._sync is not None:
-            done = self._sync.state().succeeded_at
-            if done is None or done < week.end:
-                return  # GitHub's part of the week is not read yet
         before = Span(week.start - timedelta(days=7), week.start)
         table = kpi_table(self._history, self._settings, week, now)
         previous = kpi_table(self._history, self._settings, before, now)
@@ -137,7 +167,7 @@ class KpiWatch:
                 "marker": report_marker(name),
             },
         )
-        if self._store.enqueue_once(once, [action], now):
+        if self._store.enqueue_once(f"kpi-report:{name}", [action], now):
             log.info("KPI report queued", week=name, channel=channel)
             self._wake()
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import re
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -58,6 +59,7 @@ class GithubApi:
         clock: Callable[[], datetime],
         *,
         client: Github | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         if settings.token is None or settings.repository is None:
             raise ValueError("reading GitHub needs github.token and github.repository")
@@ -74,8 +76,14 @@ class GithubApi:
         self._known = dict(etags)
         self._fresh: dict[str, str] = {}
         self._clock = clock
+        self._stopping = stopping or threading.Event()  # set: no further request goes out
         self.requests = 0
         self.not_modified = 0
+
+    @property
+    def stopping(self) -> bool:
+        """The monitor is shutting down: no further request goes out."""
+        return self._stopping.is_set()
 
     def close(self) -> None:
         """Release the connection pool."""
@@ -98,6 +106,8 @@ class GithubApi:
 
         ``conditional`` sends the ETag of the last reading and keeps the new one;
         ``refresh`` reads in full all the same (keeping the new ETag)."""
+        if self._stopping.is_set():  # a first sync is thousands of requests: stop between two
+            raise GithubUnavailable("the monitor is stopping")
         query = {k: str(v) for k, v in (params or {}).items()}
         key = path + ("?" + "&".join(f"{k}={v}" for k, v in sorted(query.items())) if query else "")
         headers = {}

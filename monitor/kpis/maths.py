@@ -7,6 +7,7 @@ how many samples it stands on, with the details a reviewer needs to check it.
 
 from __future__ import annotations
 
+import re
 import statistics
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -73,14 +74,51 @@ class Kpi:
         }
 
 
-def _successes(deployments: Sequence[GhDeployment], window: Span) -> list[GhDeployment]:
-    """Successful deployments whose success falls in the window, by success time."""
-    found = [
-        d
-        for d in deployments
-        if d.succeeded and d.succeeded_at is not None and window.contains(d.succeeded_at)
-    ]
+_RUN_ID = re.compile(r"/actions/runs/(\d+)")
+
+
+def run_id(url: str | None) -> int | None:
+    """The workflow run a URL points into (a deployment status's log URL), if any."""
+    match = _RUN_ID.search(url or "")
+    return int(match[1]) if match else None
+
+
+def _succeeded(deployments: Sequence[GhDeployment]) -> list[GhDeployment]:
+    """Every successful deployment, by success time."""
+    found = [d for d in deployments if d.succeeded and d.succeeded_at is not None]
     return sorted(found, key=lambda d: (d.succeeded_at, d.id))
+
+
+def rollbacks_among(
+    deployments: Sequence[GhDeployment], rollback_runs: Sequence[WorkflowRun]
+) -> dict[int, GhDeployment]:
+    """Deployments that put an older release back rather than ship a change, each with
+    the deployment it undid: one made by a run of a rollback workflow, or a second
+    deployment in one workflow run (``deploy-production.yml``'s automatic rollback)."""
+    rollback_ids = {r.id for r in rollback_runs}
+    seen_runs: set[int] = set()
+    found: dict[int, GhDeployment] = {}
+    previous: GhDeployment | None = None
+    for d in _succeeded(deployments):
+        run = run_id(d.url)
+        if run is not None and (run in rollback_ids or run in seen_runs) and previous:
+            found[d.id] = previous
+            continue  # the one it undid stays "previous" for the next rollback too
+        if run is not None:
+            seen_runs.add(run)
+        previous = d
+    return found
+
+
+def _successes(
+    deployments: Sequence[GhDeployment], window: Span, rollbacks: Mapping[int, GhDeployment]
+) -> list[GhDeployment]:
+    """Successful deployments of a change whose success falls in the window."""
+    return [
+        d
+        for d in _succeeded(deployments)
+        if d.id not in rollbacks and d.succeeded_at is not None and window.contains(d.succeeded_at)
+    ]
 
 
 def _deployment_ref(d: GhDeployment) -> dict[str, Any]:
@@ -99,13 +137,18 @@ def deployment_frequency(
     objective: float,
     match_s: float,
     *,
-    read: bool = True,
+    covered: Span | None,
+    rollbacks: Mapping[int, GhDeployment] | None = None,
 ) -> Kpi:
-    """Successful deployments per week; each cross-checked against the version changes
-    the monitor saw (within ``match_s`` after the success, or by sha), and the ones
-    only one side knows are listed. Until GitHub has been ``read`` there is no figure:
-    none seen is not the same as none made."""
-    done = _successes(deployments, window)
+    """Successful deployments of a change per week of the window that GitHub's data
+    ``covered`` (None: not read yet, so no figure: none seen is not none made).
+
+    Each is cross-checked against the version changes the monitor saw (within
+    ``match_s`` after the success, or by sha), and the ones only one side knows are
+    listed. Rollbacks put an old release back: they are no deployment of a change.
+    """
+    rollbacks = rollbacks or {}
+    done = _successes(deployments, window, rollbacks)
     seen = [o for o in observed if window.contains(o.seen_at)]
     unmatched = list(seen)
     only_github = []
@@ -115,20 +158,39 @@ def deployment_frequency(
             only_github.append(_deployment_ref(d))
         else:
             unmatched.remove(match)
-    weeks = window.seconds / _WEEK_S
+    span = _overlap(window, covered)
+    weeks = 0.0 if span is None else span.seconds / _WEEK_S
     return Kpi(
         "deployment_frequency_per_week",
-        len(done) / weeks if weeks > 0 and read else None,
+        len(done) / weeks if weeks > 0 else None,
         objective,
         len(done),
         {
             "deployments": [_deployment_ref(d) for d in done],
+            "rollbacks": len([r for r in rollbacks if _in(window, deployments, r)]),
+            "covered": None
+            if span is None
+            else {"start": span.start.isoformat(), "end": span.end.isoformat()},
             "only_in_github": only_github,
             "only_observed": [
                 {"seen_at": o.seen_at.isoformat(), "from": o.from_version, "to": o.to_version}
                 for o in unmatched
             ],
         },
+    )
+
+
+def _overlap(window: Span, covered: Span | None) -> Span | None:
+    if covered is None:
+        return None
+    start, end = max(window.start, covered.start), min(window.end, covered.end)
+    return Span(start, end) if end > start else None
+
+
+def _in(window: Span, deployments: Sequence[GhDeployment], deployment_id: int) -> bool:
+    return any(
+        d.id == deployment_id and d.succeeded_at is not None and window.contains(d.succeeded_at)
+        for d in deployments
     )
 
 
@@ -155,13 +217,15 @@ def lead_time(
     deployments: Sequence[GhDeployment],
     window: Span,
     objective: float,
+    rollbacks: Mapping[int, GhDeployment] | None = None,
 ) -> Kpi:
     """Median (and 90th percentile) time from each commit a successful deployment in the
-    window introduced to that deployment's success."""
+    window introduced to that deployment's success. A deployment with no earlier one
+    (basis ``lookback``) counts its commits from the window's first on."""
     lead_s: list[float] = []
     bases: dict[str, int] = {}
     notes = []
-    for d in _successes(deployments, window):
+    for d in _successes(deployments, window, rollbacks or {}):
         change = changes.get(d.id)
         if change is None:
             continue  # not measured yet: the next sync reads its commits
@@ -169,9 +233,10 @@ def lead_time(
         if change.note:
             notes.append({"deployment": d.id, "basis": change.basis, "note": change.note})
         assert d.succeeded_at is not None
-        lead_s += [
-            max(0.0, (d.succeeded_at - c.committed_at).total_seconds()) for c in change.commits
-        ]
+        commits = change.commits
+        if change.basis == "lookback":  # "since the first commit of the window"
+            commits = tuple(c for c in commits if c.committed_at >= window.start)
+        lead_s += [max(0.0, (d.succeeded_at - c.committed_at).total_seconds()) for c in commits]
     return Kpi(
         "lead_time_median_s",
         statistics.median(lead_s) if lead_s else None,
@@ -200,50 +265,63 @@ def _p90(values: Sequence[float]) -> float | None:
 def change_failure_rate(
     deployments: Sequence[GhDeployment],
     incidents: Sequence[IncidentRecord],
-    rollbacks: Sequence[WorkflowRun],
+    rollback_runs: Sequence[WorkflowRun],
     window: Span,
     failure_window_s: float,
     objective: float,
 ) -> Kpi:
     """The share of successful deployments in the window followed, within the failure
-    window, by an incident on the environment's target or by a rollback run.
+    window, by an incident on the environment's target or by a rollback: a run of a
+    rollback workflow (one that ran: not cancelled or skipped), or a rollback
+    deployment in the deploy's own run.
 
-    Each incident and each rollback is blamed on the latest successful deployment
+    Each incident and each rollback run is blamed on the latest deployment of a change
     before it (of all, not only the window's), as ``deployment_before`` does for the
-    monitor's own version changes; a deployment blamed by both says ``incident``.
+    monitor's own version changes; a rollback deployment blames the one it undid. A
+    deployment blamed by both says ``incident``.
     """
-    every = sorted(
-        (d for d in deployments if d.succeeded and d.succeeded_at is not None),
-        key=lambda d: (d.succeeded_at, d.id),
-    )
+    rollbacks = rollbacks_among(deployments, rollback_runs)
+    changes = [d for d in _succeeded(deployments) if d.id not in rollbacks]
     limit = timedelta(seconds=failure_window_s)
     causes: dict[int, dict[str, Any]] = {}
 
-    def blame(at: datetime, cause: dict[str, Any]) -> None:
-        culprit = None
-        for d in every:
-            assert d.succeeded_at is not None
-            if d.succeeded_at <= at <= d.succeeded_at + limit:
-                culprit = d
+    def blame(culprit: GhDeployment | None, cause: dict[str, Any]) -> None:
         if culprit is not None and (
             culprit.id not in causes or causes[culprit.id]["cause"] == "rollback"
         ):
             causes[culprit.id] = cause
 
-    for run in sorted(rollbacks, key=lambda r: r.created_at):
+    def latest_before(at: datetime) -> GhDeployment | None:
+        found = None
+        for d in changes:
+            assert d.succeeded_at is not None
+            if d.succeeded_at <= at <= d.succeeded_at + limit:
+                found = d
+        return found
+
+    ran = [r for r in rollback_runs if r.conclusion not in EXCLUDED_CONCLUSIONS]
+    for run in sorted(ran, key=lambda r: r.created_at):
         blame(
-            run.created_at, {"cause": "rollback", "run": run.url, "at": run.created_at.isoformat()}
+            latest_before(run.created_at),
+            {"cause": "rollback", "run": run.url, "at": run.created_at.isoformat()},
         )
+    for rollback_id, undone in rollbacks.items():
+        rollback = next(d for d in deployments if d.id == rollback_id)
+        assert rollback.succeeded_at is not None
+        assert undone.succeeded_at is not None
+        if rollback.succeeded_at - undone.succeeded_at <= limit:
+            at = rollback.succeeded_at.isoformat()
+            blame(undone, {"cause": "rollback", "run": rollback.url, "at": at})
     for incident in sorted(incidents, key=lambda i: i.started_at):
         blame(
-            incident.started_at,
+            latest_before(incident.started_at),
             {
                 "cause": "incident",
                 "incident": incident.incident_id,
                 "at": incident.started_at.isoformat(),
             },
         )
-    done = _successes(deployments, window)
+    done = _successes(deployments, window, rollbacks)
     failures = [{**_deployment_ref(d), **causes[d.id]} for d in done if d.id in causes]
     return Kpi(
         "change_failure_rate",
@@ -324,9 +402,11 @@ def performance_score(
     scores: Mapping[str, PerformanceScore],
     window: Span,
     objective: float,
+    rollbacks: Mapping[int, GhDeployment] | None = None,
 ) -> Kpi:
     """The mean Lighthouse performance score of the commits deployed in the window."""
-    found = [(d, scores[d.sha]) for d in _successes(deployments, window) if d.sha in scores]
+    done = _successes(deployments, window, rollbacks or {})
+    found = [(d, scores[d.sha]) for d in done if d.sha in scores]
     values = [s.score for _, s in found]
     return Kpi(
         "performance_score",

@@ -82,6 +82,7 @@ class GhDeployment:
     state: str = ""  # the latest status; "" before the first
     succeeded_at: datetime | None = None  # its first ``success`` status
     url: str | None = None  # the success status's log or target URL (the workflow run)
+    updated_at: datetime | None = None  # as the list last said: a new status moves it
 
     @property
     def succeeded(self) -> bool:
@@ -105,6 +106,7 @@ class GhDeployment:
             "state": self.state,
             "succeeded_at": _iso(self.succeeded_at),
             "url": self.url,
+            "updated_at": _iso(self.updated_at),
         }
         return Document(DEPLOYMENT, str(self.id), self.created_at, payload)
 
@@ -121,6 +123,7 @@ class GhDeployment:
             str(p["state"]),
             _opt_time(p["succeeded_at"]),
             p.get("url"),
+            _opt_time(p.get("updated_at")),
         )
 
 
@@ -271,7 +274,9 @@ class SyncState:
     not_modified: int = 0  # of those, answered 304 (no rate limit spent)
     deep_scan_at: datetime | None = None  # the last re-read of the whole lookback's runs
     retry_at: datetime | None = None  # GitHub's rate-limit reset, when it said
-    runs_until: datetime | None = None  # the newest run's creation time read so far
+    covers_from: datetime | None = None  # the earliest time any complete sync read from
+    warning: str | None = None  # reads the last sync skipped (retried at the next one)
+    missing_workflows: tuple[str, ...] = ()  # configured files GitHub does not know
 
     def stored(self) -> Document:
         """The stored form."""
@@ -283,7 +288,9 @@ class SyncState:
             "not_modified": self.not_modified,
             "deep_scan_at": _iso(self.deep_scan_at),
             "retry_at": _iso(self.retry_at),
-            "runs_until": _iso(self.runs_until),
+            "covers_from": _iso(self.covers_from),
+            "warning": self.warning,
+            "missing_workflows": list(self.missing_workflows),
         }
         # dated far ahead: retention never drops the sync's own state
         return Document(SYNC, "state", KEEP_FOREVER, payload)
@@ -302,5 +309,7 @@ class SyncState:
             int(p.get("not_modified") or 0),
             _opt_time(p.get("deep_scan_at")),
             _opt_time(p.get("retry_at")),
-            _opt_time(p.get("runs_until")),
+            _opt_time(p.get("covers_from")),
+            p.get("warning"),
+            tuple(p.get("missing_workflows") or ()),
         )

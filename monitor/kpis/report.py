@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from monitor.figures.report import duration_text, percent
-from monitor.figures.slo import Span
 from monitor.kpis.maths import AT_LEAST, Kpi
 from monitor.kpis.table import KpiTable
+from monitor.kpis.weeks import iso_week
 
 REPORT_LABEL = "kpi-report"
 _NAMES = {
@@ -136,24 +136,6 @@ def render_table(table: KpiTable) -> str:
 
 
 # ---- the weekly report -----------------------------------------------------------------
-
-
-def iso_week(moment: datetime) -> str:
-    """``2026-W49``: the ISO week ``moment`` (UTC) falls in."""
-    year, week, _ = moment.astimezone(UTC).isocalendar()
-    return f"{year}-W{week:02d}"
-
-
-def week_span(moment: datetime) -> Span:
-    """The ISO week (Monday 00:00 UTC to the next) that ``moment`` falls in."""
-    day = moment.astimezone(UTC).replace(hour=0, minute=0, second=0, microsecond=0)
-    start = day - timedelta(days=day.weekday())
-    return Span(start, start + timedelta(days=7))
-
-
-def last_closed_week(now: datetime) -> Span:
-    """The latest ISO week that has ended by ``now``."""
-    return week_span(week_span(now).start - timedelta(days=1))
 
 
 def report_marker(week: str) -> str:

@@ -13,10 +13,11 @@ so the figures can say how old their data is. Probes never wait on any of it.
 from __future__ import annotations
 
 import re
+import threading
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import replace
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from github import Github
 
@@ -28,6 +29,7 @@ from monitor.kpis.records import (
     ETAG,
     PENDING_GIVE_UP_S,
     PERFORMANCE,
+    RUN,
     SYNC,
     Commit,
     DeploymentChanges,
@@ -37,10 +39,12 @@ from monitor.kpis.records import (
     WorkflowRun,
     parse_time,
 )
+from monitor.kpis.weeks import week_span
 from monitor.logs import get_logger
-from monitor.store.base import GithubRecord, Store
+from monitor.store.base import GithubRecord, Store, StoreError
 
 log = get_logger("monitor.kpis")
+_T = TypeVar("_T")
 
 # a lighthouse status may be posted after the deployment: look for a day, then stop
 STATUS_WAIT_S = 86400.0
@@ -70,12 +74,14 @@ class KpiSync:
         clock: Callable[[], datetime],
         *,
         client: Github | None = None,
+        stopping: threading.Event | None = None,
     ) -> None:
         self._store = store
         self._settings = settings
         self._kpis = settings.kpis
         self._clock = clock
         self._client = client
+        self._stopping = stopping
 
     @property
     def configured(self) -> bool:
@@ -99,16 +105,21 @@ class KpiSync:
         now = now or self._clock()
         previous = self.state()
         etags = {r.key: str(r.payload["etag"]) for r in self._store.github_records(ETAG)}
-        api = GithubApi(self._settings.github, etags, self._clock, client=self._client)
+        api = GithubApi(
+            self._settings.github, etags, self._clock, client=self._client, stopping=self._stopping
+        )
         try:
             pass_ = _Pass(self._store, self._settings, api, now, previous)
             try:
                 records = pass_.run()
-            except (KeyError, TypeError, ValueError) as exc:  # a reply of the wrong shape
-                unreadable = GithubUnavailable(f"GitHub sent an unreadable reply: {exc!r}"[:200])
-                return self._interrupted(previous, api, now, unreadable)
             except GithubUnavailable as exc:
                 return self._interrupted(previous, api, now, exc)
+            except StoreError:
+                raise
+            except Exception as exc:  # a reply of a shape nobody expected: classified, not a crash
+                unreadable = GithubUnavailable(f"GitHub sent an unreadable reply: {exc!r}"[:200])
+                return self._interrupted(previous, api, now, unreadable)
+            since = pass_.since
             state = replace(
                 pass_.state,
                 succeeded_at=now,
@@ -117,6 +128,8 @@ class KpiSync:
                 retry_at=None,
                 requests=api.requests,
                 not_modified=api.not_modified,
+                covers_from=min(previous.covers_from or since, since),
+                warning="; ".join(pass_.skipped)[:500] or None,
             )
             self._store.put_github_records([*records, *api.new_etags(now), _stored(state)])
         finally:
@@ -127,7 +140,10 @@ class KpiSync:
             requests=api.requests,
             not_modified=api.not_modified,
             stored=len(records),
+            skipped=len(pass_.skipped),
         )
+        if state.warning:
+            log.warning("KPI sync skipped reads; the next sync retries them", skipped=state.warning)
         return state
 
     def _interrupted(
@@ -156,12 +172,24 @@ class _Pass:
         self._store = store
         self._kpis = settings.kpis
         self._api = api
-        self._now = now
+        self.now = now
         self.state = state
         self._repo = f"/repos/{api.repository}"
-        self._since = now - timedelta(seconds=self._kpis.lookback)
+        self.since = now - timedelta(seconds=self._kpis.lookback)
         # the lookback's deployments as stored before this pass (read once, in _deployments)
         self._stored: dict[int, GhDeployment] = {}
+        self.skipped: list[str] = []  # reads about one object that failed: retried next pass
+
+    def _optional(self, what: str, read: Callable[[], _T]) -> _T | None:
+        """A read about one object. Its failure skips that object for this pass (the
+        next retries it) instead of stopping the rest; a rate limit still stops all."""
+        try:
+            return read()
+        except GithubUnavailable as exc:
+            if exc.retry_at is not None or self._api.stopping:
+                raise
+            self.skipped.append(f"{what}: {exc}")
+            return None
 
     def run(self) -> list[GithubRecord]:
         deployments = self._deployments()
@@ -178,57 +206,74 @@ class _Pass:
         known = self._stored = {
             d.id: d
             for d in map(
-                GhDeployment.from_record, self._store.github_records(DEPLOYMENT, since=self._since)
+                GhDeployment.from_record, self._store.github_records(DEPLOYMENT, since=self.since)
             )
         }
-        fresh = {d.id: d for d in self._new_deployments(known)}
+        listed = self._listed_deployments(known)
         changed: dict[int, GhDeployment] = {}
-        for deployment in [*fresh.values(), *known.values()]:
-            age_s = (self._now - deployment.created_at).total_seconds()
-            if deployment.final or (deployment.id in known and age_s > PENDING_GIVE_UP_S):
+        for deployment in [*listed.values(), *known.values()]:
+            if deployment.id in changed or deployment.final:
                 continue
-            updated = self._with_statuses(deployment)
-            if updated is not None and (updated != deployment or deployment.id in fresh):
+            age_s = (self.now - deployment.created_at).total_seconds()
+            # a new status moves the list's updated_at; a pending one is also polled for a
+            # day, in case GitHub did not move it
+            if deployment.id not in listed and age_s > PENDING_GIVE_UP_S:
+                continue
+            updated = self._optional(
+                f"statuses of deployment {deployment.id}",
+                lambda d=deployment: self._with_statuses(d),  # type: ignore[misc]
+            )
+            if updated is not None:
                 changed[deployment.id] = updated
-            elif deployment.id in fresh:
-                changed[deployment.id] = deployment
+            elif deployment.id not in known:  # kept, without the list's word that it was read
+                changed[deployment.id] = replace(deployment, updated_at=None)
         return changed
 
-    def _new_deployments(self, known: Mapping[int, GhDeployment]) -> Iterator[GhDeployment]:
+    def _listed_deployments(self, known: Mapping[int, GhDeployment]) -> dict[int, GhDeployment]:
+        """Deployments the list shows as new, or as changed since it was last read."""
         params = {"environment": self._kpis.environment, "per_page": 100}
         page = self._api.get(f"{self._repo}/deployments", params, conditional=True)
+        found: dict[int, GhDeployment] = {}
         while not page.not_modified:
-            unknown = 0
+            news = 0
             for item in _list(page.data):
                 created = parse_time(item["created_at"])
-                if created < self._since:
-                    return
-                if int(item["id"]) in known:
+                if created < self.since:
+                    return found
+                updated = parse_time(item.get("updated_at") or item["created_at"])
+                old = known.get(int(item["id"]))
+                if old is not None and (old.final or old.updated_at == updated):
                     continue
-                unknown += 1
-                yield GhDeployment(
-                    int(item["id"]),
-                    str(item["sha"]),
-                    str(item.get("ref") or ""),
-                    str(item.get("environment") or self._kpis.environment),
-                    created,
+                news += 1
+                found[int(item["id"])] = (
+                    replace(old, updated_at=updated)
+                    if old
+                    else GhDeployment(
+                        int(item["id"]),
+                        str(item["sha"]),
+                        str(item.get("ref") or ""),
+                        str(item.get("environment") or self._kpis.environment),
+                        created,
+                        updated_at=updated,
+                    )
                 )
             # newest first: a page with nothing new means everything older is known too
-            if unknown == 0 or page.next_url is None:
-                return
+            if news == 0 or page.next_url is None:
+                return found
             page = self._api.get(page.next_url)
+        return found
 
-    def _with_statuses(self, deployment: GhDeployment) -> GhDeployment | None:
-        """The deployment as its statuses tell it; None when they did not change."""
+    def _with_statuses(self, deployment: GhDeployment) -> GhDeployment:
+        """The deployment as its statuses tell it (itself when they did not change)."""
         path = f"{self._repo}/deployments/{deployment.id}/statuses"
         try:
             page = self._api.get(path, {"per_page": 100}, conditional=True)
             if page.not_modified:
-                return None
+                return deployment
             statuses = list(self._items(page))
         except NotFound:
             log.warning("deployment vanished from GitHub", deployment=deployment.id)
-            return None
+            return replace(deployment, state="error")  # final: never asked about again
         if not statuses:
             return deployment
         # newest first: the first is the state now, the last success is the first one
@@ -257,14 +302,32 @@ class _Pass:
             (d for d in every.values() if d.succeeded and d.succeeded_at is not None),
             key=lambda d: (d.succeeded_at, d.id),
         )
-        measured = {int(r.key) for r in self._store.github_records(CHANGES, since=self._since)}
+        measured = {int(r.key) for r in self._store.github_records(CHANGES, since=self.since)}
         found = []
         previous: GhDeployment | None = None
         for deployment in succeeded:
             if deployment.id not in measured:
-                found.append(self._introduced(deployment, previous))
+                change = self._optional(
+                    f"commits of deployment {deployment.id}",
+                    lambda d=deployment, p=previous: self._introduced(d, p),  # type: ignore[misc]
+                )
+                if change is None:
+                    change = self._given_up(deployment)
+                if change is not None:
+                    found.append(change)
             previous = deployment
         return found
+
+    def _given_up(self, deployment: GhDeployment) -> DeploymentChanges | None:
+        """After a day of failed reads, the deployment is measured by nothing, and says so
+        (a compare GitHub cannot render must not stop every later one)."""
+        assert deployment.succeeded_at is not None
+        if (self.now - deployment.succeeded_at).total_seconds() <= STATUS_WAIT_S:
+            return None
+        note = f"GitHub failed to list its commits for a day ({self.skipped[-1]}): none measured"
+        return DeploymentChanges(
+            deployment.id, deployment.sha, deployment.succeeded_at, (), "head", note
+        )
 
     def _introduced(
         self, deployment: GhDeployment, previous: GhDeployment | None
@@ -272,10 +335,10 @@ class _Pass:
         assert deployment.succeeded_at is not None
         made = DeploymentChanges(deployment.id, deployment.sha, deployment.succeeded_at, (), "")
         if previous is None:
-            params = {"sha": deployment.sha, "since": _z(self._since), "per_page": 100}
+            params = {"sha": deployment.sha, "since": _z(self.since), "per_page": 100}
             note = (
                 "no earlier successful deployment in the lookback: every commit since "
-                f"{_z(self._since)}, the lookback's first"
+                f"{_z(self.since)}, the lookback's first"
             )
             try:
                 since_start = self._commits(self._api.get(f"{self._repo}/commits", params))
@@ -312,7 +375,7 @@ class _Pass:
     # ---- performance: the lighthouse status of each deployed commit ----------------------
 
     def _scores(self, changed: Mapping[int, GhDeployment]) -> list[PerformanceScore]:
-        recent = self._now - timedelta(seconds=STATUS_WAIT_S)
+        recent = self.now - timedelta(seconds=STATUS_WAIT_S)
         wanted: dict[str, GhDeployment] = {}
         stored = map(GhDeployment.from_record, self._store.github_records(DEPLOYMENT, since=recent))
         for deployment in [*stored, *changed.values()]:
@@ -324,51 +387,85 @@ class _Pass:
         for sha in wanted:
             if self._store.github_record(PERFORMANCE, sha) is not None:
                 continue
-            path = f"{self._repo}/commits/{sha}/statuses"
-            try:
-                page = self._api.get(path, {"per_page": 100}, conditional=True)
-            except NotFound:
-                continue
-            if page.not_modified:
-                continue
-            score = _latest_score(sha, self._items(page))
+            score = self._optional(
+                f"statuses of commit {sha[:7]}",
+                lambda sha=sha: self._score(sha),  # type: ignore[misc]
+            )
             if score is not None:
                 found.append(score)
         return found
 
+    def _score(self, sha: str) -> PerformanceScore | None:
+        path = f"{self._repo}/commits/{sha}/statuses"
+        try:
+            page = self._api.get(path, {"per_page": 100}, conditional=True)
+        except NotFound:
+            return None
+        return None if page.not_modified else _latest_score(sha, self._items(page))
+
     # ---- workflow runs ---------------------------------------------------------------------
 
     def _runs(self) -> list[WorkflowRun]:
+        """The configured workflows' runs, each workflow by its own list (so a busy
+        repository's other workflows cost nothing), from the newest down to known ones.
+
+        Once a day, and at the first sync of each ISO week (so a week's report stands on
+        them), each list is read back to the lookback: a re-run of an old run is found.
+        """
         kpis = self._kpis
-        wanted = {*kpis.test_workflows, *kpis.security_workflows, *kpis.rollback_workflows}
+        wanted = sorted({*kpis.test_workflows, *kpis.security_workflows, *kpis.rollback_workflows})
         if not wanted:
             return []
-        path = f"{self._repo}/actions/runs"
         last_deep = self.state.deep_scan_at
-        deep = last_deep is None or (self._now - last_deep).total_seconds() >= DEEP_SCAN_EVERY_S
-        # the deep read starts like any other (keeping the ETag) but reads to the lookback
+        deep = (
+            last_deep is None
+            or (self.now - last_deep).total_seconds() >= DEEP_SCAN_EVERY_S
+            or last_deep < week_span(self.now).start
+        )
+        newest: dict[str, datetime] = {}
+        for run in map(WorkflowRun.from_record, self._store.github_records(RUN, since=self.since)):
+            newest[run.workflow] = max(run.created_at, newest.get(run.workflow, run.created_at))
+        found: list[WorkflowRun] = []
+        missing: list[str] = []
+        for workflow in wanted:
+            if workflow in self.state.missing_workflows and not deep:
+                missing.append(workflow)  # asked again at the daily deep read, not every pass
+                continue
+            until = None if deep else newest.get(workflow)
+            try:
+                found += self._workflow_runs(workflow, until, deep)
+            except NotFound:
+                missing.append(workflow)
+            except GithubUnavailable as exc:
+                if exc.retry_at is not None or self._api.stopping:
+                    raise
+                self.skipped.append(f"runs of {workflow}: {exc}")
+        if missing:
+            self.skipped.append(f"no workflow {', '.join(missing)} in {self._api.repository}")
+        self.state = replace(
+            self.state,
+            deep_scan_at=self.now if deep else last_deep,
+            missing_workflows=tuple(missing),
+        )
+        return found
+
+    def _workflow_runs(
+        self, workflow: str, until: datetime | None, deep: bool
+    ) -> list[WorkflowRun]:
+        path = f"{self._repo}/actions/workflows/{workflow}/runs"
         page = self._api.get(path, {"per_page": 100}, conditional=True, refresh=deep)
-        found: dict[int, WorkflowRun] = {}
-        newest = self.state.runs_until
-        until = None if deep else self.state.runs_until
+        found: list[WorkflowRun] = []
         while not page.not_modified:
-            items = _dict(page.data).get("workflow_runs")
-            runs = [WorkflowRun.from_api(item) for item in _list(items)]
-            for run in runs:
-                if run.created_at >= self._since and run.workflow in wanted:
-                    found[run.id] = run
-                if newest is None or run.created_at > newest:
-                    newest = run.created_at
+            runs = [
+                WorkflowRun.from_api(item) for item in _list(_dict(page.data).get("workflow_runs"))
+            ]
+            found += [r for r in runs if r.created_at >= self.since]
             # newest first: once a page reaches runs read before, the rest is older
             older = [r for r in runs if until is not None and r.created_at <= until]
-            past = [r for r in runs if r.created_at < self._since]
-            if not runs or older or past or page.next_url is None:
+            if not runs or older or runs[-1].created_at < self.since or page.next_url is None:
                 break
             page = self._api.get(page.next_url)
-        self.state = replace(
-            self.state, runs_until=newest, deep_scan_at=self._now if deep else last_deep
-        )
-        return list(found.values())
+        return found
 
 
 _Storable = GhDeployment | DeploymentChanges | PerformanceScore | WorkflowRun | SyncState

@@ -69,10 +69,12 @@ class KpiTable:
             },
             "github": {
                 "configured": self.github_configured,
+                "covers_from": sync.covers_from.isoformat() if sync.covers_from else None,
                 "synced_at": sync.succeeded_at.isoformat() if sync.succeeded_at else None,
                 "data_age_s": self.data_age_s,
                 "last_attempt_at": sync.attempted_at.isoformat() if sync.attempted_at else None,
                 "error": sync.error,
+                "skipped": sync.warning,
             },
             **{k.key: k.as_dict() for k in self.kpis},
         }
@@ -111,7 +113,8 @@ def kpi_table(history: History, settings: Settings, window: Span, now: datetime)
         else []
     )
     observed = store.deployments(target, since=window.start) if target else []
-    rollbacks = [r for r in runs if r.workflow in kpis.rollback_workflows]
+    rollback_runs = [r for r in runs if r.workflow in kpis.rollback_workflows]
+    rollbacks = maths.rollbacks_among(deployments, rollback_runs)
     account = history.account(staging, window, now) if staging else None
     until = min(now, window.end) if now > window.start else now
     sync = SyncState.from_record(store.github_record(SYNC, "state"))
@@ -122,13 +125,14 @@ def kpi_table(history: History, settings: Settings, window: Span, now: datetime)
             window,
             objectives.deployment_frequency_per_week,
             settings.monitor.interval + settings.monitor.timeout,
-            read=sync.succeeded_at is not None,
+            covered=_covered(sync),
+            rollbacks=rollbacks,
         ),
-        maths.lead_time(changes, deployments, window, objectives.lead_time_median_s),
+        maths.lead_time(changes, deployments, window, objectives.lead_time_median_s, rollbacks),
         maths.change_failure_rate(
             deployments,
             incidents,
-            rollbacks,
+            rollback_runs,
             window,
             failure_window_s,
             objectives.change_failure_rate,
@@ -144,7 +148,9 @@ def kpi_table(history: History, settings: Settings, window: Span, now: datetime)
             window,
             objectives.security_scan_pass_rate,
         ),
-        maths.performance_score(deployments, scores, window, objectives.performance_score),
+        maths.performance_score(
+            deployments, scores, window, objectives.performance_score, rollbacks
+        ),
         maths.staging_health(account, staging, objectives.staging_health),
     )
     return KpiTable(
@@ -154,3 +160,10 @@ def kpi_table(history: History, settings: Settings, window: Span, now: datetime)
         kpis.enabled and settings.github.active,
         sync,
     )
+
+
+def _covered(sync: SyncState) -> Span | None:
+    """The stretch GitHub's data covers: from the first sync's lookback to the last sync."""
+    if sync.succeeded_at is None or sync.covers_from is None:
+        return None
+    return Span(sync.covers_from, sync.succeeded_at)
