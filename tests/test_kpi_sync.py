@@ -447,3 +447,25 @@ def test_a_workflow_github_does_not_know_is_named_and_asked_about_daily(
     assert asked == 1  # the first pass only; the next deep read asks again
     kpis.sync(SYNC_AT + timedelta(days=1, minutes=1))
     assert fake_github.request_count("GET", "/repos/acme/web/actions/workflows/nope.yml") == 2
+
+
+@pytest.mark.usefixtures("token")
+def test_a_status_read_that_failed_once_is_read_again_not_answered_304(
+    tmp_path: Path, fake_github: FakeGitHub, store: SqliteStore
+) -> None:
+    """The approval lands on a deployment past its day of polling, and reading its
+    statuses fails once: the list's new ETag is not kept, so the next pass sees the
+    change again and counts the deployment."""
+    settings = write_settings(tmp_path, fake_github.url, "")  # no workflows to read
+    sha = fake_github.add_commit(DEFAULT_REPO, author_date=fx.t(20, 9))
+    waiting = fake_github.add_deployment(DEFAULT_REPO, sha=sha, created_at=fx.t(20, 10))
+    fake_github.add_deployment_status(DEFAULT_REPO, waiting, "queued", created_at=fx.t(20, 10))
+    kpis = sync(store, settings, fx.t(20, 11))
+    fake_github.add_deployment_status(DEFAULT_REPO, waiting, "success", created_at=fx.t(22, 12))
+    fake_github.inject("GET", rf"/repos/acme/web/deployments/{waiting}/statuses", fg.status(502))
+    first = kpis.sync(fx.t(22, 13))
+    assert first.warning is not None
+    assert f"statuses of deployment {waiting}" in first.warning
+    assert kpis.sync(fx.t(22, 14)).warning is None
+    got = table(store, settings, fx.t(22, 14))
+    assert got.kpi("deployment_frequency_per_week").samples == 1

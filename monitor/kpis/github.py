@@ -89,6 +89,17 @@ class GithubApi:
         """Release the connection pool."""
         self._client.close()
 
+    def fresh_keys(self) -> set[str]:
+        """The readings whose new ETag would be stored (see :meth:`forget`)."""
+        return set(self._fresh)
+
+    def forget(self, keys: set[str] | None = None, *, prefix: str | None = None) -> None:
+        """Drop new ETags (``keys``, or those of ``prefix``): a reading whose consequences
+        were not stored must be read in full again, not answered 304."""
+        for key in list(self._fresh):
+            if (keys is not None and key in keys) or (prefix and key.startswith(prefix)):
+                del self._fresh[key]
+
     def new_etags(self, now: datetime) -> list[GithubRecord]:
         """The ETags read since this reader was made, to store with what they describe."""
         return [GithubRecord(ETAG, url, now, {"etag": tag}) for url, tag in self._fresh.items()]

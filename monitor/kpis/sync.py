@@ -183,11 +183,14 @@ class _Pass:
     def _optional(self, what: str, read: Callable[[], _T]) -> _T | None:
         """A read about one object. Its failure skips that object for this pass (the
         next retries it) instead of stopping the rest; a rate limit still stops all."""
+        before = self._api.fresh_keys()
         try:
             return read()
         except GithubUnavailable as exc:
             if exc.retry_at is not None or self._api.stopping:
                 raise
+            # a first page read before a later one failed must not answer 304 next time
+            self._api.forget(self._api.fresh_keys() - before)
             self.skipped.append(f"{what}: {exc}")
             return None
 
@@ -211,8 +214,8 @@ class _Pass:
         }
         listed = self._listed_deployments(known)
         changed: dict[int, GhDeployment] = {}
-        for deployment in [*listed.values(), *known.values()]:
-            if deployment.id in changed or deployment.final:
+        for deployment in {**known, **listed}.values():
+            if deployment.final:
                 continue
             age_s = (self.now - deployment.created_at).total_seconds()
             # a new status moves the list's updated_at; a pending one is also polled for a
@@ -225,7 +228,10 @@ class _Pass:
             )
             if updated is not None:
                 changed[deployment.id] = updated
-            elif deployment.id not in known:  # kept, without the list's word that it was read
+                continue
+            # skipped: the list is read in full next time, to come back to this one
+            self._api.forget(prefix=f"{self._repo}/deployments?")
+            if deployment.id not in known:  # kept, without the list's word that it was read
                 changed[deployment.id] = replace(deployment, updated_at=None)
         return changed
 
@@ -433,13 +439,15 @@ class _Pass:
                 continue
             until = None if deep else newest.get(workflow)
             try:
-                found += self._workflow_runs(workflow, until, deep)
+                found += (
+                    self._optional(
+                        f"runs of {workflow}",
+                        lambda w=workflow, u=until: self._workflow_runs(w, u, deep),  # type: ignore[misc]
+                    )
+                    or []
+                )
             except NotFound:
                 missing.append(workflow)
-            except GithubUnavailable as exc:
-                if exc.retry_at is not None or self._api.stopping:
-                    raise
-                self.skipped.append(f"runs of {workflow}: {exc}")
         if missing:
             self.skipped.append(f"no workflow {', '.join(missing)} in {self._api.repository}")
         self.state = replace(
