@@ -2,12 +2,13 @@
 
 One pass reads, in order: the environment's deployments (first page conditional;
 a 304 ends it), the statuses of those not yet final, the commits each newly
-successful deployment introduced (compare, paginated), the workflow runs of the
-configured workflows (first page conditional; a daily deep re-read of the
-lookback catches re-runs of old runs) and the ``lighthouse`` status of each
-deployed commit. Everything read lands in one transaction with the ETags that
-describe it and the sync's state; a pass GitHub interrupts stores only its state,
-so the figures can say how old their data is. Probes never wait on any of it.
+successful deployment introduced (compare, paginated), the ``lighthouse`` status
+of each deployed commit, and each configured workflow's runs (its own list, first
+page conditional; a daily deep re-read of the lookback catches re-runs of old
+runs). Everything read lands in one transaction with the ETags that describe it
+and the sync's state. A failed read about one object skips that object until the
+next pass; a pass GitHub interrupts as a whole stores only its state, so the
+figures can say how old their data is. Probes never wait on any of it.
 """
 
 from __future__ import annotations
@@ -82,11 +83,6 @@ class KpiSync:
         self._clock = clock
         self._client = client
         self._stopping = stopping
-
-    @property
-    def configured(self) -> bool:
-        """True when there is a GitHub repository and token to read."""
-        return self._kpis.enabled and self._settings.github.active
 
     def state(self) -> SyncState:
         """The last sync's outcome."""
