@@ -73,12 +73,12 @@ class KpiWatch:
             return
         try:
             now = self._clock()
-            steps = [("sync", self._maybe_sync), ("export", self.export)]
-            if self._settings.kpis.report_every:
-                steps.append(("report", self._maybe_report))
+            steps: list[tuple[str, Callable[[datetime], object]]] = [("export", self.export)]
+            if acting:  # GitHub and the report are the leader's
+                steps.insert(0, ("sync", self._maybe_sync))
+                if self._settings.kpis.report_every:
+                    steps.append(("report", self._maybe_report))
             for name, step in steps:
-                if name != "export" and not acting:
-                    continue
                 try:
                     step(now)
                 except StoreError as exc:

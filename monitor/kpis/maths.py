@@ -167,7 +167,11 @@ def deployment_frequency(
         len(done),
         {
             "deployments": [_deployment_ref(d) for d in done],
-            "rollbacks": len([r for r in rollbacks if _in(window, deployments, r)]),
+            "rollbacks": sum(
+                1
+                for d in _succeeded(deployments)
+                if d.id in rollbacks and d.succeeded_at and window.contains(d.succeeded_at)
+            ),
             "covered": None
             if span is None
             else {"start": span.start.isoformat(), "end": span.end.isoformat()},
@@ -185,13 +189,6 @@ def _overlap(window: Span, covered: Span | None) -> Span | None:
         return None
     start, end = max(window.start, covered.start), min(window.end, covered.end)
     return Span(start, end) if end > start else None
-
-
-def _in(window: Span, deployments: Sequence[GhDeployment], deployment_id: int) -> bool:
-    return any(
-        d.id == deployment_id and d.succeeded_at is not None and window.contains(d.succeeded_at)
-        for d in deployments
-    )
 
 
 def _observed_match(

@@ -379,8 +379,7 @@ class _Pass:
     def _scores(self, changed: Mapping[int, GhDeployment]) -> list[PerformanceScore]:
         recent = self.now - timedelta(seconds=STATUS_WAIT_S)
         wanted: dict[str, GhDeployment] = {}
-        stored = map(GhDeployment.from_record, self._store.github_records(DEPLOYMENT, since=recent))
-        for deployment in [*stored, *changed.values()]:
+        for deployment in {**self._stored, **changed}.values():
             if deployment.succeeded_at is None or not deployment.succeeded:
                 continue
             if deployment.id in changed or deployment.succeeded_at >= recent:
