@@ -530,12 +530,14 @@ class FakeGitHub:
         retry: int | Retry | None = None,
         timeout_s: int = 5,
         per_page: int = 30,
+        lazy: bool = False,
     ) -> Github:
         """A PyGithub client for this server, without PyGithub's request throttling.
 
         `auth` is a token (sent as `token X`), any `github.Auth` object, or None for no
         Authorization header. `retry=None` means no retries at all (PyGithub's own
-        default is `github.GithubRetry.GithubRetry()`). `close` closes the client.
+        default is `github.GithubRetry.GithubRetry()`). `lazy=True` is how the sink
+        builds its client. `close` closes the client.
         """
         gh = Github(
             auth=Auth.Token(auth) if isinstance(auth, str) else auth,
@@ -543,6 +545,7 @@ class FakeGitHub:
             timeout=timeout_s,
             retry=retry,
             per_page=per_page,
+            lazy=lazy,  # as the sink: no GET before a PATCH
             seconds_between_requests=None,
             seconds_between_writes=None,
         )

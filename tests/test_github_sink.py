@@ -9,9 +9,7 @@ from collections.abc import Callable, Iterator
 import pytest
 import requests
 from github import (
-    Auth,
     BadCredentialsException,
-    Github,
     GithubException,
     RateLimitExceededException,
     UnknownObjectException,
@@ -214,16 +212,7 @@ def test_translate_keeps_the_message_short() -> None:
 @pytest.fixture
 def sink(fake_github: FakeGitHub) -> Iterator[GithubIssues]:
     """A sink on the fake without PyGithub's throttling."""
-    client = Github(
-        auth=Auth.Token(DEFAULT_TOKEN),
-        base_url=fake_github.url,
-        timeout=1,
-        retry=None,
-        lazy=True,
-        per_page=100,
-        seconds_between_requests=0,
-        seconds_between_writes=0,
-    )
+    client = fake_github.client(timeout_s=1, per_page=100, lazy=True)
     settings = GithubSection(
         repository=DEFAULT_REPO, api_url=fake_github.url, token=DEFAULT_TOKEN, timeout=1
     )

@@ -17,7 +17,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from github import Auth, Github
 
 from monitor.config import GithubSection, load_settings
 from monitor.daemon.daemon import Daemon
@@ -149,16 +148,7 @@ def world(tmp_path: Path) -> Iterator[World]:
             timeout=1,
         )
         assert section.ack_label == ACK_LABEL  # the default
-        client = Github(
-            auth=Auth.Token(DEFAULT_TOKEN),
-            base_url=github.url,
-            timeout=1,
-            retry=None,
-            lazy=True,
-            per_page=100,
-            seconds_between_requests=0,
-            seconds_between_writes=0,
-        )
+        client = github.client(timeout_s=1, per_page=100, lazy=True)
         store = SqliteStore(settings.monitor.state_path)
         channel = GithubChannel(section, GithubIssues(section, client=client))
         daemon = Daemon(
