@@ -22,7 +22,8 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 
 from monitor import __version__
 from monitor.config import TargetConfig
-from monitor.probing.results import CheckResult, Reason, TargetResult
+from monitor.probing.kinds import failure_reasons
+from monitor.probing.results import CheckResult, Outcome, TargetResult
 
 PROBE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INCIDENT_BUCKETS_S = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)
@@ -47,7 +48,7 @@ class Metrics:
         # --- probes
         self.probe_success = Gauge(
             "monitor_probe_success",
-            "1 if the last probe was up or degraded, else 0",
+            "1 if the last probe was up or degraded, 0 if down; absent while unknown",
             tc,
             registry=r,
         )
@@ -80,9 +81,22 @@ class Metrics:
             tc,
             registry=r,
         )
+        self.probe_unknown = Gauge(
+            "monitor_probe_unknown",
+            "1 if the last probe could not tell (a query with no samples, on_empty = unknown)",
+            tc,
+            registry=r,
+        )
+        self.tls_cert_expiry = Gauge(
+            "monitor_tls_cert_expiry_timestamp_seconds",
+            "When the certificate an https check was last served expires (Unix time)",
+            tc,
+            registry=r,
+        )
         self.target_up = Gauge(
             "monitor_target_up",
-            "1 if no check of the target is down, else 0",
+            "1 if no check of the target is down or unknown, 0 if one is down; absent while"
+            " unknown",
             ("target",),
             registry=r,
         )
@@ -290,9 +304,9 @@ class Metrics:
                 self.probes.labels(*labels)
                 self.last_probe.labels(*labels)
                 self.probe_degraded.labels(*labels)
-                for reason in Reason:
-                    if reason not in (Reason.OK, Reason.SLOW):
-                        self.probe_failures.labels(*labels, reason.value)
+                self.probe_unknown.labels(*labels).set(0)
+                for reason in failure_reasons(check):
+                    self.probe_failures.labels(*labels, reason.value)
             self.maintenance.labels(target.name).set(0)
         for operation in GITHUB_OPERATIONS:
             self.github_requests.labels(operation)
@@ -312,19 +326,28 @@ class Metrics:
         """Record one target's probe cycle."""
         for check in result.checks:
             self.observe_check(check)
-        self.target_up.labels(result.target).set(1 if result.ok else 0)
+        if result.outcome.is_known:
+            self.target_up.labels(result.target).set(0 if result.down else 1)
+        else:  # neither up nor down: a 0 would page through a rule on target_up == 0
+            self.target_up.remove(result.target)
         self.cycle_completed.labels(result.target).set(completed_at)
 
     def observe_check(self, check: CheckResult) -> None:
         """Record one check result."""
         labels = (check.target, check.check)
         self.probes.labels(*labels).inc()
-        self.probe_success.labels(*labels).set(1 if check.ok else 0)
+        if check.outcome.is_known:
+            self.probe_success.labels(*labels).set(1 if check.ok else 0)
+        else:
+            self.probe_success.remove(*labels)
+        self.probe_unknown.labels(*labels).set(0 if check.outcome.is_known else 1)
         self.probe_degraded.labels(*labels).set(1 if check.outcome == "degraded" else 0)
         self.probe_duration.labels(*labels).observe(check.duration_s)
         self.probe_status_code.labels(*labels).set(check.status_code or 0)
         self.last_probe.labels(*labels).set(check.started_at.timestamp())
-        if not check.ok:
+        if check.cert_expires_at is not None:
+            self.tls_cert_expiry.labels(*labels).set(check.cert_expires_at.timestamp())
+        if check.outcome is Outcome.DOWN:
             self.probe_failures.labels(*labels, check.reason.value).inc()
 
     def exposition(self, accept: str = "") -> tuple[bytes, str]:

@@ -50,6 +50,7 @@ def check(
         reason = {
             Outcome.UP: Reason.OK,
             Outcome.DEGRADED: Reason.SLOW,
+            Outcome.UNKNOWN: Reason.EMPTY,
             Outcome.DOWN: Reason.STATUS,
         }[outcome]
     return CheckResult(

@@ -37,9 +37,12 @@ def make_settings(
 
 def cycle(target: str, at: datetime, outcome: Outcome, latency_s: float = 0.05) -> TargetResult:
     """One target result with a health and a monitoring check."""
-    reason = {Outcome.UP: Reason.OK, Outcome.DEGRADED: Reason.SLOW, Outcome.DOWN: Reason.STATUS}[
-        outcome
-    ]
+    reason = {
+        Outcome.UP: Reason.OK,
+        Outcome.DEGRADED: Reason.SLOW,
+        Outcome.UNKNOWN: Reason.EMPTY,
+        Outcome.DOWN: Reason.STATUS,
+    }[outcome]
     checks = tuple(
         CheckResult(
             target, name, f"https://{target}/{name}", at, latency_s, outcome, reason, "", 200

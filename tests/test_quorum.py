@@ -388,13 +388,19 @@ def _views(draw: st.DrawFn) -> tuple[list[RegionView], RegionView]:
 @given(drawn=_views())
 def test_majority_never_allows_both_sides(drawn: tuple[list[RegionView], RegionView]) -> None:
     """With "majority", down and up never both have the votes; an odd number of fresh
-    regions is never split; and the verdict follows the counts."""
+    regions is never split; and the verdict follows the counts. A region whose result
+    is unknown abstains."""
     others, own = drawn
     verdict = decide(others, own, "majority", 1)
     fresh = len(verdict.fresh)
     failing = len(verdict.failing)
 
-    assert fresh >= 1  # own is fresh
+    assert all(v.outcome is not Outcome.UNKNOWN for v in verdict.fresh)
+    if own.outcome is not Outcome.UNKNOWN:
+        assert fresh >= 1  # own is fresh
+    if fresh == 0:
+        assert verdict.kind is VerdictKind.UNKNOWN
+        return
     assert verdict.needed == fresh // 2 + 1
     assert not (failing >= verdict.needed and fresh - failing >= verdict.needed)
     if fresh % 2 == 1:
@@ -416,13 +422,17 @@ def test_majority_never_allows_both_sides(drawn: tuple[list[RegionView], RegionV
 @given(outcomes=st.lists(st.sampled_from(list(Outcome)), max_size=40))
 def test_a_lone_region_behaves_as_before(outcomes: list[Outcome]) -> None:
     """One region, default quorum: the tracker sees exactly the results it saw before
-    regions existed, and decides exactly the same."""
+    regions existed, and decides exactly the same; an unknown result reaches neither."""
     policy = Policy(open_after=3, close_after=2, reminder_interval_s=300)
     alone = through_quorum = TrackerState(TARGET)
     for index, outcome in enumerate(outcomes):
         when = T0 + timedelta(minutes=index)
         probe = down(when) if outcome is Outcome.DOWN else result(outcome, when)
         verdict = decide([], view("local", outcome, when=when), "majority", 1)
+        if outcome is Outcome.UNKNOWN:
+            assert verdict.kind is VerdictKind.UNKNOWN
+            assert step(alone, probe, when, policy) == (alone, [])
+            continue
         assert verdict.result is not None
         alone, expected = step(alone, probe, when, policy)
         through_quorum, got = step(through_quorum, verdict.result, when, policy)

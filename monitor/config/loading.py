@@ -66,7 +66,7 @@ def load_settings(path: Path | None, **overrides: Any) -> Settings:
     except RecursionError:
         raise ConfigError([f"config: {origin} is not valid TOML: nested too deeply"]) from None
     _environment_defaults(data)
-    problems = _channel_secrets(data)
+    problems = _channel_secrets(data) + _check_tokens(data)
     if problems:
         raise ConfigError(problems)
     reset = toml_data.set(data)
@@ -126,6 +126,29 @@ def _channel_secrets(data: dict[str, Any]) -> list[str]:
         name = table.get("secret_env")
         if isinstance(name, str) and os.environ.get(name, "").strip():
             table["secret"] = os.environ[name].strip()
+    return problems
+
+
+def _check_tokens(data: dict[str, Any]) -> list[str]:
+    """Read each check's bearer token from the variable its ``token_env`` names."""
+    targets = data.get("targets")
+    if not isinstance(targets, list):
+        return []
+    problems = []
+    for t_index, target in enumerate(targets):
+        checks = target.get("checks") if isinstance(target, dict) else None
+        for index, table in enumerate(checks if isinstance(checks, list) else []):
+            if not isinstance(table, dict):
+                continue
+            if "token" in table:
+                problems.append(
+                    f"targets[{t_index}].checks[{index}].token: never in the file; put it in"
+                    " an environment variable and name that variable in token_env"
+                )
+                continue
+            name = table.get("token_env")
+            if isinstance(name, str) and os.environ.get(name, "").strip():
+                table["token"] = os.environ[name].strip()
     return problems
 
 
@@ -198,13 +221,19 @@ def _format_errors(exc: ValidationError) -> list[str]:
             message = "must not be empty"  # rather than "... after validation, not 0"
         where = _format_loc(error["loc"], keep_last=keep_last)
         named = _NAMED_KEY.match(message) if error["type"] == "value_error" else None
-        if named and error["loc"] and error["loc"][0] == "maintenance":
-            # a window's checks span keys (start with every): the message names the key
+        if named and _names_its_key(error["loc"]):
+            # a window's or a check's rules span keys (start with every, max with
+            # degraded_max): the message names the key
             where, message = f"{where}.{named[1]}", message[named.end() :]
         line = f"{where}: {_printable(message)}"
         if line not in lines:
             lines.append(line)
     return lines
+
+
+def _names_its_key(loc: Sequence[int | str]) -> bool:
+    """True for the models whose cross-key errors begin with the key they blame."""
+    return bool(loc) and (loc[0] == "maintenance" or (len(loc) == 4 and loc[2] == "checks"))
 
 
 def _duplicates(names: Sequence[str]) -> list[int]:
@@ -312,6 +341,20 @@ def channel_secret_problems(settings: Settings, names: Sequence[str] | None = No
     return problems
 
 
+def check_token_problems(settings: Settings) -> list[str]:
+    """Checks whose ``token_env`` names a variable that is not set: the daemon refuses
+    them (every probe would be a 401, a failure of the monitor, not of the target)."""
+    problems = []
+    for t_index, target in enumerate(settings.targets):
+        for index, check in enumerate(target.checks):
+            if check.token_env is not None and check.token is None:
+                problems.append(
+                    f"targets[{t_index}].checks[{index}].token_env: the environment variable"
+                    f" {check.token_env} is not set"
+                )
+    return problems
+
+
 def daemon_problems(settings: Settings) -> list[str]:
     """Problems that only matter to ``monitor run``.
 
@@ -319,7 +362,7 @@ def daemon_problems(settings: Settings) -> list[str]:
     verify, report) do not file issues and must work in CI, where GITHUB_TOKEN
     is often set for other reasons, so only the daemon refuses it.
     """
-    problems = channel_secret_problems(settings)
+    problems = channel_secret_problems(settings) + check_token_problems(settings)
     github = settings.github
     if github.enabled and github.token and not github.repository:
         problems.append(

@@ -26,9 +26,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 
 from monitor.config.durations import Duration, OptionalDuration
 from monitor.config.schedule import Timing, parse_timing
-from monitor.config.values import JmesPath, check_http_url, check_listen
+from monitor.config.values import (
+    AlertMatcher,
+    JmesPath,
+    check_ca_file,
+    check_http_url,
+    check_listen,
+)
 
 ENV_PREFIX = "MONITOR_"
+ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
 
 
 class _Section(BaseModel):
@@ -135,22 +142,84 @@ DEFAULT_FIELDS = [
 ]
 
 
+CheckType = Literal["http", "prometheus", "alertmanager"]
+# the keys each type reads beyond the common ones (name, type, timeout, headers,
+# max_response_time, ca_file): any other key given for a type is a mistake
+_TYPE_KEYS: dict[str, frozenset[str]] = {
+    "http": frozenset(
+        {
+            "path",
+            "method",
+            "expect_status",
+            "conditions",
+            "follow_redirects",
+            "version",
+            "fields",
+            "cert_warn",
+        }
+    ),
+    "prometheus": frozenset(
+        {
+            "url",
+            "token_env",
+            "token",
+            "query",
+            "max",
+            "min",
+            "degraded_max",
+            "degraded_min",
+            "on_empty",
+            "unit",
+        }
+    ),
+    "alertmanager": frozenset({"url", "token_env", "token", "matchers"}),
+}
+_TYPED_KEYS = frozenset().union(*_TYPE_KEYS.values())
+Threshold = Annotated[float, Field(allow_inf_nan=False)]
+
+
 class CheckConfig(_Section):
-    """``[[targets.checks]]``: one HTTP request and what a healthy answer looks like."""
+    """``[[targets.checks]]``: one probe and what a healthy answer looks like.
+
+    ``type`` says what is asked: ``http`` (the default) requests the target's
+    ``url`` + ``path``; ``prometheus`` runs an instant ``query`` against the
+    Prometheus at ``url`` and compares the value with ``max``/``min`` (and the
+    ``degraded_*`` bounds); ``alertmanager`` lists the alerts matching
+    ``matchers`` that fire, unsilenced and uninhibited, in the Alertmanager at
+    ``url``. Keys of another type are refused, so a typo is not a silent no-op.
+    """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    type: CheckType = "http"
+    timeout: Duration | None = None
+    max_response_time: Duration | None = None
+    headers: dict[str, SecretStr] = Field(default_factory=dict)
+    ca_file: Annotated[Path, AfterValidator(check_ca_file)] | None = None  # a private CA
+    # http
     path: str = "/"
     method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
         default_factory=lambda: [200], min_length=1
     )
     conditions: list[JmesPath] = Field(default_factory=list)
-    max_response_time: Duration | None = None
-    timeout: Duration | None = None
-    headers: dict[str, SecretStr] = Field(default_factory=dict)
     follow_redirects: bool = False
     version: JmesPath | None = None
     fields: list[JmesPath] = Field(default_factory=lambda: list(DEFAULT_FIELDS))
+    cert_warn: Duration = 14 * 86400.0  # degraded when the certificate expires sooner
+    # prometheus and alertmanager: the service's base URL and its bearer token
+    url: str | None = None
+    token_env: str | None = Field(None, pattern=ENV_NAME)
+    token: SecretStr | None = None  # the value of token_env, filled at load time
+    # prometheus
+    query: str | None = Field(None, min_length=1, max_length=8192)
+    max: Threshold | None = None  # down above this
+    min: Threshold | None = None  # down below this
+    degraded_max: Threshold | None = None  # degraded above this
+    degraded_min: Threshold | None = None  # degraded below this
+    on_empty: Literal["up", "down", "unknown"] = "unknown"  # a result with no sample
+    unit: Literal["", "ratio", "seconds"] = ""  # how values are written: 7.2 %, 350 ms
+    # alertmanager
+    matchers: list[AlertMatcher] = Field(default_factory=list)
 
     @field_validator("path")
     @classmethod
@@ -158,6 +227,52 @@ class CheckConfig(_Section):
         if not value.startswith("/"):
             raise ValueError(f"must start with '/', got {value!r}")
         return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return None if value is None else check_http_url(value)
+
+    @model_validator(mode="after")
+    def _keys_fit_the_type(self) -> CheckConfig:
+        # "token" is filled from token_env by the loader, never written in the file
+        foreign = sorted((self.model_fields_set & _TYPED_KEYS) - _TYPE_KEYS[self.type])
+        if foreign:
+            owners = [t for t, keys in _TYPE_KEYS.items() if foreign[0] in keys]
+            kinds = " or ".join(f'"{t}"' for t in owners)
+            raise ValueError(f"{foreign[0]}: only for type = {kinds}, not {self.type!r}")
+        if self.type != "http" and self.url is None:
+            raise ValueError(f"url: required for a {self.type} check (the service's base URL)")
+        if self.type == "prometheus":
+            self._check_thresholds()
+        if self.type == "alertmanager" and not self.matchers:
+            raise ValueError('matchers: required, e.g. ["app=\\"hotdash\\""]')
+        return self
+
+    def _check_thresholds(self) -> None:
+        if self.query is None:
+            raise ValueError("query: required for a prometheus check")
+        if not self.thresholds:
+            raise ValueError("max: a prometheus check needs max, min, degraded_max or degraded_min")
+        if self.max is not None and self.degraded_max is not None and self.degraded_max >= self.max:
+            raise ValueError("degraded_max: must be below max")
+        if self.min is not None and self.degraded_min is not None and self.degraded_min <= self.min:
+            raise ValueError("degraded_min: must be above min")
+        lowest = max((v for v in (self.min, self.degraded_min) if v is not None), default=None)
+        highest = min((v for v in (self.max, self.degraded_max) if v is not None), default=None)
+        if lowest is not None and highest is not None and lowest >= highest:
+            raise ValueError("min: the lower bounds must be below the upper bounds")
+
+    @property
+    def thresholds(self) -> dict[str, float]:
+        """The prometheus bounds that are set, by key."""
+        bounds = {
+            "max": self.max,
+            "degraded_max": self.degraded_max,
+            "degraded_min": self.degraded_min,
+            "min": self.min,
+        }
+        return {key: value for key, value in bounds.items() if value is not None}
 
 
 class TargetConfig(_Section):
@@ -185,8 +300,6 @@ ChannelType = Literal["pagerduty", "slack", "webhook", "email", "alertmanager"]
 EventName = Literal[
     "opened", "updated", "reminder", "resolved", "reopened", "acknowledged", "maintenance"
 ]
-ENV_NAME = r"^[A-Za-z_][A-Za-z0-9_]{0,127}$"
-
 # what each type gets when ``events`` is not given: pages for what needs a person, chat
 # for everything a person follows, mail for the beginning and the end
 DEFAULT_EVENTS: dict[str, tuple[str, ...]] = {

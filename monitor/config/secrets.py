@@ -11,13 +11,19 @@ MASK = "***"
 
 
 def secret_values(settings: Settings) -> list[str]:
-    """Every secret the configuration holds: the token, the database URL (and its
+    """Every secret the configuration holds: the tokens, the database URL (and its
     password on its own) and each check header value."""
     values = [
         header.get_secret_value()
         for target in settings.targets
         for check in target.checks
         for header in check.headers.values()
+    ]
+    values += [
+        check.token.get_secret_value()
+        for target in settings.targets
+        for check in target.checks
+        if check.token is not None
     ]
     if settings.github.token is not None:
         values.append(settings.github.token.get_secret_value())
@@ -47,6 +53,8 @@ def redacted(settings: Settings) -> dict[str, Any]:
     for target in data["targets"]:
         for check in target["checks"]:
             check["headers"] = {name: MASK for name in check["headers"]}
+            if check.get("token") is not None:
+                check["token"] = MASK
     data["monitor"]["state_path"] = str(settings.monitor.state_path)
     for channel in data["channels"]:
         if channel.get("secret") is not None:

@@ -1,8 +1,11 @@
-"""The value types settings are made of besides durations: JMESPath, listen addresses, URLs."""
+"""The value types settings are made of besides durations: JMESPath, listen addresses,
+URLs, Alertmanager matchers, CA bundles."""
 
 from __future__ import annotations
 
 import re
+import ssl
+from pathlib import Path
 from typing import Annotated
 from urllib.parse import urlsplit
 
@@ -64,3 +67,33 @@ def check_http_url(value: str) -> str:
     if not hostname or parts.scheme not in ("http", "https"):
         raise ValueError(f"expected an http:// or https:// URL, got {value!r}")
     return value.rstrip("/")
+
+
+# Alertmanager's matcher syntax: a label name, an operator, a value (quoted, or a bare
+# word); the API takes each as one ``filter`` parameter
+_MATCHER = re.compile(
+    r'\s*(?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"\\]|\\.)+")\s*(?:=~|!~|!=|=)\s*'
+    r'(?:"(?:[^"\\]|\\.)*"|[^"\s{},=!~]*)\s*'
+)
+
+
+def _check_matcher(value: str) -> str:
+    if not _MATCHER.fullmatch(value):
+        raise ValueError(
+            f'expected an Alertmanager matcher such as severity=~"critical|page", got {value!r}'
+        )
+    return value.strip()
+
+
+AlertMatcher = Annotated[str, AfterValidator(_check_matcher)]
+
+
+def check_ca_file(path: Path) -> Path:
+    """``path`` once it loads as a PEM bundle of CA certificates; ValueError naming it."""
+    try:
+        ssl.create_default_context(cafile=str(path))
+    except FileNotFoundError:
+        raise ValueError(f"no such file: {path}") from None
+    except (ssl.SSLError, OSError, ValueError) as exc:
+        raise ValueError(f"not a PEM bundle of CA certificates: {path} ({exc})") from None
+    return path

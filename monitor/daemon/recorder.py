@@ -22,7 +22,7 @@ from monitor.incidents.text import defuse, utc
 from monitor.incidents.tracker import Policy, TrackerState, Transition, TransitionKind, step
 from monitor.logs import get_logger
 from monitor.metrics import Metrics
-from monitor.probing.results import TargetResult
+from monitor.probing.results import Outcome, TargetResult
 from monitor.store.base import NewAction, PendingCycle, Store, StoreError
 
 log = get_logger("monitor.daemon")
@@ -300,7 +300,7 @@ def _log_cycle(result: TargetResult) -> None:
             "duration_ms": round(check.duration_s * 1000, 1),
             "detail": check.detail,
         }
-        if check.ok:
+        if check.outcome is not Outcome.DOWN:
             log.info("probe", **fields)
         else:
             log.warning("probe", **fields)

@@ -22,8 +22,11 @@ class RegionStreak:
     count: int = 0
 
     def observe(self, result: TargetResult) -> None:
-        """Extend the run, or start a new one at this result."""
-        down = not result.ok
+        """Extend the run, or start a new one at this result; an unknown result
+        neither extends nor breaks it."""
+        if not result.outcome.is_known:
+            return
+        down = result.down
         if down == self.down:
             self.count += 1
         else:

@@ -297,7 +297,8 @@ def account(
 
     parts = dict.fromkeys(Outcome, 0)
     for outcome, start, end in _holds(timeline, window_us, hold_us, bounds):
-        parts[outcome] += end - start - planned.between(start, end)
+        if outcome.is_known:  # an unknown sample only ends the hold before it
+            parts[outcome] += end - start - planned.between(start, end)
 
     known_us = sum(parts.values())
     maintenance_us = planned.between(0, window_us)

@@ -9,7 +9,8 @@ one region's probes:
   database's clock) than two of its cadences plus the timeout; a region that
   stopped reporting keeps no vote;
 - fewer fresh regions than ``min_regions``: the state is *unknown* (nothing opens
-  or closes, and uptime does not count the time);
+  or closes, and uptime does not count the time); a region whose latest result is
+  itself unknown (a check that could not tell) abstains like a stale one;
 - ``needed`` is a strict majority of the fresh regions (``"majority"``) or a fixed
   count; the target is *down* when that many fresh regions see it down, *up*
   when that many see it good, and *split* otherwise (with an even number of
@@ -48,13 +49,14 @@ class RegionView:
 
     @property
     def fresh(self) -> bool:
-        """True while the region's view may vote."""
-        return self.age_s < self.hold_s
+        """True while the region's view may vote: young enough, and not unknown (a
+        check that cannot tell makes the region abstain, as if it had not reported)."""
+        return self.age_s < self.hold_s and self.outcome.is_known
 
     @property
     def down(self) -> bool:
         """True when this region sees the target failing."""
-        return not self.outcome.is_good
+        return self.outcome is Outcome.DOWN
 
 
 class VerdictKind(enum.StrEnum):

@@ -155,7 +155,12 @@ def step(
     ``open_after`` (after the window a failing target opens on the normal rule, not
     at once), and an incident already open is still counted and may resolve, but
     announces no change and no reminder.
+
+    An unknown result (a check that could not tell) changes nothing: it neither
+    counts towards opening nor towards resolving.
     """
+    if not result.outcome.is_known:
+        return state, []
     if maintenance and not state.in_incident:
         return _paused(state, result), []
     if result.ok:

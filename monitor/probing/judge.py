@@ -1,4 +1,5 @@
-"""Judging a complete HTTP answer: status, body cap, JSON conditions, latency budget.
+"""Judging a complete HTTP answer: status, body cap, JSON conditions, the certificate's
+expiry, latency budget.
 
 Pure: the prober hands over what arrived and when; this decides up, degraded
 or down, with a reason and a detail, and masks the check's header secrets in
@@ -12,7 +13,7 @@ from dataclasses import replace
 from datetime import datetime
 from typing import Any
 
-from monitor.config import MASK, CheckConfig
+from monitor.config import MASK, CheckConfig, format_duration
 from monitor.probing.conditions import (
     InvalidJSON,
     failed_conditions,
@@ -35,6 +36,7 @@ def judge(
     body: bytes,
     *,
     truncated: bool = False,
+    cert_expires_at: datetime | None = None,
 ) -> CheckResult:
     """Turn a complete HTTP answer into a :class:`CheckResult` (pure)."""
 
@@ -50,9 +52,13 @@ def judge(
             detail=detail,
             status_code=status,
             body_excerpt=excerpt(body),
+            cert_expires_at=cert_expires_at,
             **extra,
         )
 
+    expiry = certificate_verdict(check, started_at, cert_expires_at)
+    if expiry is not None and expiry[0] is Outcome.DOWN:
+        return result(*expiry)
     # The status first: a 503 with a huge error page is down for its status, not its size.
     if status not in check.expect_status:
         return result(
@@ -85,6 +91,8 @@ def judge(
                     fields=fields,
                     version=version,
                 )
+    if expiry is not None:  # degraded: serving, with a date to act by
+        return result(*expiry, fields=fields, version=version)
     budget = check.max_response_time
     if budget is not None and duration_s > budget:
         return result(
@@ -103,11 +111,44 @@ def judge(
     )
 
 
-def mask_headers(result: CheckResult, check: CheckConfig) -> CheckResult:
-    """The result with the check's header values masked: a target may echo our request
-    (an error page quoting headers, a parser complaining about a header line), and what
-    a result says reaches logs, issues, the status page and CI output."""
+def certificate_verdict(
+    check: CheckConfig, now: datetime, expires_at: datetime | None
+) -> tuple[Outcome, Reason, str] | None:
+    """Down once the certificate has expired, degraded within ``cert_warn`` of it."""
+    if expires_at is None:
+        return None
+    left_s = (expires_at - now).total_seconds()
+    if left_s <= 0:
+        return Outcome.DOWN, Reason.TLS, f"certificate expired {expires_at:%Y-%m-%d %H:%M} UTC"
+    if left_s < check.cert_warn:
+        return (
+            Outcome.DEGRADED,
+            Reason.TLS,
+            f"certificate expires {expires_at:%Y-%m-%d %H:%M} UTC, in {_left(left_s)}"
+            f" (cert_warn {format_duration(check.cert_warn)})",
+        )
+    return None
+
+
+def _left(seconds: float) -> str:
+    # whole days read better than 1d23h59m58s; the last day to the minute
+    unit = 86400 if seconds >= 86400 else 60
+    return format_duration(max(round(seconds / unit), 1) * unit)
+
+
+def check_secrets(check: CheckConfig) -> list[str]:
+    """What a check sends that must never be shown: header values and its token."""
     values = [v.get_secret_value() for v in check.headers.values()]
+    if check.token is not None:
+        values.append(check.token.get_secret_value())
+    return values
+
+
+def mask_headers(result: CheckResult, check: CheckConfig) -> CheckResult:
+    """The result with the check's header values and token masked: a target may echo
+    our request (an error page quoting headers, a parser complaining about a header
+    line), and what a result says reaches logs, issues, the status page and CI output."""
+    values = check_secrets(check)
     values = sorted((v for v in values if v), key=len, reverse=True)
 
     def clean(text: str) -> str:

@@ -1,4 +1,10 @@
-"""Probing: one shared ``httpx.AsyncClient``, results as values, never exceptions."""
+"""Probing: one shared ``httpx.AsyncClient``, results as values, never exceptions.
+
+The prober owns the wire for every kind of check (see ``probing.kinds``): the
+connection pool (one more per ``ca_file``), the concurrency bound, the
+time-out over the whole exchange, the body cap and the server certificate's
+expiry. A kind says what to request and judges what came back.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +12,10 @@ import asyncio
 import ssl
 import time
 from collections.abc import Sequence
+from datetime import UTC, datetime
+from pathlib import Path
 from types import TracebackType
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -14,7 +23,8 @@ from monitor import __version__
 from monitor.clock import Clock, utcnow
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
 from monitor.probing.errors import ConnectionLost, classify_error
-from monitor.probing.judge import judge, mask_headers
+from monitor.probing.judge import mask_headers
+from monitor.probing.kinds import Answer, Request, kind_of
 from monitor.probing.results import CheckResult, Outcome, TargetResult
 
 REGION_HEADER = "X-Monitor-Region"
@@ -45,19 +55,35 @@ class Prober:
     ) -> None:
         self._settings = settings
         self._clock = clock
+        self._transport = transport
         self._limit = asyncio.Semaphore(settings.concurrency)
+        self._client = self._new_client(verify)
+        self._ca_clients: dict[Path, httpx.AsyncClient] = {}  # one pool per private CA
+
+    def _new_client(self, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+        settings = self._settings
         limits = httpx.Limits(
             max_connections=settings.concurrency,
             max_keepalive_connections=settings.concurrency,
         )
-        self._client = httpx.AsyncClient(
-            transport=transport,
+        return httpx.AsyncClient(
+            transport=self._transport,
             limits=limits,
+            # True: httpx's own trust store, or SSL_CERT_FILE / SSL_CERT_DIR when set
             verify=verify,
             # the app's logs can tell the regions' probes apart
             headers={"User-Agent": user_agent(settings.region), REGION_HEADER: settings.region},
             max_redirects=10,
         )
+
+    def _client_for(self, check: CheckConfig) -> httpx.AsyncClient:
+        if check.ca_file is None:
+            return self._client
+        client = self._ca_clients.get(check.ca_file)
+        if client is None:  # trusts the bundle alone, like curl --cacert
+            context = ssl.create_default_context(cafile=str(check.ca_file))
+            client = self._ca_clients[check.ca_file] = self._new_client(context)
+        return client
 
     async def __aenter__(self) -> Prober:
         return self
@@ -71,8 +97,9 @@ class Prober:
         await self.aclose()
 
     async def aclose(self) -> None:
-        """Close the connection pool."""
-        await self._client.aclose()
+        """Close the connection pools."""
+        for client in (self._client, *self._ca_clients.values()):
+            await client.aclose()
 
     async def probe_targets(self, targets: Sequence[TargetConfig]) -> list[TargetResult]:
         """Every check of every target, concurrently within the configured bound."""
@@ -87,64 +114,138 @@ class Prober:
     async def probe_check(self, target: TargetConfig, check: CheckConfig) -> CheckResult:
         """Probe one check; whatever happens ends in a classified :class:`CheckResult`."""
         result = await self._probe(target, check)
-        return mask_headers(result, check) if check.headers else result
+        return mask_headers(result, check) if check.headers or check.token else result
 
     async def _probe(self, target: TargetConfig, check: CheckConfig) -> CheckResult:
+        kind = kind_of(check)
+        timeout_s = check.timeout or self._settings.timeout
+        request = kind.request(target, check, timeout_s)
         async with self._limit:
-            url = target.check_url(check)
             started_at = self._clock()
             start = time.perf_counter()
-            timeout_s = check.timeout or self._settings.timeout
             try:
                 async with asyncio.timeout(timeout_s):
-                    status, body, truncated = await self._fetch(check, url, timeout_s)
+                    status, body, truncated, expires_at = await self._fetch(
+                        check, request, timeout_s
+                    )
             except Exception as exc:  # every fault of the wire becomes a result
                 reason, detail = classify_error(exc, timeout_s)
+                expired_at = None
+                if request.reads_certificate and _certificate_expired(exc):
+                    expired_at = await _expired_certificate(request.url, start + timeout_s)
+                    if expired_at is not None:
+                        detail = f"certificate expired {expired_at:%Y-%m-%d %H:%M} UTC: {detail}"
                 return CheckResult(
                     target=target.name,
                     check=check.name,
-                    url=url,
+                    url=request.url,
                     started_at=started_at,
                     duration_s=time.perf_counter() - start,
                     outcome=Outcome.DOWN,
                     reason=reason,
                     detail=detail,
+                    cert_expires_at=expired_at,
                 )
-            duration_s = time.perf_counter() - start
-            return judge(
-                target.name,
-                check,
-                url,
-                started_at,
-                duration_s,
-                status,
-                body,
+            answer = Answer(
+                target=target.name,
+                url=request.url,
+                started_at=started_at,
+                duration_s=time.perf_counter() - start,
+                status=status,
+                body=body,
                 truncated=truncated,
+                cert_expires_at=expires_at,
             )
+            return kind.judge(check, answer)
 
     async def _fetch(
-        self, check: CheckConfig, url: str, timeout_s: float
-    ) -> tuple[int, bytes, bool]:
-        headers = {name: value.get_secret_value() for name, value in check.headers.items()}
-        request = self._client.build_request(
-            check.method, url, headers=headers, timeout=httpx.Timeout(timeout_s)
+        self, check: CheckConfig, request: Request, timeout_s: float
+    ) -> tuple[int, bytes, bool, datetime | None]:
+        client = self._client_for(check)
+        outgoing = client.build_request(
+            request.method,
+            request.url,
+            params=list(request.params) or None,
+            headers=dict(request.headers),
+            timeout=httpx.Timeout(timeout_s),
         )
         try:
-            response = await self._client.send(
-                request, stream=True, follow_redirects=check.follow_redirects
+            response = await client.send(
+                outgoing, stream=True, follow_redirects=request.follow_redirects
             )
         except (httpx.ReadError, httpx.WriteError) as exc:
             # Reset (or broken pipe) before the response head: the peer is not
             # serving, which is a connect failure, unlike a reset mid-body. A clean
             # close (FIN) stays an error: httpcore cannot tell it from a partial head.
             raise ConnectionLost from exc
+        expires_at = _certificate_expiry(response) if request.reads_certificate else None
         try:
             body = await _read_capped(response, self._settings.max_body_bytes)
         except _BodyTooLarge:
-            return response.status_code, b"", True
+            return response.status_code, b"", True, expires_at
         finally:
             await response.aclose()
-        return response.status_code, body, False
+        return response.status_code, body, False, expires_at
+
+
+def _certificate_expiry(response: httpx.Response) -> datetime | None:
+    """When the certificate of the connection that answered expires (None over plain
+    HTTP, or when the transport does not say)."""
+    stream = response.extensions.get("network_stream")
+    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
+        return None
+    certificate = ssl_object.getpeercert()  # parsed only when verified: the normal case
+    not_after = certificate.get("notAfter") if certificate else None
+    if not isinstance(not_after, str):
+        return None
+    return datetime.fromtimestamp(ssl.cert_time_to_seconds(not_after), UTC)
+
+
+def _certificate_expired(exc: BaseException) -> bool:
+    """True when verification failed because the certificate's notAfter has passed."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ssl.SSLCertVerificationError):
+            return current.verify_code == X509_V_ERR_CERT_HAS_EXPIRED
+        current = current.__cause__ or current.__context__
+    return False
+
+
+X509_V_ERR_CERT_HAS_EXPIRED = 10  # OpenSSL's verify code for "certificate has expired"
+
+
+async def _expired_certificate(url: str, deadline: float) -> datetime | None:
+    """The notAfter of a certificate that failed verification as expired, read over a
+    second, unverified handshake (within the check's time-out): the metric and the
+    issue then say when it expired, not only that it did."""
+    parts = urlsplit(url)
+    host, port = parts.hostname or "", parts.port or 443
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE
+    remaining_s = deadline - time.perf_counter()
+    if remaining_s <= 0:
+        return None
+    try:
+        async with asyncio.timeout(remaining_s):
+            transport, _ = await asyncio.get_running_loop().create_connection(
+                asyncio.Protocol, host, port, ssl=context, server_hostname=host
+            )
+            try:
+                ssl_object = transport.get_extra_info("ssl_object")
+                der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
+            finally:
+                transport.close()
+    except (OSError, TimeoutError):
+        return None
+    if not der:
+        return None
+    from cryptography import x509  # only here: an expired certificate is rare
+
+    return x509.load_der_x509_certificate(der).not_valid_after_utc
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:

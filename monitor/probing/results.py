@@ -17,13 +17,21 @@ class Outcome(enum.StrEnum):
     """How one check, or one target as a whole, fared."""
 
     UP = "up"  # expected status, conditions true, within the latency budget
-    DEGRADED = "degraded"  # healthy answer, but slower than max_response_time
+    DEGRADED = "degraded"  # serving, but slow, near a threshold or a certificate's expiry
+    # the check could not tell (a query with no samples and on_empty = "unknown"): it
+    # neither fails nor recovers a target, and its time is not counted as known
+    UNKNOWN = "unknown"
     DOWN = "down"  # anything else: wrong status, transport error, condition false
 
     @property
     def is_good(self) -> bool:
         """Degraded is slow but serving: it counts as up for incidents and uptime."""
-        return self is not Outcome.DOWN
+        return self is Outcome.UP or self is Outcome.DEGRADED
+
+    @property
+    def is_known(self) -> bool:
+        """False for unknown: such a result vouches for nothing, good or bad."""
+        return self is not Outcome.UNKNOWN
 
     @property
     def severity(self) -> int:
@@ -31,7 +39,8 @@ class Outcome(enum.StrEnum):
         return _SEVERITY[self]
 
 
-_SEVERITY = {Outcome.UP: 0, Outcome.DEGRADED: 1, Outcome.DOWN: 2}
+# a target with one check down is down; with one unknown (and none down) it is unknown
+_SEVERITY = {Outcome.UP: 0, Outcome.DEGRADED: 1, Outcome.UNKNOWN: 2, Outcome.DOWN: 3}
 
 
 class Reason(enum.StrEnum):
@@ -41,12 +50,16 @@ class Reason(enum.StrEnum):
     SLOW = "slow"  # over the latency budget (only with DEGRADED)
     DNS = "dns"  # the host name did not resolve
     CONNECT = "connect"  # refused, unreachable, reset before a response
-    TLS = "tls"  # handshake or certificate failure
+    TLS = "tls"  # handshake or certificate failure; degraded: the certificate expires soon
     TIMEOUT = "timeout"  # no complete response within the check's timeout
     STATUS = "status"  # a status code that the check does not expect
     CONDITION = "condition"  # a JMESPath condition was false on the JSON body
     INVALID_JSON = "invalid_json"  # a condition needed JSON and the body was not
     TOO_LARGE = "too_large"  # the body exceeded the read cap
+    QUERY = "query"  # Prometheus or Alertmanager refused the question (bad PromQL, 4xx)
+    EMPTY = "empty"  # the query returned no sample (down or unknown, as on_empty says)
+    THRESHOLD = "threshold"  # a queried value is past its max or min (degraded_* too)
+    ALERTS = "alerts"  # matching alerts fire in Alertmanager (not silenced or inhibited)
     ERROR = "error"  # anything else (protocol error, broken response)
 
 
@@ -66,6 +79,8 @@ class CheckResult:
     body_excerpt: str = ""  # the first few hundred characters, for the incident issue
     fields: Mapping[str, Any] = field(default_factory=dict)  # selected JSON health fields
     version: str | None = None  # the deployed version, when the check names its field
+    # when the server's TLS certificate expires (https only, None when not known)
+    cert_expires_at: datetime | None = None
 
     @property
     def ok(self) -> bool:
@@ -93,5 +108,10 @@ class TargetResult:
 
     @property
     def ok(self) -> bool:
-        """True when no check is down."""
+        """True when no check is down or unknown."""
         return self.outcome.is_good
+
+    @property
+    def down(self) -> bool:
+        """True when a check is down (an unknown one does not make a target down)."""
+        return self.outcome is Outcome.DOWN

@@ -23,7 +23,7 @@ EXIT_FAILED = 1
 def check_report(results: Sequence[TargetResult], attempts: int = 1) -> dict[str, Any]:
     """The JSON form of ``monitor check``."""
     return {
-        "ok": all(r.ok for r in results),
+        "ok": passed(results),
         "attempts": attempts,
         "targets": [
             {
@@ -72,17 +72,30 @@ def check_table(results: Sequence[TargetResult]) -> str:
     return "\n".join([*lines, "", verdict(results)]) + "\n"
 
 
+def passed(results: Sequence[TargetResult]) -> bool:
+    """True when no check is down. Degraded passes (it serves), and so does unknown: a
+    check that cannot tell (a query with no samples) is no evidence against a deploy;
+    ``on_empty = "down"`` makes it one."""
+    return not any(r.down for r in results)
+
+
 def verdict(results: Sequence[TargetResult]) -> str:
     """``PASS: ...`` or ``FAIL: ...`` naming what is down."""
-    down = [r for r in results if not r.ok]
+    down = [r for r in results if r.down]
     if down:
         return "FAIL: " + "; ".join(
             f"{r.target} is down ({', '.join(f'{c.check}: {c.detail}' for c in r.failing)})"
             for r in down
         )
+    notes = []
     degraded = [r.target for r in results if r.outcome is Outcome.DEGRADED]
-    suffix = f" (degraded: {', '.join(degraded)})" if degraded else ""
-    return "PASS: every check is up" + suffix
+    if degraded:
+        notes.append(f"degraded: {', '.join(degraded)}")
+    unknown = [f"{c.target}/{c.check}" for r in results for c in r.checks if not c.outcome.is_known]
+    if unknown:
+        notes.append(f"unknown: {', '.join(unknown)}")
+    suffix = f" ({'; '.join(notes)})" if notes else ""
+    return "PASS: no check is down" + suffix if unknown else "PASS: every check is up" + suffix
 
 
 async def probe_until_healthy(
@@ -100,7 +113,7 @@ async def probe_until_healthy(
             attempt += 1
             results = await prober.probe_targets(settings.targets)
             on_attempt(attempt, results)
-            if all(r.ok for r in results) or monotonic() + retry_every_s > deadline:
+            if passed(results) or monotonic() + retry_every_s > deadline:
                 return attempt, results
             await asyncio.sleep(retry_every_s)
 
@@ -117,7 +130,7 @@ def run_check(
     """``monitor check``: 0 when every check is up or degraded, 1 when any is down."""
 
     def on_attempt(attempt: int, results: list[TargetResult]) -> None:
-        if wait_s > 0 and not all(r.ok for r in results):
+        if wait_s > 0 and not passed(results):
             progress.write(
                 f"attempt {attempt}: {verdict(results)}; retrying in {format_duration(retry_every_s)}\n"
             )
@@ -131,4 +144,4 @@ def run_check(
         out.write("\n")
     else:
         out.write(check_table(results))
-    return EXIT_OK if all(r.ok for r in results) else EXIT_FAILED
+    return EXIT_OK if passed(results) else EXIT_FAILED

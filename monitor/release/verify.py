@@ -49,7 +49,7 @@ class Verification:
             "interval_s": self.interval_s,
             "open_after": self.open_after,
             "probes": len(self.probes),
-            "failed_probes": sum(1 for p in self.probes if not p.ok),
+            "failed_probes": sum(1 for p in self.probes if p.down),
             "first_failure_at": self.first_failure_at.isoformat()
             if self.first_failure_at
             else None,
@@ -126,7 +126,7 @@ def run_verify(
     elif record.healthy:
         out.write(
             f"PASS: {target.name} stayed healthy for {format_duration(duration_s)}"
-            f" ({len(record.probes)} probes, {sum(1 for p in record.probes if not p.ok)} failed)\n"
+            f" ({len(record.probes)} probes, {sum(1 for p in record.probes if p.down)} failed)\n"
         )
     else:
         out.write(

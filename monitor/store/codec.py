@@ -103,6 +103,7 @@ def result_to_json(result: TargetResult) -> str:
                     "detail": c.detail[:500],
                     "status": c.status_code,
                     "version": c.version,
+                    "cert_expires_at": None if c.cert_expires_at is None else ts(c.cert_expires_at),
                 }
                 for c in result.checks
             ],
@@ -128,6 +129,7 @@ def result_from_json(text: str) -> TargetResult:
                 detail=c["detail"],
                 status_code=c["status"],
                 version=c["version"],
+                cert_expires_at=opt_dt(c.get("cert_expires_at")),  # absent in older rows
             )
             for c in raw["checks"]
         ),

@@ -224,6 +224,7 @@ def _target_snapshot(
                 "duration_ms": round(c.duration_s * 1000, 1),
                 # a probed response's words: masked like a log line, and kept short
                 "detail": secrets.redact(c.detail)[:DETAIL_CHARS],
+                "cert_expires_at": None if c.cert_expires_at is None else _iso(c.cert_expires_at),
             }
             for c in (result.checks if result is not None else ())
         ],

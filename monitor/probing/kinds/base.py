@@ -1,0 +1,89 @@
+"""The contract of a check kind: what to request, and how to judge what came back.
+
+The prober owns the wire (one connection pool, the concurrency bound, the
+time-out, the body cap, TLS); a kind only says which request a check makes and
+turns the complete answer into a :class:`CheckResult`. Judging is pure, so each
+kind is tested table by table without a network.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from monitor.config import CheckConfig, TargetConfig
+from monitor.probing.results import CheckResult, Outcome, Reason
+
+# what the wire can go wrong with, whatever the kind (see probing.errors)
+TRANSPORT_REASONS = frozenset(
+    {Reason.DNS, Reason.CONNECT, Reason.TLS, Reason.TIMEOUT, Reason.TOO_LARGE, Reason.ERROR}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One HTTP request a check makes."""
+
+    method: str
+    url: str  # what results show: no query string, so no PromQL and no secret in it
+    params: Sequence[tuple[str, str]] = ()
+    headers: Mapping[str, str] = field(default_factory=dict)
+    follow_redirects: bool = False
+    reads_certificate: bool = False  # record the server certificate's expiry
+
+
+@dataclass(frozen=True, slots=True)
+class Answer:
+    """What came back, complete: the status, the body (up to the cap), the timing."""
+
+    target: str
+    url: str
+    started_at: datetime
+    duration_s: float
+    status: int
+    body: bytes
+    truncated: bool = False  # the body was larger than the read cap and was dropped
+    cert_expires_at: datetime | None = None
+
+    def result(
+        self, check: CheckConfig, outcome: Outcome, reason: Reason, detail: str, **extra: Any
+    ) -> CheckResult:
+        """A :class:`CheckResult` of this answer."""
+        return CheckResult(
+            target=self.target,
+            check=check.name,
+            url=self.url,
+            started_at=self.started_at,
+            duration_s=self.duration_s,
+            outcome=outcome,
+            reason=reason,
+            detail=detail,
+            status_code=self.status,
+            cert_expires_at=self.cert_expires_at,
+            **extra,
+        )
+
+
+class CheckKind(Protocol):
+    """One ``type`` of check."""
+
+    # the reasons its down results can carry (the metrics declare these series)
+    reasons: frozenset[Reason]
+
+    def request(self, target: TargetConfig, check: CheckConfig, timeout_s: float) -> Request:
+        """The request that probes ``check``."""
+        ...
+
+    def judge(self, check: CheckConfig, answer: Answer) -> CheckResult:
+        """Up, degraded, unknown or down, with a reason and a detail (pure)."""
+        ...
+
+
+def bearer(check: CheckConfig) -> dict[str, str]:
+    """The check's headers, with its token as a bearer (never shown: results are masked)."""
+    headers = {name: value.get_secret_value() for name, value in check.headers.items()}
+    if check.token is not None:
+        headers["Authorization"] = f"Bearer {check.token.get_secret_value()}"
+    return headers
