@@ -13,9 +13,9 @@ import json
 import os
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime, timedelta
-from typing import TextIO
+from typing import TYPE_CHECKING, TextIO
 
 from monitor import __version__
 from monitor.config import (
@@ -29,6 +29,9 @@ from monitor.config import (
     secret_values,
 )
 from monitor.logs import configure, secrets
+
+if TYPE_CHECKING:  # the gates' modules load only when a gate runs
+    from monitor.release.check import IncidentGate
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -79,6 +82,17 @@ def build_parser() -> argparse.ArgumentParser:
         default=10.0,
         metavar="DURATION",
         help="pause between attempts with --wait (default 10s)",
+    )
+    check.add_argument(
+        "--no-open-incident",
+        action="store_true",
+        help="also fail while an incident is open for a target (asks --monitor-url, else"
+        " GitHub's open issues with the incident and target labels)",
+    )
+    check.add_argument(
+        "--monitor-url",
+        metavar="URL",
+        help="the running daemon whose /api/status says which incidents are open",
     )
 
     verify = sub.add_parser(
@@ -280,6 +294,9 @@ def _main(argv: Sequence[str] | None) -> int:
         narrowed = select_targets(settings, args.target)
         if narrowed is None:
             return _unknown_target(settings, args.target)
+        if args.monitor_url and not args.no_open_incident:
+            sys.stderr.write("monitor: --monitor-url only serves --no-open-incident\n")
+            return EXIT_CONFIG
         return run_check(
             narrowed,
             as_json=args.json,
@@ -287,6 +304,7 @@ def _main(argv: Sequence[str] | None) -> int:
             retry_every_s=args.retry_every,
             out=sys.stdout,
             progress=sys.stderr,
+            incidents=_incident_gate(narrowed, args.monitor_url) if args.no_open_incident else None,
         )
     if args.command == "verify":
         from monitor.release.verify import run_verify
@@ -451,6 +469,19 @@ def _store_copy(source: str, dest: str, out: TextIO, err: TextIO) -> int:
 
 def _count(rows: int) -> str:
     return f"{rows:,} row" if rows == 1 else f"{rows:,} rows"
+
+
+def _incident_gate(settings: Settings, monitor_url: str | None) -> Callable[[], IncidentGate]:
+    """The ``--no-open-incident`` look-up: the daemon when its URL is given, else GitHub."""
+    from monitor.release.check import gate_incidents
+    from monitor.release.incidents import from_github, from_monitor
+
+    names = [t.name for t in settings.targets]
+    if monitor_url:
+        return lambda: gate_incidents(
+            "monitor", lambda: from_monitor(monitor_url, names, settings.monitor.timeout)
+        )
+    return lambda: gate_incidents("github", lambda: from_github(settings.github, names))
 
 
 def _unknown_target(settings: Settings, names: Sequence[str] | None) -> int:

@@ -292,13 +292,18 @@ class TLSIdentity:
         return context
 
 
-def tls_identity(hostname: str = HOST, *, expired: bool = False) -> TLSIdentity:
-    """A CA and a certificate for ``hostname``; ``expired`` dates it in the past."""
+def tls_identity(
+    hostname: str = HOST, *, expired: bool = False, expires_in: timedelta | None = None
+) -> TLSIdentity:
+    """A CA and a certificate for ``hostname``; ``expired`` dates it a day in the past,
+    ``expires_in`` sets its notAfter that far from now (negative: expired)."""
     ca = trustme.CA()
     if expired:
-        now = datetime.now(UTC)
+        expires_in = timedelta(days=-1)
+    if expires_in is not None:
+        now = datetime.now(UTC).replace(microsecond=0)  # notAfter has whole seconds
         cert = ca.issue_cert(
-            hostname, not_before=now - timedelta(days=30), not_after=now - timedelta(days=1)
+            hostname, not_before=now - timedelta(days=30), not_after=now + expires_in
         )
     else:
         cert = ca.issue_cert(hostname)

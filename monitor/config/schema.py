@@ -169,10 +169,11 @@ _TYPE_KEYS: dict[str, frozenset[str]] = {
             "degraded_max",
             "degraded_min",
             "on_empty",
+            "on_error",
             "unit",
         }
     ),
-    "alertmanager": frozenset({"url", "token_env", "token", "matchers"}),
+    "alertmanager": frozenset({"url", "token_env", "token", "matchers", "on_error"}),
 }
 _TYPED_KEYS = frozenset().union(*_TYPE_KEYS.values())
 Threshold = Annotated[float, Field(allow_inf_nan=False)]
@@ -187,6 +188,8 @@ class CheckConfig(_Section):
     ``degraded_*`` bounds); ``alertmanager`` lists the alerts matching
     ``matchers`` that fire, unsilenced and uninhibited, in the Alertmanager at
     ``url``. Keys of another type are refused, so a typo is not a silent no-op.
+    When Prometheus or Alertmanager itself fails (unreachable, a refused query),
+    the result is unknown unless ``on_error = "down"``.
     """
 
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
@@ -217,6 +220,9 @@ class CheckConfig(_Section):
     degraded_max: Threshold | None = None  # degraded above this
     degraded_min: Threshold | None = None  # degraded below this
     on_empty: Literal["up", "down", "unknown"] = "unknown"  # a result with no sample
+    # what it means when the service does not answer (down, refused, a broken answer):
+    # unknown by default, since an outage of Prometheus is not an outage of the target
+    on_error: Literal["down", "unknown"] = "unknown"
     unit: Literal["", "ratio", "seconds"] = ""  # how values are written: 7.2 %, 350 ms
     # alertmanager
     matchers: list[AlertMatcher] = Field(default_factory=list)

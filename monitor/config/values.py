@@ -70,18 +70,26 @@ def check_http_url(value: str) -> str:
 
 
 # Alertmanager's matcher syntax: a label name, an operator, a value (quoted, or a bare
-# word); the API takes each as one ``filter`` parameter
+# word); the API takes each as one ``filter`` parameter. Quoted label names are left
+# out: Alertmanager before 0.27 refuses them, and a refused matcher fails every probe.
 _MATCHER = re.compile(
-    r'\s*(?:[A-Za-z_][A-Za-z0-9_]*|"(?:[^"\\]|\\.)+")\s*(?:=~|!~|!=|=)\s*'
-    r'(?:"(?:[^"\\]|\\.)*"|[^"\s{},=!~]*)\s*'
+    r'\s*([A-Za-z_][A-Za-z0-9_]*)\s*(=~|!~|!=|=)\s*("(?:[^"\\]|\\.)*"|[^"\s{},=!~]*)\s*'
 )
 
 
 def _check_matcher(value: str) -> str:
-    if not _MATCHER.fullmatch(value):
+    match = _MATCHER.fullmatch(value)
+    if not match:
         raise ValueError(
             f'expected an Alertmanager matcher such as severity=~"critical|page", got {value!r}'
         )
+    if match[2] in ("=~", "!~"):
+        quoted = match[3].startswith('"')
+        pattern = match[3][1:-1].replace('\\"', '"') if quoted else match[3]
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ValueError(f"not a regular expression in {value!r}: {exc}") from None
     return value.strip()
 
 

@@ -156,12 +156,21 @@ def mask_headers(result: CheckResult, check: CheckConfig) -> CheckResult:
             text = text.replace(value, MASK)
         return text
 
-    fields = {k: clean(v) if isinstance(v, str) else v for k, v in result.fields.items()}
+    def clean_value(value: Any) -> Any:
+        # fields nest: an alert list holds tables of summaries a service wrote
+        if isinstance(value, str):
+            return clean(value)
+        if isinstance(value, list):
+            return [clean_value(item) for item in value]
+        if isinstance(value, dict):
+            return {clean_value(k): clean_value(v) for k, v in value.items()}
+        return value
+
     return replace(
         result,
         detail=clean(result.detail),
         body_excerpt=clean(result.body_excerpt),
-        fields=fields,
+        fields=clean_value(dict(result.fields)),
         version=None if result.version is None else clean(result.version),
     )
 

@@ -24,8 +24,8 @@ from monitor.clock import Clock, utcnow
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
 from monitor.probing.errors import ConnectionLost, classify_error
 from monitor.probing.judge import mask_headers
-from monitor.probing.kinds import Answer, Request, kind_of
-from monitor.probing.results import CheckResult, Outcome, TargetResult
+from monitor.probing.kinds import Answer, Request, fault_outcome, kind_of
+from monitor.probing.results import CheckResult, TargetResult
 
 REGION_HEADER = "X-Monitor-Region"
 
@@ -141,7 +141,7 @@ class Prober:
                     url=request.url,
                     started_at=started_at,
                     duration_s=time.perf_counter() - start,
-                    outcome=Outcome.DOWN,
+                    outcome=fault_outcome(check),
                     reason=reason,
                     detail=detail,
                     cert_expires_at=expired_at,
@@ -238,7 +238,7 @@ async def _expired_certificate(url: str, deadline: float) -> datetime | None:
                 ssl_object = transport.get_extra_info("ssl_object")
                 der = ssl_object.getpeercert(binary_form=True) if ssl_object else None
             finally:
-                transport.close()
+                transport.abort()  # no close_notify: nothing was said, nothing to finish
     except (OSError, TimeoutError):
         return None
     if not der:

@@ -1,7 +1,8 @@
 """``monitor check``: the pre-deploy gate. Probe once (or until healthy) and say so.
 
 It uses the daemon's own probe path, so a gate and the daemon never disagree
-about what "healthy" means.
+about what "healthy" means. With ``--no-open-incident`` it also fails while an
+incident is open for a target (see :mod:`monitor.release.incidents`).
 """
 
 from __future__ import annotations
@@ -10,11 +11,13 @@ import asyncio
 import json
 import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TextIO
 
 from monitor.config import Settings, format_duration
 from monitor.probing.prober import Prober
 from monitor.probing.results import Outcome, TargetResult
+from monitor.release.incidents import LookupFailed, OpenIncident
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -73,29 +76,28 @@ def check_table(results: Sequence[TargetResult]) -> str:
 
 
 def passed(results: Sequence[TargetResult]) -> bool:
-    """True when no check is down. Degraded passes (it serves), and so does unknown: a
-    check that cannot tell (a query with no samples) is no evidence against a deploy;
-    ``on_empty = "down"`` makes it one."""
-    return not any(r.down for r in results)
+    """True when every check is up or degraded (slow still serves). A check that cannot
+    tell (Prometheus unreachable, a query with no sample) fails the gate: an approval
+    nobody could check is not an approval."""
+    return all(r.ok for r in results)
 
 
 def verdict(results: Sequence[TargetResult]) -> str:
-    """``PASS: ...`` or ``FAIL: ...`` naming what is down."""
+    """``PASS: ...`` or ``FAIL: ...`` naming what is down, or what cannot tell."""
     down = [r for r in results if r.down]
     if down:
         return "FAIL: " + "; ".join(
             f"{r.target} is down ({', '.join(f'{c.check}: {c.detail}' for c in r.failing)})"
             for r in down
         )
-    notes = []
-    degraded = [r.target for r in results if r.outcome is Outcome.DEGRADED]
-    if degraded:
-        notes.append(f"degraded: {', '.join(degraded)}")
-    unknown = [f"{c.target}/{c.check}" for r in results for c in r.checks if not c.outcome.is_known]
+    unknown = [c for r in results for c in r.checks if not c.outcome.is_known]
     if unknown:
-        notes.append(f"unknown: {', '.join(unknown)}")
-    suffix = f" ({'; '.join(notes)})" if notes else ""
-    return "PASS: no check is down" + suffix if unknown else "PASS: every check is up" + suffix
+        return "FAIL: cannot tell: " + "; ".join(
+            f"{c.target}/{c.check}: {c.detail}" for c in unknown
+        )
+    degraded = [r.target for r in results if r.outcome is Outcome.DEGRADED]
+    suffix = f" (degraded: {', '.join(degraded)})" if degraded else ""
+    return "PASS: every check is up" + suffix
 
 
 async def probe_until_healthy(
@@ -118,6 +120,52 @@ async def probe_until_healthy(
             await asyncio.sleep(retry_every_s)
 
 
+@dataclass(frozen=True, slots=True)
+class IncidentGate:
+    """What ``--no-open-incident`` found: the open incidents, or why it could not tell."""
+
+    source: str  # "monitor" or "github"
+    open: tuple[OpenIncident, ...] = ()
+    error: str | None = None
+
+    @property
+    def passed(self) -> bool:
+        """True when the source answered and no incident is open."""
+        return self.error is None and not self.open
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON form."""
+        return {
+            "source": self.source,
+            "ok": self.passed,
+            "error": self.error,
+            "open_incidents": [i.as_dict() for i in self.open],
+        }
+
+    def lines(self) -> list[str]:
+        """What a reviewer reads under the table, ending with the incident verdict."""
+        if self.error is not None:
+            return [f"FAIL: cannot tell whether an incident is open: {self.error}"]
+        if not self.open:
+            return [f"PASS: no incident is open (asked {self.source})"]
+        lines = [
+            f"OPEN INCIDENT  {i.target}  {i.title}"
+            + (f"  since {i.since}" if i.since else "")
+            + f"  {i.url or '(no issue link)'}"
+            for i in self.open
+        ]
+        targets = sorted({i.target for i in self.open})
+        return [*lines, f"FAIL: an incident is open for {', '.join(targets)}"]
+
+
+def gate_incidents(source: str, lookup: Callable[[], list[OpenIncident]]) -> IncidentGate:
+    """Run ``lookup``; its failure is the gate's failure, never a pass."""
+    try:
+        return IncidentGate(source, tuple(lookup()))
+    except LookupFailed as exc:
+        return IncidentGate(source, error=str(exc))
+
+
 def run_check(
     settings: Settings,
     *,
@@ -126,8 +174,10 @@ def run_check(
     retry_every_s: float,
     out: TextIO,
     progress: TextIO,
+    incidents: Callable[[], IncidentGate] | None = None,
 ) -> int:
-    """``monitor check``: 0 when every check is up or degraded, 1 when any is down."""
+    """``monitor check``: 0 when every check is up or degraded, 1 when any is down (or,
+    with ``incidents``, when an incident is open or nobody can say)."""
 
     def on_attempt(attempt: int, results: list[TargetResult]) -> None:
         if wait_s > 0 and not passed(results):
@@ -139,9 +189,17 @@ def run_check(
     attempts, results = asyncio.run(
         probe_until_healthy(settings, wait_s, retry_every_s, on_attempt)
     )
+    gate = incidents() if incidents is not None else None
     if as_json:
-        json.dump(check_report(results, attempts), out, indent=2)
+        report = check_report(results, attempts)
+        if gate is not None:
+            report["ok"] = report["ok"] and gate.passed
+            report["incidents"] = gate.as_dict()
+        json.dump(report, out, indent=2)
         out.write("\n")
     else:
         out.write(check_table(results))
-    return EXIT_OK if passed(results) else EXIT_FAILED
+        if gate is not None:
+            out.write("\n".join(gate.lines()) + "\n")
+    healthy = passed(results) and (gate is None or gate.passed)
+    return EXIT_OK if healthy else EXIT_FAILED

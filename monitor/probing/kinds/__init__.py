@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from monitor.config import CheckConfig
 from monitor.probing.kinds.alertmanager import AlertmanagerKind
-from monitor.probing.kinds.base import Answer, CheckKind, Request
+from monitor.probing.kinds.base import Answer, CheckKind, Request, fault_outcome
 from monitor.probing.kinds.http import HttpKind
 from monitor.probing.kinds.prometheus import PrometheusKind
 from monitor.probing.results import Reason
@@ -31,4 +31,4 @@ def failure_reasons(check: CheckConfig) -> list[Reason]:
     return [reason for reason in Reason if reason in reasons]
 
 
-__all__ = ["KINDS", "Answer", "CheckKind", "Request", "failure_reasons", "kind_of"]
+__all__ = ["KINDS", "Answer", "CheckKind", "Request", "failure_reasons", "fault_outcome", "kind_of"]

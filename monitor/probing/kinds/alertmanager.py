@@ -4,7 +4,8 @@ It reads ``GET /api/v2/alerts`` with one ``filter`` per matcher (Alertmanager
 ANDs them) and asks for active alerts only: silenced, inhibited and not yet
 processed alerts are left out by Alertmanager, and again here by each alert's
 own status, so a silence set for a deploy clears the check as it clears the
-pages. The firing alerts' names and summaries go into the detail.
+pages. The firing alerts' names and summaries go into the detail. When
+Alertmanager cannot answer, the result is unknown (``on_error = "down"``: down).
 """
 
 from __future__ import annotations
@@ -14,7 +15,13 @@ from typing import Any
 from monitor.config import CheckConfig, TargetConfig
 from monitor.probing.conditions import InvalidJSON, parse_json
 from monitor.probing.judge import excerpt, one_line
-from monitor.probing.kinds.base import TRANSPORT_REASONS, Answer, Request, bearer
+from monitor.probing.kinds.base import (
+    TRANSPORT_REASONS,
+    Answer,
+    Request,
+    bearer,
+    fault_outcome,
+)
 from monitor.probing.results import CheckResult, Outcome, Reason
 
 ALERTS_PATH = "/api/v2/alerts"
@@ -49,7 +56,7 @@ class AlertmanagerKind:
         """Up with no firing alert; down (``alerts``) naming those that fire."""
         if answer.truncated:
             return answer.result(
-                check, Outcome.DOWN, Reason.TOO_LARGE, "answer larger than the read cap"
+                check, fault_outcome(check), Reason.TOO_LARGE, "answer larger than the read cap"
             )
         try:
             document = parse_json(answer.body)
@@ -60,7 +67,7 @@ class AlertmanagerKind:
         if not isinstance(document, list):
             return answer.result(
                 check,
-                Outcome.DOWN,
+                fault_outcome(check),
                 Reason.INVALID_JSON,
                 "not an Alertmanager answer: expected a list of alerts",
                 body_excerpt=excerpt(answer.body),
@@ -128,5 +135,5 @@ def _refused(check: CheckConfig, answer: Answer, document: Any) -> CheckResult:
     else:
         reason, detail = Reason.STATUS, f"Alertmanager answered {answer.status}: {said}"
     return answer.result(
-        check, Outcome.DOWN, reason, one_line(detail), body_excerpt=excerpt(answer.body)
+        check, fault_outcome(check), reason, one_line(detail), body_excerpt=excerpt(answer.body)
     )

@@ -81,6 +81,16 @@ class CheckKind(Protocol):
         ...
 
 
+def fault_outcome(check: CheckConfig) -> Outcome:
+    """The outcome of a fault on the way to an answer (the wire, a refusal, a broken
+    answer). For ``http`` the target is what failed: down. For a query to Prometheus or
+    Alertmanager the monitoring service failed, and the target may be fine: unknown,
+    unless the check says ``on_error = "down"``."""
+    if check.type == "http" or check.on_error == "down":
+        return Outcome.DOWN
+    return Outcome.UNKNOWN
+
+
 def bearer(check: CheckConfig) -> dict[str, str]:
     """The check's headers, with its token as a bearer (never shown: results are masked)."""
     headers = {name: value.get_secret_value() for name, value in check.headers.items()}

@@ -10,6 +10,8 @@ sample of a vector is judged and the worst one decides, so "any instance above
 A sample whose value is NaN (an error rate of 0/0: no traffic) has no value;
 when no sample has one, ``on_empty`` decides: ``up``, ``down`` (reason
 ``empty``) or ``unknown`` (the result neither fails nor recovers the target).
+When Prometheus cannot answer (unreachable, a refused query, a broken answer)
+the result is unknown with the fault's reason, or down with ``on_error = "down"``.
 """
 
 from __future__ import annotations
@@ -22,7 +24,13 @@ from typing import Any
 from monitor.config import CheckConfig, TargetConfig
 from monitor.probing.conditions import InvalidJSON, parse_json
 from monitor.probing.judge import excerpt, one_line
-from monitor.probing.kinds.base import TRANSPORT_REASONS, Answer, Request, bearer
+from monitor.probing.kinds.base import (
+    TRANSPORT_REASONS,
+    Answer,
+    Request,
+    bearer,
+    fault_outcome,
+)
 from monitor.probing.results import CheckResult, Outcome, Reason
 
 QUERY_PATH = "/api/v1/query"
@@ -74,14 +82,14 @@ class PrometheusKind:
         query = check.query or ""
         if answer.truncated:
             return answer.result(
-                check, Outcome.DOWN, Reason.TOO_LARGE, "answer larger than the read cap"
+                check, fault_outcome(check), Reason.TOO_LARGE, "answer larger than the read cap"
             )
         try:
             samples = parse_answer(answer.status, answer.body)
         except PrometheusError as exc:
             return answer.result(
                 check,
-                Outcome.DOWN,
+                fault_outcome(check),
                 exc.reason,
                 one_line(f"{exc.detail}; query: {query}"),
                 body_excerpt=excerpt(answer.body),
