@@ -23,7 +23,7 @@ from prometheus_client.openmetrics.exposition import generate_latest as generate
 from monitor import __version__
 from monitor.config import TargetConfig
 from monitor.probing.kinds import failure_reasons
-from monitor.probing.results import CheckResult, Outcome, TargetResult
+from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
 PROBE_BUCKETS_S = (0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 INCIDENT_BUCKETS_S = (60, 300, 600, 1800, 3600, 7200, 14400, 43200, 86400, 259200)
@@ -341,7 +341,10 @@ class Metrics:
         else:
             self.probe_success.remove(*labels)
         self.probe_unknown.labels(*labels).set(0 if check.outcome.is_known else 1)
-        self.probe_degraded.labels(*labels).set(1 if check.outcome == "degraded" else 0)
+        # the latency budget only: a certificate near expiry has its own series and
+        # alert, and a degraded_max is the user's own Prometheus's to alert on
+        slow = check.outcome is Outcome.DEGRADED and check.reason is Reason.SLOW
+        self.probe_degraded.labels(*labels).set(1 if slow else 0)
         self.probe_duration.labels(*labels).observe(check.duration_s)
         self.probe_status_code.labels(*labels).set(check.status_code or 0)
         self.last_probe.labels(*labels).set(check.started_at.timestamp())

@@ -125,6 +125,8 @@ EXPECTED_ALERTS = {
     "TargetDown": "critical",
     "TargetProbeFailing": "warning",
     "LatencyBudget": "warning",
+    "TlsCertificateExpiring": "warning",
+    "CheckUnknown": "warning",
     "ErrorBudgetFastBurn": "critical",
     "ErrorBudgetSlowBurn": "warning",
     "ErrorBudgetExhausted": "warning",

@@ -463,6 +463,16 @@ STAGING_URL = "https://hotdash-staging.fly.dev"
 GATED = "0123456789abcdef0123456789abcdef01234567"  # the commit the gate runs on
 
 
+def test_gate_fails_while_a_production_incident_is_open() -> None:
+    """The seed's "no active production incidents": a gate step asks for open incident
+    issues with the workflow's own token, after staging's probe."""
+    job = workflow(GATE)["jobs"]["staging-health"]
+    gate = step(GATE, "staging-health", "No open production incident")
+    assert gate["run"].strip() == "monitor check --target production --no-open-incident"
+    assert gate["env"]["GITHUB_TOKEN"] == "${{ github.token }}"
+    assert step_index(job, "monitor check --target staging") < step_index(job, "--no-open-incident")
+
+
 def posted_status(run: StepRun) -> tuple[str, dict[str, str]]:
     """(endpoint, fields) of the one `gh api --method POST` call."""
     args = run.call("gh", "api")["argv"][2:]
@@ -473,10 +483,13 @@ def posted_status(run: StepRun) -> tuple[str, dict[str, str]]:
 
 
 def test_gate_job_may_post_commit_statuses_only() -> None:
-    """The gate's job asks for `statuses: write` next to `contents: read` and nothing
-    else; the Lighthouse step gets the workflow's own token and runs after the probe."""
+    """The gate's job asks for `statuses: write` and `issues: read` next to `contents:
+    read` and nothing else; the Lighthouse step gets the workflow's own token and runs
+    after the probe; the caller grants the same."""
     job = workflow(GATE)["jobs"]["staging-health"]
-    assert job["permissions"] == {"contents": "read", "statuses": "write"}
+    expected = {"contents": "read", "statuses": "write", "issues": "read"}
+    assert job["permissions"] == expected
+    assert workflow(DEPLOY)["jobs"]["gate"]["permissions"] == expected
     assert step(GATE, "staging-health", MEASURE)["env"]["GH_TOKEN"] == "${{ github.token }}"
     assert step_index(job, "monitor check --target staging") < step_index(job, "lighthouse@12")
     assert workflow(GATE)["env"]["STAGING_URL"] == STAGING_URL
@@ -587,7 +600,7 @@ BACK = f"done: back on {PREVIOUS}, and production is healthy again"
         pytest.param(
             NOTHING_DEPLOYED | {"needs.gate.result": "failure", "needs.deploy.result": "skipped"},
             "warning", f"Deploy of hotdash failed at gate ({SHA[:7]})",
-            "gate: staging is not healthy (failure)", "not needed: nothing was deployed",
+            "gate: staging is not healthy, or an incident is open (failure)", "not needed: nothing was deployed",
             id="gate-failed",
         ),
         pytest.param(
