@@ -404,3 +404,27 @@ def test_an_unknown_streak_holds_an_open_incident() -> None:
     assert state.incident is not None
     assert state.incident.duration_s == 8 * 60
     assert state.incident.probes_total == 5
+
+
+def test_issue_body_carries_each_query_value() -> None:
+    """Two prometheus checks: the issue's payload table shows both values and queries,
+    the second under its check's name, and the detail with the value and the bound."""
+    from dataclasses import replace
+
+    from monitor.incidents import text
+    from monitor.incidents.tracker import Incident
+
+    error_rate = prometheus(unit="ratio")
+    latency = prometheus(name="p95", query="histogram_quantile(0.95, x)", max=1.0, unit="seconds")
+    results = (
+        kind_of(error_rate).judge(error_rate, answer(vector(({}, "0.072")))),
+        replace(kind_of(latency).judge(latency, answer(vector(({}, "0.4")))), check="p95"),
+    )
+    incident = Incident(id="production-x", target="production", started_at=T0)
+
+    body = text.body(incident, TargetResult("production", T0, results), T0)
+
+    assert "threshold: 7.2 %, above max 5 %; query: sum(rate(" in body
+    assert "| value | 0.072 |" in body
+    assert "| p95.value | 0.4 |" in body
+    assert '| p95.query | "histogram_quantile(0.95, x)" |' in body

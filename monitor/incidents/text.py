@@ -131,6 +131,9 @@ def _health_fields(result: TargetResult) -> dict[str, Any]:
     fields: dict[str, Any] = {}
     for check in result.checks:
         for name, value in check.fields.items():
+            if name in fields and fields[name] != value:
+                # two checks disagree (two queries' values): name the second's by its check
+                name = f"{check.check}.{name}"
             fields.setdefault(name, value)
     return fields
 
