@@ -183,7 +183,7 @@ def test_requests_of_the_query_kinds() -> None:
     alerts = kind_of(alertmanager()).request(target, alertmanager(), 7.0)
 
     assert query.url == PROM + "/api/v1/query"
-    assert list(query.params) == [("query", ERROR_RATE), ("timeout", "7s")]
+    assert list(query.params) == [("query", ERROR_RATE), ("timeout", "7000ms")]
     assert query.headers["Authorization"] == "Bearer tok"
     assert query.reads_certificate is False
     assert alerts.url == AM + "/api/v2/alerts"
@@ -271,7 +271,8 @@ def test_prometheus_fields_carry_value_threshold_and_query() -> None:
 @pytest.mark.parametrize(
     ("value", "unit", "text"),
     [(0.072, "ratio", "7.2 %"), (0.05, "ratio", "5 %"), (0.35, "seconds", "350 ms"),
-     (1.25, "seconds", "1.25 s"), (1234567.0, "", "1.23457e+06"), (float("-inf"), "", "-Inf")],
+     (1.25, "seconds", "1.25 s"), (3600.0, "seconds", "1h"), (1234567.0, "", "1.23457e+06"),
+     (float("-inf"), "", "-Inf")],
 )  # fmt: skip
 def test_format_value(value: float, unit: str, text: str) -> None:
     """Values read as a person writes them."""
@@ -404,6 +405,18 @@ def test_an_unknown_streak_holds_an_open_incident() -> None:
     assert state.incident is not None
     assert state.incident.duration_s == 8 * 60
     assert state.incident.probes_total == 5
+
+
+def test_issue_title_says_the_value() -> None:
+    """A query's title names the check and its finding, not Prometheus's API path."""
+    from monitor.incidents import text
+
+    check = prometheus(unit="ratio")
+    found = kind_of(check).judge(check, answer(vector(({}, "0.072"))))
+
+    title = text.title(TargetResult("production", T0, (found,)))
+
+    assert title == "production is down: error-rate 7.2 %, above max 5 %"
 
 
 def test_issue_body_carries_each_query_value() -> None:

@@ -101,7 +101,10 @@ def utc(moment: datetime) -> str:
 
 
 def describe_failure(check: CheckResult) -> str:
-    """A short phrase for a title: ``/health returned 503``."""
+    """A short phrase for a title: ``/health returned 503``, ``error-rate 7.2 %, above
+    max 5 %`` (a query's check is named, its value said; its URL is Prometheus's)."""
+    if check.reason in _MEASURED:
+        return f"{check.check} {check.detail.split('; query:', 1)[0]}"
     path = "/" + check.url.split("/", 3)[3] if check.url.count("/") >= 3 else check.url
     phrases = {
         Reason.STATUS: f"returned {check.status_code}",
@@ -115,6 +118,10 @@ def describe_failure(check: CheckResult) -> str:
         Reason.SLOW: "is slow",
     }
     return f"{path} {phrases.get(check.reason, 'failed')}"
+
+
+# reasons whose detail already reads as the finding: the value and its bound, the alerts
+_MEASURED = frozenset({Reason.THRESHOLD, Reason.EMPTY, Reason.ALERTS, Reason.QUERY})
 
 
 def title(result: TargetResult) -> str:

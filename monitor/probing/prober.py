@@ -21,9 +21,9 @@ import httpx
 
 from monitor import __version__
 from monitor.clock import Clock, utcnow
-from monitor.config import CheckConfig, MonitorSection, TargetConfig
+from monitor.config import MASK, CheckConfig, MonitorSection, TargetConfig
 from monitor.probing.errors import ConnectionLost, classify_error
-from monitor.probing.judge import mask_headers
+from monitor.probing.judge import check_secrets, mask_headers
 from monitor.probing.kinds import Answer, Request, fault_outcome, kind_of
 from monitor.probing.results import CheckResult, TargetResult
 
@@ -152,7 +152,8 @@ class Prober:
                 started_at=started_at,
                 duration_s=time.perf_counter() - start,
                 status=status,
-                body=body,
+                # masked before any judge cuts it: a cut token would no longer match
+                body=_masked(body, check) if check.headers or check.token else body,
                 truncated=truncated,
                 cert_expires_at=expires_at,
             )
@@ -186,6 +187,14 @@ class Prober:
         finally:
             await response.aclose()
         return response.status_code, body, False, expires_at
+
+
+def _masked(body: bytes, check: CheckConfig) -> bytes:
+    """``body`` with every secret the check sent replaced by the mask."""
+    for secret in sorted(check_secrets(check), key=len, reverse=True):
+        if secret:
+            body = body.replace(secret.encode(), MASK.encode())
+    return body
 
 
 def _certificate_expiry(response: httpx.Response) -> datetime | None:

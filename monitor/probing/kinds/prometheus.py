@@ -21,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from monitor.config import CheckConfig, TargetConfig
+from monitor.config import CheckConfig, TargetConfig, format_duration
 from monitor.probing.conditions import InvalidJSON, parse_json
 from monitor.probing.judge import excerpt, one_line
 from monitor.probing.kinds.base import (
@@ -71,7 +71,8 @@ class PrometheusKind:
         """``GET <url>/api/v1/query?query=...``; Prometheus gives up when we do."""
         assert check.url is not None  # the schema requires both
         assert check.query is not None
-        params = [("query", check.query), ("timeout", f"{timeout_s:g}s")]
+        # whole milliseconds: Prometheus's durations have no fractions ("1.5s" is a 400)
+        params = [("query", check.query), ("timeout", f"{max(1, round(timeout_s * 1000))}ms")]
         return Request(
             method="GET", url=check.url + QUERY_PATH, params=params, headers=bearer(check)
         )
@@ -227,6 +228,8 @@ def format_value(value: float, unit: str) -> str:
     if unit == "ratio":
         return f"{value * 100:.3g} %"
     if unit == "seconds":
+        if abs(value) >= 60:  # the age of a backup reads as 1h, not 3.6e+03 s
+            return ("-" if value < 0 else "") + format_duration(abs(value))
         return f"{value * 1000:.3g} ms" if abs(value) < 1 else f"{value:.3g} s"
     return f"{value:.6g}"
 
