@@ -7,6 +7,7 @@ labels (target, check, reason, window, operation). Each daemon owns a
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 
 from prometheus_client import (
@@ -329,7 +330,7 @@ class Metrics:
         if result.outcome.is_known:
             self.target_up.labels(result.target).set(0 if result.down else 1)
         else:  # neither up nor down: a 0 would page through a rule on target_up == 0
-            self.target_up.remove(result.target)
+            _forget(self.target_up, result.target)
         self.cycle_completed.labels(result.target).set(completed_at)
 
     def observe_check(self, check: CheckResult) -> None:
@@ -339,7 +340,7 @@ class Metrics:
         if check.outcome.is_known:
             self.probe_success.labels(*labels).set(1 if check.ok else 0)
         else:
-            self.probe_success.remove(*labels)
+            _forget(self.probe_success, *labels)
         self.probe_unknown.labels(*labels).set(0 if check.outcome.is_known else 1)
         # the latency budget only: a certificate near expiry has its own series and
         # alert, and a degraded_max is the user's own Prometheus's to alert on
@@ -360,3 +361,10 @@ class Metrics:
             body: bytes = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
             return body, OPENMETRICS_TYPE
         return generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
+
+
+def _forget(gauge: Gauge, *labels: str) -> None:
+    """Drop a series while its value is unknown (prometheus-client before 0.21.1 raises
+    KeyError for one that is already gone)."""
+    with contextlib.suppress(KeyError):
+        gauge.remove(*labels)

@@ -111,6 +111,8 @@ def load(tmp_path: Path, check: str) -> Any:
         pytest.param('name = "x"\ntype = "alertmanager"\nurl = "http://a:9093"\nmatchers = ["app"]', "targets[0].checks[0].matchers[0]: expected an Alertmanager matcher", id="bad-matcher"),
         pytest.param('name = "x"\ntype = "alertmanager"\nurl = "http://a:9093"\nmatchers = [\'app=~"("\']', "targets[0].checks[0].matchers[0]: not a regular expression", id="bad-regex"),
         pytest.param('name = "x"\ntype = "alertmanager"\nurl = "http://a:9093"\nmatchers = [\'"app"="x"\']', "expected an Alertmanager matcher", id="quoted-label-name"),
+        pytest.param('name = "x"\ntype = "alertmanager"\nurl = "http://a:9093"\nmatchers = [\'app=~"(?!x)"\']', "targets[0].checks[0].matchers[0]: Alertmanager's regular expressions have no lookaround", id="lookahead"),
+        pytest.param('name = "x"\ntype = "prometheus"\nurl = "http://p:9090"\nquery = "up"\nmax = 1\nmax_response_time = "2s"', 'targets[0].checks[0].max_response_time: only for type = "http"', id="budget-on-prometheus"),
         pytest.param('name = "x"\ntype = "graphite"', "targets[0].checks[0].type: Input should be 'http', 'prometheus' or 'alertmanager'", id="unknown-type"),
         pytest.param('name = "x"\nca_file = "/nonexistent/ca.pem"', "targets[0].checks[0].ca_file: no such file: /nonexistent/ca.pem", id="ca-file-missing"),
         pytest.param('name = "x"\ntype = "prometheus"\nurl = "http://p:9090"\nquery = "up"\nmax = 1\ntoken = "s3cret"', "targets[0].checks[0].token: never in the file", id="token-in-file"),
@@ -384,27 +386,67 @@ def test_gate_fails_when_a_check_cannot_tell() -> None:
     assert verdict(results) == "FAIL: cannot tell: production/error-rate: no sample"
 
 
-def test_an_unknown_streak_holds_an_open_incident() -> None:
-    """Fail, fail, fail (opened), unknown x5 (nothing), up, up (resolved): unknown neither
-    resolves nor extends the incident, and the duration ends at the first good probe."""
-    from monitor.incidents.tracker import Policy, TrackerState, TransitionKind, step
-    from tests.builders import down, result
+def transcript(timeline: list[TargetResult]) -> tuple[list[str], Any]:
+    """The tracker's transitions over ``timeline`` (default policy), and its last state."""
+    from monitor.incidents.tracker import Policy, TrackerState, step
 
-    policy = Policy(open_after=3, close_after=2)
     state = TrackerState("production")
-    kinds: list[TransitionKind] = []
-    at = T0
-    timeline = [down(at + timedelta(minutes=i)) for i in range(3)]
-    timeline += [unknown_cycle(at + timedelta(minutes=3 + i)) for i in range(5)]
-    timeline += [result(Outcome.UP, at + timedelta(minutes=8 + i)) for i in range(2)]
+    kinds: list[str] = []
     for probe in timeline:
-        state, transitions = step(state, probe, probe.at, policy)
-        kinds += [t.kind for t in transitions]
+        state, transitions = step(state, probe, probe.at, Policy(open_after=3, close_after=2))
+        kinds += [t.kind.value for t in transitions]
+    return kinds, state
 
-    assert kinds == [TransitionKind.OPENED, TransitionKind.RESOLVED]
-    assert state.incident is not None
+
+def cycle(minute: int, health: Outcome, error_rate: Outcome) -> TargetResult:
+    """One cycle of a health check and an error-rate query, ``minute`` after T0."""
+    at = T0 + timedelta(minutes=minute)
+    reasons = {Outcome.DOWN: Reason.THRESHOLD, Outcome.UNKNOWN: Reason.CONNECT}
+    return TargetResult(
+        "production",
+        at,
+        (
+            check_result(health, when=at),
+            check_result(error_rate, reasons.get(error_rate), name="error-rate", when=at),
+        ),
+    )
+
+
+U, D, X = Outcome.UP, Outcome.DOWN, Outcome.UNKNOWN
+
+
+def test_an_unknown_check_holds_the_incident_it_caused() -> None:
+    """error-rate down x3 (opened), error-rate unknown x5 (held: it may still be bad),
+    up x2 (resolved): the duration ends at the first good probe, not at the unknown."""
+    timeline = [cycle(m, U, D) for m in range(3)]
+    timeline += [cycle(m, U, X) for m in range(3, 8)]
+    timeline += [cycle(m, U, U) for m in range(8, 10)]
+
+    kinds, state = transcript(timeline)
+
+    assert kinds == ["opened", "resolved"]
     assert state.incident.duration_s == 8 * 60
     assert state.incident.probes_total == 5
+
+
+def test_an_unknown_check_does_not_hold_what_recovered() -> None:
+    """health down x3 (opened, error-rate fine), then health up while Prometheus is away
+    (error-rate unknown) x2: what failed is good again, so it resolves on time."""
+    timeline = [cycle(m, D, U) for m in range(3)]
+    timeline += [cycle(m, U, X) for m in range(3, 5)]
+
+    kinds, state = transcript(timeline)
+
+    assert kinds == ["opened", "resolved"]
+    assert state.incident.duration_s == 3 * 60
+
+
+def test_unknown_opens_nothing() -> None:
+    """Unknown x5 on a healthy target: no streak, no incident."""
+    kinds, state = transcript([cycle(m, U, X) for m in range(5)])
+
+    assert kinds == []
+    assert state.fail_streak == 0
 
 
 def test_issue_title_says_the_value() -> None:
@@ -441,3 +483,97 @@ def test_issue_body_carries_each_query_value() -> None:
     assert "| value | 0.072 |" in body
     assert "| p95.value | 0.4 |" in body
     assert '| p95.query | "histogram_quantile(0.95, x)" |' in body
+
+
+def test_token_env_works_for_targets_from_the_environment(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A check given in MONITOR_TARGETS reads its token_env like one in the file."""
+    monkeypatch.setenv("PTOK", "env-token-0123456789")
+    monkeypatch.setenv(
+        "MONITOR_TARGETS",
+        json.dumps(
+            [
+                {
+                    "name": "production",
+                    "url": "https://hotdash.fly.dev",
+                    "checks": [
+                        {"name": "q", "type": "prometheus", "url": PROM, "query": "up",
+                         "min": 1, "token_env": "PTOK"}
+                    ],
+                }
+            ]
+        ),
+    )  # fmt: skip
+
+    settings = load_settings(None)
+
+    token = settings.targets[0].checks[0].token
+    assert token is not None
+    assert token.get_secret_value() == "env-token-0123456789"
+    assert daemon_problems(settings) == []
+
+
+def test_basic_auth_password_in_a_check_url_is_a_secret() -> None:
+    """https://user:pass@host for a hosted Prometheus: the password joins the secrets."""
+    from monitor.config import secret_values
+
+    settings = load_settings(
+        None,
+        targets=[
+            {
+                "name": "production",
+                "url": "https://hotdash.fly.dev",
+                "checks": [
+                    {"name": "q", "type": "prometheus", "query": "up", "min": 1,
+                     "url": "https://team:p%40ss-0123456789@prom.example"}
+                ],
+            }
+        ],
+    )  # fmt: skip
+
+    assert {"p%40ss-0123456789", "p@ss-0123456789"} <= set(secret_values(settings))
+
+
+def test_a_header_value_in_the_body_still_parses() -> None:
+    """Secrets are masked in what a result shows, never in what is judged: a header
+    value that also appears in a healthy body does not break JSON or a condition."""
+    check = CheckConfig(
+        name="health",
+        path="/health",
+        headers={"X-Env": SecretStr("ok")},
+        conditions=["status == 'ok'"],
+    )
+    body = Answer(
+        target="production",
+        url="https://t.example/health",
+        started_at=T0,
+        duration_s=0.01,
+        status=200,
+        body=b'{"status": "ok", "errorRate": 0.02}',
+        secrets=("ok",),
+    )
+
+    result = kind_of(check).judge(check, body)
+
+    assert (result.outcome, result.reason) == (Outcome.UP, Reason.OK)
+    assert result.body_excerpt == '{"status": "***", "errorRate": 0.02}'
+
+
+def test_alertmanager_list_of_non_alerts_is_not_up() -> None:
+    """A 200 with a list that holds no alert objects is not an Alertmanager's answer."""
+    check = alertmanager()
+
+    for body in ([1, 2], [{"labels": {}}], ["x"]):
+        result = kind_of(check).judge(check, answer(body))
+        assert (result.outcome, result.reason) == (Outcome.UNKNOWN, Reason.INVALID_JSON), body
+
+
+def test_verify_counts_what_could_not_tell() -> None:
+    """The post-deploy verification says how many probes could not tell."""
+    from monitor.release.verify import Verification
+
+    record = Verification("production", 60, 10, 3, probes=[unknown_cycle(), unknown_cycle()])
+
+    assert record.as_dict()["unknown_probes"] == 2
+    assert record.as_dict()["failed_probes"] == 0

@@ -271,3 +271,31 @@ def test_daemon_not_showing_the_target_fails_the_gate(
 
     assert code == 1
     assert "does not show target 'production'" in output
+
+
+@pytest.mark.parametrize(
+    ("answer", "said"),
+    [
+        pytest.param({"targets": [{"name": "production", "open_incident": "yes"}]}, "is not a monitor's status", id="not-a-table"),
+        pytest.param({"targets": "none"}, "cannot read", id="no-list"),
+        pytest.param(["x"], "cannot read", id="not-an-object"),
+    ],
+)  # fmt: skip
+def test_a_broken_status_fails_the_gate_with_words(
+    healthy: TargetServer, tmp_path: Path, answer: object, said: str
+) -> None:
+    """Whatever /api/status answers, the gate ends in a FAIL line, never a traceback."""
+    healthy.route("/api/status", respond(200, json.dumps(answer).encode()))
+
+    code, output = gate(settings_for(healthy, tmp_path), "monitor", url=healthy.url)
+
+    assert code == 1
+    assert said in output
+
+
+def test_a_malformed_monitor_url_fails_the_gate(healthy: TargetServer, tmp_path: Path) -> None:
+    """A URL httpx cannot use is a FAIL line naming it, not a traceback."""
+    code, output = gate(settings_for(healthy, tmp_path), "monitor", url="http://[::1")
+
+    assert code == 1
+    assert "FAIL: cannot tell whether an incident is open: cannot read http://[::1" in output

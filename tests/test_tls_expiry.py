@@ -210,3 +210,17 @@ def test_daemon_exports_and_shows_the_expiry(served: Any, daemons: Daemons, tmp_
         in page
     )
     assert expires.astimezone(UTC).date() >= datetime.now(UTC).date()
+
+
+async def test_latency_budget_is_reported_before_the_certificate(served: Any) -> None:
+    """Slow and near expiry: the result says slow (the latency alert watches that), and
+    still carries the expiry for its own metric."""
+    server = served(timedelta(days=2))
+    assert server.tls is not None
+
+    check, _ = await probe(
+        target_for(server, max_response_time=0.000001), verify=server.tls.client_context()
+    )
+
+    assert (check.outcome, check.reason) == (Outcome.DEGRADED, Reason.SLOW)
+    assert check.cert_expires_at == not_after(server)

@@ -130,7 +130,7 @@ def _channel_secrets(data: dict[str, Any]) -> list[str]:
 
 
 def _check_tokens(data: dict[str, Any]) -> list[str]:
-    """Read each check's bearer token from the variable its ``token_env`` names."""
+    """Refuse a check's token written in the file (the schema reads ``token_env``)."""
     targets = data.get("targets")
     if not isinstance(targets, list):
         return []
@@ -145,10 +145,6 @@ def _check_tokens(data: dict[str, Any]) -> list[str]:
                     f"targets[{t_index}].checks[{index}].token: never in the file; put it in"
                     " an environment variable and name that variable in token_env"
                 )
-                continue
-            name = table.get("token_env")
-            if isinstance(name, str) and os.environ.get(name, "").strip():
-                table["token"] = os.environ[name].strip()
     return problems
 
 

@@ -7,6 +7,7 @@ Unknown keys are rejected (a typo is not a default).
 from __future__ import annotations
 
 import contextvars
+import os
 import re
 import socket
 import zoneinfo
@@ -144,10 +145,11 @@ DEFAULT_FIELDS = [
 
 CheckType = Literal["http", "prometheus", "alertmanager"]
 # the keys each type reads beyond the common ones (name, type, timeout, headers,
-# max_response_time, ca_file): any other key given for a type is a mistake
+# ca_file): any other key given for a type is a mistake
 _TYPE_KEYS: dict[str, frozenset[str]] = {
     "http": frozenset(
         {
+            "max_response_time",
             "path",
             "method",
             "expect_status",
@@ -195,10 +197,10 @@ class CheckConfig(_Section):
     name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
     type: CheckType = "http"
     timeout: Duration | None = None
-    max_response_time: Duration | None = None
     headers: dict[str, SecretStr] = Field(default_factory=dict)
     ca_file: Annotated[Path, AfterValidator(check_ca_file)] | None = None  # a private CA
     # http
+    max_response_time: Duration | None = None  # degraded when slower
     path: str = "/"
     method: Literal["GET", "HEAD", "POST", "OPTIONS"] = "GET"
     expect_status: list[Annotated[int, Field(ge=100, le=599)]] = Field(
@@ -233,6 +235,16 @@ class CheckConfig(_Section):
         if not value.startswith("/"):
             raise ValueError(f"must start with '/', got {value!r}")
         return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _token_from_its_variable(cls, data: Any) -> Any:
+        # here rather than in the loader, so a check given in MONITOR_TARGETS gets it too
+        if isinstance(data, dict) and isinstance(data.get("token_env"), str):
+            value = os.environ.get(data["token_env"], "").strip()
+            if value and data.get("token") is None:
+                data = {**data, "token": value}
+        return data
 
     @field_validator("url")
     @classmethod

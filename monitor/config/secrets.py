@@ -19,12 +19,14 @@ def secret_values(settings: Settings) -> list[str]:
         for check in target.checks
         for header in check.headers.values()
     ]
-    values += [
-        check.token.get_secret_value()
-        for target in settings.targets
-        for check in target.checks
-        if check.token is not None
-    ]
+    for target in settings.targets:
+        for check in target.checks:
+            if check.token is not None:
+                values.append(check.token.get_secret_value())
+            # basic auth in a Prometheus or Alertmanager URL (https://user:pass@host)
+            password = urlsplit(check.url).password if check.url else None
+            if password:
+                values += [password, unquote(password)]
     if settings.github.token is not None:
         values.append(settings.github.token.get_secret_value())
     if settings.api_token is not None:

@@ -77,6 +77,9 @@ _MATCHER = re.compile(
 )
 
 
+_NOT_RE2 = re.compile(r"\(\?<?[=!]|\\[1-9]")
+
+
 def _check_matcher(value: str) -> str:
     match = _MATCHER.fullmatch(value)
     if not match:
@@ -90,6 +93,10 @@ def _check_matcher(value: str) -> str:
             re.compile(pattern)
         except re.error as exc:
             raise ValueError(f"not a regular expression in {value!r}: {exc}") from None
+        if _NOT_RE2.search(pattern):  # Python takes them; Alertmanager (Go, RE2) refuses
+            raise ValueError(
+                f"Alertmanager's regular expressions have no lookaround or backreference: {value!r}"
+            )
     return value.strip()
 
 

@@ -94,6 +94,8 @@ class TargetRuntime:
         agreeing = [v for v in verdict.fresh if v.down == (verdict.kind is VerdictKind.DOWN)]
         result = agreeing[0].result if agreeing and verdict.decisive else None
         since = min((v.since for v in agreeing), default=None)
+        if verdict.kind is VerdictKind.UNKNOWN and verdict.result is not None:
+            result, since = verdict.result, own.since  # this region's own unknown result
         return LiveTarget(
             self.name, self.state, result, since, self.cadence_s, verdict.views, verdict,
             self.maintenance,

@@ -75,7 +75,9 @@ class Verdict:
     kind: VerdictKind
     views: tuple[RegionView, ...]  # every region's view, fresh or not, by region
     needed: int  # votes either side needs
-    result: TargetResult | None = None  # what the tracker judges (DOWN and UP only)
+    # what the tracker judges: DOWN and UP, and UNKNOWN when no region votes and this one's
+    # own result is unknown (the tracker holds, or closes what recovered)
+    result: TargetResult | None = None
     result_region: str | None = None  # the region whose probe that is
 
     @property
@@ -115,6 +117,10 @@ def decide(
     fresh = [v for v in ordered if v.fresh]
     need = needed_votes(quorum, len(fresh))
     if len(fresh) < min_regions:
+        if not fresh and not own.outcome.is_known and min_regions <= 1:
+            # this region alone, and its result cannot tell: the tracker still sees it,
+            # so a recovery of what failed can close, and the unknown time is recorded
+            return Verdict(VerdictKind.UNKNOWN, ordered, need, own.result, own.region)
         return Verdict(VerdictKind.UNKNOWN, ordered, need)
     down = [v for v in fresh if v.down]
     good = [v for v in fresh if not v.down]

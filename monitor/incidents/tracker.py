@@ -156,20 +156,31 @@ def step(
     at once), and an incident already open is still counted and may resolve, but
     announces no change and no reminder.
 
-    An unknown result (a check that could not tell) changes nothing: it neither
-    counts towards opening nor towards resolving.
+    An unknown result (a check that could not tell, none down) counts towards
+    neither opening nor resolving, with one exception: during an incident, when
+    every check that failed is good again, what cannot tell was not the failure,
+    and the result counts as good.
     """
-    if not result.outcome.is_known:
+    if not result.outcome.is_known and not _failed_checks_recovered(state, result):
         return state, []
     if maintenance and not state.in_incident:
         return _paused(state, result), []
-    if result.ok:
+    if not result.down:
         new_state, transitions = _on_good(state, result, policy)
     else:
         new_state, transitions = _on_failure(state, result, policy)
     if maintenance:
         return new_state, [t for t in transitions if t.kind is TransitionKind.RESOLVED]
     return _maybe_remind(new_state, transitions, result, now, policy)
+
+
+def _failed_checks_recovered(state: TrackerState, result: TargetResult) -> bool:
+    """True in an incident whose failing checks (its signature) all came back good."""
+    if not state.in_incident or state.incident is None or not state.incident.signature:
+        return False
+    failed = {entry.split(":", 1)[0] for entry in state.incident.signature}
+    seen = {c.check: c.outcome for c in result.checks}
+    return all(name in seen and seen[name].is_good for name in failed)
 
 
 def _paused(state: TrackerState, result: TargetResult) -> TrackerState:

@@ -91,10 +91,8 @@ def judge(
                     fields=fields,
                     version=version,
                 )
-    if expiry is not None:  # degraded: serving, with a date to act by
-        return result(*expiry, fields=fields, version=version)
     budget = check.max_response_time
-    if budget is not None and duration_s > budget:
+    if budget is not None and duration_s > budget:  # first: the latency alert watches it
         return result(
             Outcome.DEGRADED,
             Reason.SLOW,
@@ -102,6 +100,8 @@ def judge(
             fields=fields,
             version=version,
         )
+    if expiry is not None:  # degraded: serving, with a date to act by (its own metric)
+        return result(*expiry, fields=fields, version=version)
     return result(
         Outcome.UP,
         Reason.OK,
@@ -179,9 +179,9 @@ def _statuses(codes: Sequence[int]) -> str:
     return codes[0].__str__() if len(codes) == 1 else " or ".join(map(str, codes))
 
 
-def excerpt(body: bytes) -> str:
-    """The first characters of a body as text, invalid UTF-8 replaced."""
-    return body[: EXCERPT_CHARS * 4].decode("utf-8", errors="replace")[:EXCERPT_CHARS]
+def excerpt(body: bytes, chars: int = EXCERPT_CHARS) -> str:
+    """The first ``chars`` characters of a body as text, invalid UTF-8 replaced."""
+    return body[: chars * 4].decode("utf-8", errors="replace")[:chars]
 
 
 def one_line(text: str, limit: int = 200) -> str:

@@ -21,7 +21,7 @@ import httpx
 
 from monitor import __version__
 from monitor.clock import Clock, utcnow
-from monitor.config import MASK, CheckConfig, MonitorSection, TargetConfig
+from monitor.config import CheckConfig, MonitorSection, TargetConfig
 from monitor.probing.errors import ConnectionLost, classify_error
 from monitor.probing.judge import check_secrets, mask_headers
 from monitor.probing.kinds import Answer, Request, fault_outcome, kind_of
@@ -132,7 +132,11 @@ class Prober:
                 reason, detail = classify_error(exc, timeout_s)
                 expired_at = None
                 if request.reads_certificate and _certificate_expired(exc):
-                    expired_at = await _expired_certificate(request.url, start + timeout_s)
+                    # the URL that failed: after a redirect it is not the one asked for
+                    failed_url = _request_url(exc) or request.url
+                    expired_at = await _expired_certificate(
+                        failed_url, start + timeout_s, started_at
+                    )
                     if expired_at is not None:
                         detail = f"certificate expired {expired_at:%Y-%m-%d %H:%M} UTC: {detail}"
                 return CheckResult(
@@ -152,10 +156,10 @@ class Prober:
                 started_at=started_at,
                 duration_s=time.perf_counter() - start,
                 status=status,
-                # masked before any judge cuts it: a cut token would no longer match
-                body=_masked(body, check) if check.headers or check.token else body,
+                body=body,
                 truncated=truncated,
                 cert_expires_at=expires_at,
+                secrets=tuple(check_secrets(check)) if check.headers or check.token else (),
             )
             return kind.judge(check, answer)
 
@@ -189,14 +193,6 @@ class Prober:
         return response.status_code, body, False, expires_at
 
 
-def _masked(body: bytes, check: CheckConfig) -> bytes:
-    """``body`` with every secret the check sent replaced by the mask."""
-    for secret in sorted(check_secrets(check), key=len, reverse=True):
-        if secret:
-            body = body.replace(secret.encode(), MASK.encode())
-    return body
-
-
 def _certificate_expiry(response: httpx.Response) -> datetime | None:
     """When the certificate of the connection that answered expires (None over plain
     HTTP, or when the transport does not say)."""
@@ -226,7 +222,14 @@ def _certificate_expired(exc: BaseException) -> bool:
 X509_V_ERR_CERT_HAS_EXPIRED = 10  # OpenSSL's verify code for "certificate has expired"
 
 
-async def _expired_certificate(url: str, deadline: float) -> datetime | None:
+def _request_url(exc: BaseException) -> str | None:
+    try:
+        return str(exc.request.url) if isinstance(exc, httpx.RequestError) else None
+    except RuntimeError:  # httpx raises when an error carries no request
+        return None
+
+
+async def _expired_certificate(url: str, deadline: float, now: datetime) -> datetime | None:
     """The notAfter of a certificate that failed verification as expired, read over a
     second, unverified handshake (within the check's time-out): the metric and the
     issue then say when it expired, not only that it did."""
@@ -254,7 +257,8 @@ async def _expired_certificate(url: str, deadline: float) -> datetime | None:
         return None
     from cryptography import x509  # only here: an expired certificate is rare
 
-    return x509.load_der_x509_certificate(der).not_valid_after_utc
+    not_after = x509.load_der_x509_certificate(der).not_valid_after_utc
+    return not_after if not_after <= now else None  # another certificate answered
 
 
 async def _read_capped(response: httpx.Response, cap: int) -> bytes:

@@ -55,7 +55,7 @@ def from_monitor(base_url: str, targets: Sequence[str], timeout_s: float) -> lis
         response = httpx.get(url, timeout=timeout_s, headers={"Accept": "application/json"})
         response.raise_for_status()
         listed = {t["name"]: t for t in response.json()["targets"]}
-    except (httpx.HTTPError, ValueError, KeyError, TypeError) as exc:
+    except (httpx.HTTPError, httpx.InvalidURL, ValueError, KeyError, TypeError) as exc:
         raise LookupFailed(f"cannot read {url}: {_short(exc)}") from None
     found = []
     for name in targets:
@@ -65,7 +65,9 @@ def from_monitor(base_url: str, targets: Sequence[str], timeout_s: float) -> lis
                 f"the monitor at {base_url} does not show target {name!r}"
                 " (is it in status_page.targets?)"
             )
-        incident = entry.get("open_incident")
+        incident = entry.get("open_incident") if isinstance(entry, dict) else None
+        if incident and not isinstance(incident, dict):
+            raise LookupFailed(f"{url} is not a monitor's status: open_incident={incident!r:.80}")
         if incident:
             found.append(
                 OpenIncident(

@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
@@ -50,6 +50,8 @@ class Verification:
             "open_after": self.open_after,
             "probes": len(self.probes),
             "failed_probes": sum(1 for p in self.probes if p.down),
+            # a probe that could not tell (Prometheus away) is neither failed nor good
+            "unknown_probes": sum(1 for p in self.probes if not p.outcome.is_known),
             "first_failure_at": self.first_failure_at.isoformat()
             if self.first_failure_at
             else None,
@@ -126,7 +128,7 @@ def run_verify(
     elif record.healthy:
         out.write(
             f"PASS: {target.name} stayed healthy for {format_duration(duration_s)}"
-            f" ({len(record.probes)} probes, {sum(1 for p in record.probes if p.down)} failed)\n"
+            f" ({_counts(record.probes)})\n"
         )
     else:
         out.write(
@@ -134,6 +136,13 @@ def run_verify(
             f" (first failure {record.first_failure_at:%H:%M:%S} UTC): roll back\n"
         )
     return EXIT_OK if record.healthy else EXIT_FAILED
+
+
+def _counts(probes: Sequence[TargetResult]) -> str:
+    failed = sum(1 for p in probes if p.down)
+    unknown = sum(1 for p in probes if not p.outcome.is_known)
+    text = f"{len(probes)} probes, {failed} failed"
+    return text + (f", {unknown} could not tell" if unknown else "")
 
 
 def file_incident_now(settings: Settings, state: TrackerState, result: TargetResult) -> None:

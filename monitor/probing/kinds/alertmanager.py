@@ -10,11 +10,12 @@ Alertmanager cannot answer, the result is unknown (``on_error = "down"``: down).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 from monitor.config import CheckConfig, TargetConfig
 from monitor.probing.conditions import InvalidJSON, parse_json
-from monitor.probing.judge import excerpt, one_line
+from monitor.probing.judge import one_line
 from monitor.probing.kinds.base import (
     TRANSPORT_REASONS,
     Answer,
@@ -64,13 +65,14 @@ class AlertmanagerKind:
             document = None
         if answer.status != 200:
             return _refused(check, answer, document)
-        if not isinstance(document, list):
+        if not isinstance(document, list) or not all(map(_is_alert, document)):
+            # a proxy's page or a different API: saying "no alert fires" would be a guess
             return answer.result(
                 check,
                 fault_outcome(check),
                 Reason.INVALID_JSON,
-                "not an Alertmanager answer: expected a list of alerts",
-                body_excerpt=excerpt(answer.body),
+                "not an Alertmanager answer: expected a list of alerts with a status",
+                body_excerpt=answer.excerpt(),
             )
         firing = [a for a in document if _fires(a)]
         matchers = ", ".join(check.matchers)
@@ -78,7 +80,7 @@ class AlertmanagerKind:
             return answer.result(
                 check, Outcome.UP, Reason.OK, one_line(f"no alert fires for {matchers}")
             )
-        described = [_describe(alert) for alert in firing]
+        described = [_describe(alert, answer.masked) for alert in firing]
         count = f"{len(firing)} alert{'s' if len(firing) > 1 else ''} firing"
         return answer.result(
             check,
@@ -89,23 +91,24 @@ class AlertmanagerKind:
         )
 
 
-def _fires(alert: Any) -> bool:
+def _is_alert(item: Any) -> bool:
+    return isinstance(item, dict) and isinstance(item.get("status"), dict)
+
+
+def _fires(alert: dict[str, Any]) -> bool:
     """Active and neither silenced nor inhibited, by the alert's own status."""
-    if not isinstance(alert, dict):
-        return False
-    status = alert.get("status")
-    if not isinstance(status, dict):
-        return False
+    status = alert["status"]
     muted = status.get("silencedBy") or status.get("inhibitedBy") or status.get("mutedBy")
     return status.get("state") == "active" and not muted
 
 
-def _describe(alert: dict[str, Any]) -> dict[str, str]:
+def _describe(alert: dict[str, Any], masked: Callable[[str], str]) -> dict[str, str]:
     labels = _table(alert.get("labels"))
     notes = _table(alert.get("annotations"))
+    summary = masked(str(notes.get("summary") or notes.get("description") or ""))
     described = {
         "alertname": str(labels.get("alertname", "(no alertname)"))[:100],
-        "summary": str(notes.get("summary") or notes.get("description") or "")[:200],
+        "summary": summary[:200],
         "since": str(alert.get("startsAt", ""))[:40],
     }
     if "severity" in labels:
@@ -125,15 +128,15 @@ def _line(described: dict[str, str]) -> str:
 def _refused(check: CheckConfig, answer: Answer, document: Any) -> CheckResult:
     # Alertmanager's errors are a JSON string ("bad matcher format: ...") or an object
     if isinstance(document, str):
-        said = document
+        said = answer.masked(document)
     elif isinstance(document, dict) and "message" in document:
-        said = str(document["message"])
+        said = answer.masked(str(document["message"]))
     else:
-        said = excerpt(answer.body)[:200] or "no body"
+        said = answer.excerpt()[:200] or "no body"
     if 400 <= answer.status < 500:  # a matcher it cannot parse (400), a token refused (401)
         reason, detail = Reason.QUERY, f"Alertmanager refused the request ({answer.status}): {said}"
     else:
         reason, detail = Reason.STATUS, f"Alertmanager answered {answer.status}: {said}"
     return answer.result(
-        check, fault_outcome(check), reason, one_line(detail), body_excerpt=excerpt(answer.body)
+        check, fault_outcome(check), reason, one_line(detail), body_excerpt=answer.excerpt()
     )

@@ -13,7 +13,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
 
-from monitor.config import CheckConfig, TargetConfig
+from monitor.config import MASK, CheckConfig, TargetConfig
+from monitor.probing.judge import EXCERPT_CHARS
 from monitor.probing.results import CheckResult, Outcome, Reason
 
 # what the wire can go wrong with, whatever the kind (see probing.errors)
@@ -46,6 +47,21 @@ class Answer:
     body: bytes
     truncated: bool = False  # the body was larger than the read cap and was dropped
     cert_expires_at: datetime | None = None
+    # what the check sent that must never be shown (header values, its token); a judge
+    # masks body text with :meth:`masked` before cutting it, or a cut token would leak
+    secrets: tuple[str, ...] = ()
+
+    def masked(self, text: str) -> str:
+        """``text`` with every secret of the check replaced by the mask."""
+        for secret in sorted(self.secrets, key=len, reverse=True):
+            if secret:
+                text = text.replace(secret, MASK)
+        return text
+
+    def excerpt(self) -> str:
+        """The body's first characters, masked before they are cut."""
+        head = self.body[: EXCERPT_CHARS * 4 + 4096].decode("utf-8", errors="replace")
+        return self.masked(head)[:EXCERPT_CHARS]
 
     def result(
         self, check: CheckConfig, outcome: Outcome, reason: Reason, detail: str, **extra: Any

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from monitor.config import CheckConfig, TargetConfig
 from monitor.probing.judge import judge
 from monitor.probing.kinds.base import TRANSPORT_REASONS, Answer, Request, bearer
@@ -26,7 +28,7 @@ class HttpKind:
 
     def judge(self, check: CheckConfig, answer: Answer) -> CheckResult:
         """See :func:`monitor.probing.judge.judge`."""
-        return judge(
+        result = judge(
             answer.target,
             check,
             answer.url,
@@ -37,3 +39,6 @@ class HttpKind:
             truncated=answer.truncated,
             cert_expires_at=answer.cert_expires_at,
         )
+        if answer.secrets and result.body_excerpt:
+            return replace(result, body_excerpt=answer.excerpt())
+        return result

@@ -17,13 +17,13 @@ the result is unknown with the fault's reason, or down with ``on_error = "down"`
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from monitor.config import CheckConfig, TargetConfig, format_duration
 from monitor.probing.conditions import InvalidJSON, parse_json
-from monitor.probing.judge import excerpt, one_line
+from monitor.probing.judge import EXCERPT_CHARS, excerpt, one_line
 from monitor.probing.kinds.base import (
     TRANSPORT_REASONS,
     Answer,
@@ -86,14 +86,14 @@ class PrometheusKind:
                 check, fault_outcome(check), Reason.TOO_LARGE, "answer larger than the read cap"
             )
         try:
-            samples = parse_answer(answer.status, answer.body)
+            samples = parse_answer(answer.status, answer.body, answer.masked)
         except PrometheusError as exc:
             return answer.result(
                 check,
                 fault_outcome(check),
                 exc.reason,
                 one_line(f"{exc.detail}; query: {query}"),
-                body_excerpt=excerpt(answer.body),
+                body_excerpt=answer.excerpt(),
                 fields={"query": query},
             )
         known = [s for s in samples if not math.isnan(s.value)]
@@ -136,14 +136,15 @@ class PrometheusKind:
         )
 
 
-def parse_answer(status: int, body: bytes) -> list[Sample]:
-    """The samples of an instant query's answer; :class:`PrometheusError` otherwise."""
+def parse_answer(status: int, body: bytes, masked: Callable[[str], str] = str) -> list[Sample]:
+    """The samples of an instant query's answer; :class:`PrometheusError` otherwise, its
+    detail quoting the answer through ``masked`` (before it is cut to length)."""
     try:
         document = parse_json(body)
     except InvalidJSON:
         document = None
     if status != 200 or not isinstance(document, dict) or document.get("status") != "success":
-        raise _refusal(status, document, body)
+        raise _refusal(status, document, body, masked)
     data = document.get("data")
     if not isinstance(data, dict):
         raise PrometheusError(Reason.INVALID_JSON, "not a Prometheus answer: no data")
@@ -160,11 +161,13 @@ def parse_answer(status: int, body: bytes) -> list[Sample]:
     raise PrometheusError(Reason.INVALID_JSON, f"not a Prometheus answer: result type {kind!r}")
 
 
-def _refusal(status: int, document: Any, body: bytes) -> PrometheusError:
+def _refusal(
+    status: int, document: Any, body: bytes, masked: Callable[[str], str]
+) -> PrometheusError:
     if isinstance(document, dict) and document.get("status") == "error":
-        said = f"{document.get('errorType', 'error')}: {document.get('error', '')}"
+        said = masked(f"{document.get('errorType', 'error')}: {document.get('error', '')}")
     else:
-        said = excerpt(body)[:200] or "no body"
+        said = masked(excerpt(body, chars=EXCERPT_CHARS * 4))[:200] or "no body"
     if 400 <= status < 500:  # bad PromQL (400), cannot execute (422), token refused (401)
         return PrometheusError(Reason.QUERY, f"Prometheus refused the query ({status}): {said}")
     if status == 200:
