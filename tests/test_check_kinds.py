@@ -161,7 +161,10 @@ def test_token_comes_from_its_variable_and_is_never_shown(
     assert token is not None
     assert token.get_secret_value() == "fly-token-0123456789"
     assert "fly-token-0123456789" in secret_values(settings)
-    assert "fly-token-0123456789" not in json.dumps(redacted(settings))
+    shown = redacted(settings)["targets"][0]["checks"][0]
+    assert "fly-token-0123456789" not in json.dumps(shown)
+    assert shown["token"] == "***"
+    assert "path" not in shown  # another type's keys are left out of `monitor config`
     assert daemon_problems(settings) == []
 
 

@@ -181,6 +181,11 @@ _TYPED_KEYS = frozenset().union(*_TYPE_KEYS.values())
 Threshold = Annotated[float, Field(allow_inf_nan=False)]
 
 
+def foreign_keys(check_type: str) -> frozenset[str]:
+    """The keys a check of ``check_type`` does not read (those of the other types)."""
+    return _TYPED_KEYS - _TYPE_KEYS[check_type]
+
+
 class CheckConfig(_Section):
     """``[[targets.checks]]``: one probe and what a healthy answer looks like.
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from monitor.config.schema import Settings
+from monitor.config.schema import Settings, foreign_keys
 
 MASK = "***"
 
@@ -54,6 +54,8 @@ def redacted(settings: Settings) -> dict[str, Any]:
         data["github"]["token"] = MASK
     for target in data["targets"]:
         for check in target["checks"]:
+            for key in foreign_keys(check["type"]):  # another type's defaults: noise
+                check.pop(key, None)
             check["headers"] = {name: MASK for name in check["headers"]}
             if check.get("token") is not None:
                 check["token"] = MASK
