@@ -1,5 +1,5 @@
-"""Shared fixtures: real local servers for targets and for the GitHub API, and a real
-PostgreSQL cluster for the store."""
+"""Shared fixtures: real local servers for targets and for the GitHub API, a real
+PostgreSQL cluster for the store, and the daemon as a subprocess."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ import contextlib
 import os
 import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
+from tests.daemon_process import Daemons
 from tests.pgserver import MISSING, PostgresServer, postgres_binaries
 
 pytest_plugins = ["tests.targets", "tests.fakegithub"]
@@ -38,3 +40,10 @@ def postgres_url(postgres_server: PostgresServer) -> Iterator[str]:
     with contextlib.suppress(psycopg.Error, RuntimeError):
         postgres_server.start()  # likewise this test: the drop needs a server
         postgres_server.drop_database(name)
+
+
+@pytest.fixture
+def daemons(tmp_path: Path) -> Iterator[Daemons]:
+    """Daemon subprocesses (``python -m monitor run``), every one killed at teardown."""
+    with Daemons.session(tmp_path) as started:
+        yield started

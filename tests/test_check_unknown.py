@@ -12,11 +12,8 @@ from __future__ import annotations
 import contextlib
 import json
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
-
-import pytest
 
 from tests.daemon_process import (
     DaemonProcess,
@@ -31,13 +28,6 @@ from tests.daemon_process import (
 from tests.targets import TargetServer, respond
 
 HOST = "127.0.0.1"
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Daemon subprocesses, killed at teardown."""
-    with Daemons.session(tmp_path) as started:
-        yield started
 
 
 def status(port: int) -> dict[str, Any]:

@@ -116,13 +116,6 @@ def health(target_server: TargetServer) -> Switch:
     return switch
 
 
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Starts daemon subprocesses; kills every one still running at teardown."""
-    with Daemons.session(tmp_path) as started:
-        yield started
-
-
 @dataclass
 class Setup:
     """What a test needs to start (and restart) the daemon on one config and state file."""

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import io
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -186,13 +185,6 @@ def test_monitor_url_alone_is_a_usage_error(
 
 
 # -- the running daemon ---------------------------------------------------------------------
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Daemon subprocesses, killed at teardown."""
-    with Daemons.session(tmp_path) as started:
-        yield started
 
 
 def test_daemon_open_incident_fails_the_gate_until_it_resolves(

@@ -799,13 +799,6 @@ async def test_the_token_never_reaches_the_logs(api: tuple[httpx.AsyncClient, Da
 # ---- 5. the CLI against a real daemon -----------------------------------------------------
 
 
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Daemon subprocesses, all killed at teardown."""
-    with Daemons.session(tmp_path) as started:
-        yield started
-
-
 def daemon_config(tmp_path: Path, target_server: TargetServer) -> Path:
     """The e2e config: target ``web`` answering 200 on ``/health``."""
     target_server.route("/health", respond(200, b"ok"))

@@ -21,7 +21,6 @@ import re
 import socket
 import subprocess
 import sys
-from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -95,13 +94,6 @@ class HostileTarget:
             json.dumps(payload).encode(),
             {"Content-Type": "application/json"},
         )(request, conn)
-
-
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Daemon subprocesses, all killed at teardown."""
-    with Daemons.session(tmp_path) as started:
-        yield started
 
 
 Runs = dict[str, tuple[list[str], dict[str, str]]]

@@ -95,13 +95,6 @@ def test_soak(tmp_path: Path) -> None:
 
 
 @pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Daemon subprocesses, all killed at teardown."""
-    with Daemons.session(tmp_path) as started:
-        yield started
-
-
-@pytest.fixture
 def github() -> Iterator[FakeGitHub]:
     """A fake GitHub whose repository already has the monitor's labels."""
     with FakeGitHub() as server:

@@ -162,13 +162,6 @@ async def test_ssl_cert_file_keeps_working(
     assert check.outcome is Outcome.UP
 
 
-@pytest.fixture
-def daemons(tmp_path: Path) -> Iterator[Daemons]:
-    """Daemon subprocesses, killed at teardown."""
-    with Daemons.session(tmp_path) as started:
-        yield started
-
-
 def test_daemon_exports_and_shows_the_expiry(served: Any, daemons: Daemons, tmp_path: Path) -> None:
     """The running daemon, trusting the CA through ``ca_file``: the check is degraded, the
     metric holds the notAfter, and /api/status and the status page show the date."""
