@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import io
 import json
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 
-from monitor.cli import main
 from monitor.config import Settings, load_settings
 from monitor.release.check import gate_incidents, run_check
 from monitor.release.incidents import from_github, from_monitor
@@ -42,6 +43,19 @@ def settings_for(
                 "checks": [{"name": "health", "path": path}],
             }
         ],
+    )
+
+
+def monitor_command(*args: str) -> subprocess.CompletedProcess[str]:
+    """``python -m monitor ARGS`` in a clean environment (no GITHUB_TOKEN): a process of
+    its own, so its logging set-up stays out of this one's."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -147,9 +161,7 @@ def test_github_refusing_the_token_fails_the_gate(
     assert "ghp_wrong_token" not in output
 
 
-def test_the_command_needs_a_source(
-    healthy: TargetServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_the_command_needs_a_source(healthy: TargetServer, tmp_path: Path) -> None:
     """Without --monitor-url and without a GitHub token the command says what it needs."""
     config = tmp_path / "config.toml"
     config.write_text(
@@ -158,18 +170,16 @@ def test_the_command_needs_a_source(
         encoding="utf-8",
     )
 
-    code = main(["check", "--config", str(config), "--no-open-incident", "--json"])
+    done = monitor_command("check", "--config", str(config), "--no-open-incident", "--json")
 
-    report = json.loads(capsys.readouterr().out)
-    assert code == 1
+    report = json.loads(done.stdout)
+    assert done.returncode == 1
     assert report["ok"] is False
     assert report["incidents"]["source"] == "github"
     assert "needs --monitor-url, or a GitHub token" in report["incidents"]["error"]
 
 
-def test_monitor_url_alone_is_a_usage_error(
-    healthy: TargetServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
-) -> None:
+def test_monitor_url_alone_is_a_usage_error(healthy: TargetServer, tmp_path: Path) -> None:
     """--monitor-url without --no-open-incident would be silently ignored: refuse it."""
     config = tmp_path / "config.toml"
     config.write_text(
@@ -178,10 +188,10 @@ def test_monitor_url_alone_is_a_usage_error(
         encoding="utf-8",
     )
 
-    code = main(["check", "--config", str(config), "--monitor-url", "http://127.0.0.1:1"])
+    done = monitor_command("check", "--config", str(config), "--monitor-url", "http://127.0.0.1:1")
 
-    assert code == 2
-    assert "--monitor-url only serves --no-open-incident" in capsys.readouterr().err
+    assert done.returncode == 2
+    assert "--monitor-url only serves --no-open-incident" in done.stderr
 
 
 # -- the running daemon ---------------------------------------------------------------------
