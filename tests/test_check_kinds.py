@@ -580,3 +580,27 @@ def test_verify_counts_what_could_not_tell() -> None:
 
     assert record.as_dict()["unknown_probes"] == 2
     assert record.as_dict()["failed_probes"] == 0
+
+
+def test_the_shipped_config_examples_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The commented prometheus and alertmanager checks in config.toml, uncommented, are a
+    valid configuration (the example a user copies works)."""
+    shipped = (Path(__file__).parent.parent / "config.toml").read_text("utf-8")
+    start = shipped.index("  # [[targets.checks]]")
+    end = shipped.index("\n\n# Paging", start)
+    block = "\n".join(
+        line.removeprefix("  #").removeprefix(" ") for line in shipped[start:end].splitlines()
+    )
+    monkeypatch.setenv("PROMETHEUS_TOKEN", "example-0123456789")
+    path = tmp_path / "config.toml"
+    path.write_text(shipped[:start] + block + shipped[end:], encoding="utf-8")
+
+    settings = load_settings(path)
+
+    kinds = {c.name: c.type for c in settings.target("production").checks}
+    assert kinds == {
+        "health": "http",
+        "monitoring": "http",
+        "error-rate": "prometheus",
+        "alerts": "alertmanager",
+    }
