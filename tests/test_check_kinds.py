@@ -23,6 +23,7 @@ from monitor.probing.kinds.prometheus import format_value
 from monitor.probing.results import Outcome, Reason, TargetResult
 from monitor.release.check import passed, verdict
 from tests.builders import check as check_result
+from tests.targets import TargetServer, json_body
 
 T0 = datetime(2026, 12, 2, 12, 0, tzinfo=UTC)
 ERROR_RATE = (
@@ -604,3 +605,24 @@ def test_the_shipped_config_examples_load(tmp_path: Path, monkeypatch: pytest.Mo
         "error-rate": "prometheus",
         "alerts": "alertmanager",
     }
+
+
+async def test_basic_auth_in_a_url_is_sent_never_shown(target_server: TargetServer) -> None:
+    """``https://user:pass@host``: httpx sends it as basic auth; the result's URL, which
+    issues and the page show, has no userinfo, and the password is nowhere in it."""
+    from monitor.config import MonitorSection
+    from monitor.probing.prober import Prober
+
+    target_server.route("/api/v1/query", json_body(vector(({}, "0.01"))))
+    url = target_server.url.replace("http://", "http://team:p4ss-0123456789@")
+    check = prometheus(url=url)
+    target = TargetConfig(name="production", url="http://127.0.0.1:1", checks=[check])
+
+    async with Prober(MonitorSection(timeout=2)) as prober:
+        result = await prober.probe_check(target, check)
+
+    [request] = target_server.requests("/api/v1/query")
+    assert request.header("authorization") == "Basic dGVhbTpwNHNzLTAxMjM0NTY3ODk="
+    assert result.outcome is Outcome.UP, result.detail
+    assert result.url == target_server.url + "/api/v1/query"
+    assert "p4ss" not in repr(result)

@@ -142,7 +142,7 @@ class Prober:
                 return CheckResult(
                     target=target.name,
                     check=check.name,
-                    url=request.url,
+                    url=request.shown_url,
                     started_at=started_at,
                     duration_s=time.perf_counter() - start,
                     outcome=fault_outcome(check),
@@ -152,7 +152,7 @@ class Prober:
                 )
             answer = Answer(
                 target=target.name,
-                url=request.url,
+                url=request.shown_url,
                 started_at=started_at,
                 duration_s=time.perf_counter() - start,
                 status=status,

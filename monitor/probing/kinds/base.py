@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
+from urllib.parse import urlsplit, urlunsplit
 
 from monitor.config import MASK, CheckConfig, TargetConfig
 from monitor.probing.judge import EXCERPT_CHARS
@@ -28,11 +29,20 @@ class Request:
     """One HTTP request a check makes."""
 
     method: str
-    url: str  # what results show: no query string, so no PromQL and no secret in it
+    url: str  # no query string (no PromQL, no secret); userinfo only where it is sent
     params: Sequence[tuple[str, str]] = ()
     headers: Mapping[str, str] = field(default_factory=dict)
     follow_redirects: bool = False
     reads_certificate: bool = False  # record the server certificate's expiry
+
+    @property
+    def shown_url(self) -> str:
+        """The URL as results show it: without a ``user:password@`` (httpx sends it as
+        basic auth; issues and pages must not carry it)."""
+        parts = urlsplit(self.url)
+        if "@" not in parts.netloc:
+            return self.url
+        return urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 @dataclass(frozen=True, slots=True)
