@@ -266,6 +266,13 @@ class DaemonProcess:
 
         return wait_for(ready, timeout_s, f"{self.name}: /healthz 200", self.logs)
 
+    def api_status(self) -> dict[str, Any]:
+        """The JSON of ``/api/status`` (asserting a 200)."""
+        code, body = http_get(self.base_url + "/api/status")
+        assert code == 200, f"/api/status answered {code}: {body[:500]}"
+        result: dict[str, Any] = json.loads(body)
+        return result
+
     def metrics_text(self) -> str:
         """The raw ``/metrics`` exposition."""
         code, body = http_get(self.base_url + "/metrics")

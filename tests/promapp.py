@@ -23,6 +23,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from types import TracebackType
 from typing import Any, Self
@@ -43,8 +44,21 @@ class _Server(ThreadingHTTPServer):
     block_on_close = False
 
 
-def _start(handler: type[BaseHTTPRequestHandler], name: str) -> tuple[_Server, threading.Thread]:
-    server = _Server((HOST, 0), handler)
+def _start(
+    serve: Callable[[BaseHTTPRequestHandler], None], name: str
+) -> tuple[_Server, threading.Thread]:
+    """A quiet HTTP/1.1 server on a free port whose GETs go to ``serve``."""
+
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_GET(self) -> None:
+            serve(self)
+
+        def log_message(self, format: str, *args: Any) -> None:
+            pass
+
+    server = _Server((HOST, 0), Handler)
     thread = threading.Thread(target=server.serve_forever, args=(POLL_S,), name=name, daemon=True)
     thread.start()
     return server, thread
@@ -97,19 +111,8 @@ class PromApp:
         """Serve on a free port of 127.0.0.1 and start the traffic."""
         if self._server is not None:
             return self
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                owner._serve(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
         self._stopping.clear()
-        self._server, serving = _start(Handler, "promapp")
+        self._server, serving = _start(self._serve, "promapp")
         traffic = threading.Thread(target=self._traffic, name="promapp-traffic", daemon=True)
         traffic.start()
         self._threads = [serving, traffic]
@@ -212,18 +215,7 @@ class AuthProxy:
         """Filler characters before the quote: moves it to where a client cuts the text."""
         self._authorizations: list[str | None] = []
         self._lock = threading.Lock()
-        owner = self
-
-        class Handler(BaseHTTPRequestHandler):
-            protocol_version = "HTTP/1.1"
-
-            def do_GET(self) -> None:
-                owner._handle(self)
-
-            def log_message(self, format: str, *args: Any) -> None:
-                pass
-
-        self._server, self._thread = _start(Handler, "authproxy")
+        self._server, self._thread = _start(self._handle, "authproxy")
 
     @property
     def url(self) -> str:

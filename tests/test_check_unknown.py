@@ -10,7 +10,6 @@ away (what failed is good again).
 from __future__ import annotations
 
 import contextlib
-import json
 import sqlite3
 from pathlib import Path
 from typing import Any
@@ -30,11 +29,9 @@ from tests.targets import TargetServer, respond
 HOST = "127.0.0.1"
 
 
-def status(port: int) -> dict[str, Any]:
+def status(daemon: DaemonProcess) -> dict[str, Any]:
     """The one target of ``/api/status``."""
-    code, body = http_get(f"http://{HOST}:{port}/api/status")
-    assert code == 200, body
-    [target] = json.loads(body)["targets"]
+    [target] = daemon.api_status()["targets"]
     return dict(target)
 
 
@@ -44,11 +41,10 @@ def test_unknown_is_shown_and_holds_nothing_that_recovered(
     """Unknown on the page and in the metrics; a health outage opens and closes on time
     while the error-rate check cannot tell."""
     target_server.route("/health", respond(200, b"ok"))
-    port = free_port()
     config = write_config(
         tmp_path / "config.toml",
         target_url=target_server.url,
-        listen_port=port,
+        listen_port=free_port(),
         state_path=tmp_path / "state" / "monitor.db",
         target="production",
     )
@@ -63,7 +59,7 @@ def test_unknown_is_shown_and_holds_nothing_that_recovered(
     daemon.wait_healthy()
 
     target = wait_for(
-        lambda: (s := status(port))["state"] == "unknown" and s, 10, "unknown", daemon.logs
+        lambda: (s := status(daemon))["state"] == "unknown" and s, 10, "unknown", daemon.logs
     )
     checks = {c["name"]: c for c in target["checks"]}
     assert checks["health"]["state"] == "up"
@@ -71,7 +67,7 @@ def test_unknown_is_shown_and_holds_nothing_that_recovered(
     assert daemon.value("monitor_probe_unknown", target="production", check="error-rate") == 1
     assert daemon.value("monitor_probe_success", target="production", check="error-rate") is None
     assert daemon.value("monitor_target_up", target="production") is None
-    code, page = http_get(f"http://{HOST}:{port}/status")
+    code, page = http_get(f"{daemon.base_url}/status")
     assert code == 200
     assert "not probing" not in page
     with contextlib.closing(sqlite3.connect(tmp_path / "state" / "monitor.db")) as db:
@@ -79,10 +75,10 @@ def test_unknown_is_shown_and_holds_nothing_that_recovered(
     assert outcomes == {"unknown"}  # what uptime reads: the time is not counted as up
 
     target_server.set("/health", respond(503))
-    wait_for(lambda: status(port)["open_incident"], 15, "the incident", daemon.logs)
+    wait_for(lambda: status(daemon)["open_incident"], 15, "the incident", daemon.logs)
     assert daemon.value("monitor_target_up", target="production") == 0
 
     target_server.set("/health", respond(200, b"ok"))
-    wait_for(lambda: status(port)["open_incident"] is None, 15, "the resolution", daemon.logs)
+    wait_for(lambda: status(daemon)["open_incident"] is None, 15, "the resolution", daemon.logs)
     [resolved] = daemon.events("incident resolved")
     assert resolved["duration_s"] > 0

@@ -11,13 +11,14 @@ import json
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from monitor.config import Settings, load_settings
 from monitor.release.check import gate_incidents, run_check
 from monitor.release.incidents import from_github, from_monitor
-from tests.daemon_process import Daemons, clean_env, free_port, http_get, wait_for, write_config
+from tests.daemon_process import Daemons, clean_env, free_port, wait_for, write_config
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 from tests.targets import TargetServer, respond
 
@@ -161,14 +162,20 @@ def test_github_refusing_the_token_fails_the_gate(
     assert "ghp_wrong_token" not in output
 
 
+def plain_config(server: TargetServer, tmp_path: Path) -> Path:
+    """A config file with ``production`` on ``server`` and no GitHub: for the command."""
+    return write_config(
+        tmp_path / "config.toml",
+        target_url=server.url,
+        listen_port=free_port(),
+        state_path=tmp_path / "state.db",
+        target="production",
+    )
+
+
 def test_the_command_needs_a_source(healthy: TargetServer, tmp_path: Path) -> None:
     """Without --monitor-url and without a GitHub token the command says what it needs."""
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[[targets]]\nname = "production"\nurl = "{healthy.url}"\n'
-        '[[targets.checks]]\nname = "health"\npath = "/health"\n',
-        encoding="utf-8",
-    )
+    config = plain_config(healthy, tmp_path)
 
     done = monitor_command("check", "--config", str(config), "--no-open-incident", "--json")
 
@@ -181,12 +188,7 @@ def test_the_command_needs_a_source(healthy: TargetServer, tmp_path: Path) -> No
 
 def test_monitor_url_alone_is_a_usage_error(healthy: TargetServer, tmp_path: Path) -> None:
     """--monitor-url without --no-open-incident would be silently ignored: refuse it."""
-    config = tmp_path / "config.toml"
-    config.write_text(
-        f'[[targets]]\nname = "production"\nurl = "{healthy.url}"\n'
-        '[[targets.checks]]\nname = "health"\npath = "/health"\n',
-        encoding="utf-8",
-    )
+    config = plain_config(healthy, tmp_path)
 
     done = monitor_command("check", "--config", str(config), "--monitor-url", "http://127.0.0.1:1")
 
@@ -206,26 +208,23 @@ def test_daemon_open_incident_fails_the_gate_until_it_resolves(
     """From the daemon's /api/status: the gate passes while healthy, fails with the
     issue's link while the incident is open, and passes again once it is resolved."""
     target_server.route("/health", respond(200, b"ok"))
-    port = free_port()
     config = write_config(
         tmp_path / "config.toml",
         target_url=target_server.url,
-        listen_port=port,
+        listen_port=free_port(),
         state_path=tmp_path / "state" / "monitor.db",
         github_url=fake_github.url,
         target="production",
     )
     daemon = daemons.start(config, clean_env(GITHUB_TOKEN=DEFAULT_TOKEN))
     daemon.wait_healthy()
-    monitor_url = f"http://{HOST}:{port}"
+    monitor_url = daemon.base_url
     # the gate probes a path that stays healthy: only the incident can fail it
     target_server.route("/ready", respond(200, b"ok"))
     settings = settings_for(target_server, tmp_path, path="/ready")
 
-    def status() -> dict[str, object]:
-        code, body = http_get(f"{monitor_url}/api/status")
-        assert code == 200, body
-        [target] = json.loads(body)["targets"]
+    def status() -> dict[str, Any]:
+        [target] = daemon.api_status()["targets"]
         return dict(target)
 
     assert gate(settings, "monitor", url=monitor_url)[0] == 0

@@ -169,11 +169,10 @@ def test_daemon_exports_and_shows_the_expiry(served: Any, daemons: Daemons, tmp_
     assert server.tls is not None
     bundle = tmp_path / "ca.pem"
     server.tls.ca.cert_pem.write_to_path(str(bundle))
-    port = free_port()
     config = write_config(
         tmp_path / "config.toml",
         target_url=server.url,
-        listen_port=port,
+        listen_port=free_port(),
         state_path=tmp_path / "state" / "monitor.db",
         target="web",
     )
@@ -190,13 +189,11 @@ def test_daemon_exports_and_shows_the_expiry(served: Any, daemons: Daemons, tmp_
         daemon.logs,
     )
     assert daemon.value(EXPIRY_METRIC, target="web", check="health") == expires.timestamp()
-    code, body = http_get(f"http://127.0.0.1:{port}/api/status")
-    [check] = json.loads(body)["targets"][0]["checks"]
-    assert code == 200
+    [check] = daemon.api_status()["targets"][0]["checks"]
     assert check["state"] == "degraded"
     assert check["reason"] == "tls"
     assert datetime.fromisoformat(check["cert_expires_at"]) == expires
-    code, page = http_get(f"http://127.0.0.1:{port}/status")
+    code, page = http_get(f"{daemon.base_url}/status")
     assert code == 200
     assert (
         f'certificate expires <time datetime="{check["cert_expires_at"]}">{expires:%Y-%m-%d}</time>'

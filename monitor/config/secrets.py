@@ -24,9 +24,8 @@ def secret_values(settings: Settings) -> list[str]:
             if check.token is not None:
                 values.append(check.token.get_secret_value())
             # basic auth in a Prometheus or Alertmanager URL (https://user:pass@host)
-            password = urlsplit(check.url).password if check.url else None
-            if password:
-                values += [password, unquote(password)]
+            if check.url is not None:
+                values += _secret_parts(check.url)
     if settings.github.token is not None:
         values.append(settings.github.token.get_secret_value())
     if settings.api_token is not None:

@@ -136,6 +136,15 @@ def _left(seconds: float) -> str:
     return format_duration(max(round(seconds / unit), 1) * unit)
 
 
+def masked(text: str, secrets: Sequence[str]) -> str:
+    """``text`` with each of ``secrets`` replaced by the mask (the longest first, so a
+    secret containing another is masked whole)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, MASK)
+    return text
+
+
 def check_secrets(check: CheckConfig) -> list[str]:
     """What a check sends that must never be shown: header values and its token."""
     values = [v.get_secret_value() for v in check.headers.values()]
@@ -149,12 +158,9 @@ def mask_headers(result: CheckResult, check: CheckConfig) -> CheckResult:
     our request (an error page quoting headers, a parser complaining about a header
     line), and what a result says reaches logs, issues, the status page and CI output."""
     values = check_secrets(check)
-    values = sorted((v for v in values if v), key=len, reverse=True)
 
     def clean(text: str) -> str:
-        for value in values:
-            text = text.replace(value, MASK)
-        return text
+        return masked(text, values)
 
     def clean_value(value: Any) -> Any:
         # fields nest: an alert list holds tables of summaries a service wrote

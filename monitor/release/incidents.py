@@ -19,6 +19,7 @@ from github import Auth, Github, GithubException
 
 from monitor.config import GithubSection
 from monitor.incidents.text import target_label
+from monitor.probing.judge import one_line
 
 STATUS_PATH = "/api/status"
 
@@ -131,5 +132,4 @@ def _message(data: Any) -> str:
 
 
 def _short(exc: BaseException) -> str:
-    text = " ".join(str(exc).split()) or type(exc).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+    return one_line(str(exc)) or type(exc).__name__

@@ -14,8 +14,8 @@ from datetime import datetime
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from monitor.config import MASK, CheckConfig, TargetConfig
-from monitor.probing.judge import EXCERPT_CHARS
+from monitor.config import CheckConfig, TargetConfig
+from monitor.probing.judge import EXCERPT_CHARS, masked
 from monitor.probing.results import CheckResult, Outcome, Reason
 
 # what the wire can go wrong with, whatever the kind (see probing.errors)
@@ -63,10 +63,7 @@ class Answer:
 
     def masked(self, text: str) -> str:
         """``text`` with every secret of the check replaced by the mask."""
-        for secret in sorted(self.secrets, key=len, reverse=True):
-            if secret:
-                text = text.replace(secret, MASK)
-        return text
+        return masked(text, self.secrets)
 
     def excerpt(self) -> str:
         """The body's first characters, masked before they are cut."""
