@@ -58,9 +58,12 @@ def test_unknown_is_shown_and_holds_nothing_that_recovered(
     daemon: DaemonProcess = daemons.start(config, clean_env())
     daemon.wait_healthy()
 
-    target = wait_for(
-        lambda: (s := status(daemon))["state"] == "unknown" and s, 10, "unknown", daemon.logs
-    )
+    def probed_unknown() -> dict[str, Any] | None:
+        # "unknown" before the first probe too (not probed yet): wait for the checks
+        target = status(daemon)
+        return target if target["state"] == "unknown" and target["checks"] else None
+
+    target = wait_for(probed_unknown, 10, "unknown after a probe", daemon.logs)
     checks = {c["name"]: c for c in target["checks"]}
     assert checks["health"]["state"] == "up"
     assert (checks["error-rate"]["state"], checks["error-rate"]["reason"]) == ("unknown", "connect")
