@@ -780,6 +780,14 @@ def test_three_instances_count_each_incident_and_figure_once(
     wait_for(lambda: scraped('monitor_incident_open{target="web"} == 0'), 10, "resolved", logs)
     wait_for(lambda: not api.alerts("TargetDown"), 10, "TargetDown cleared", logs)
 
+    # increase() extrapolates to the window's end by up to one scrape interval: over a
+    # few seconds of samples that alone reaches +27 %, so let a dozen scrapes accumulate
+    wait_for(
+        lambda: scraped('count_over_time(monitor_incidents_total{target="web"}[1m]) >= 12'),
+        20,
+        "a dozen scrapes of every instance's counter",
+        logs,
+    )
     (incidents,) = keyed(panel("Incidents opened A"), "target").values()
     assert incidents == pytest.approx(1, abs=0.25)  # not 3: only the leader counts
     assert api.value('count(monitor_incidents_total{target="web"})') == 3
