@@ -342,18 +342,21 @@ def server_capacity(port: int, url: str, quick: bool) -> dict[str, Any]:
 
 
 def target_settings(
-    base_url: str, count: int, state_path: Path, **monitor: object
+    base_url: str, count: int, state_path: Path, per_target: int = 1, **monitor: object
 ) -> Any:  # -> monitor.config.Settings (imported late: import cost is measured elsewhere)
-    """Settings with ``count`` one-check targets on the local server."""
+    """Settings with ``count`` checks on the local server, ``per_target`` to a target."""
     from monitor.config import load_settings
 
     targets = [
         {
-            "name": f"t{i:05d}",
+            "name": f"t{t:05d}",
             "url": base_url,
-            "checks": [{"name": "health", "path": f"/t{i:05d}/health"}],
+            "checks": [
+                {"name": "health" if per_target == 1 else f"h{i:05d}", "path": f"/t{i:05d}/health"}
+                for i in range(t * per_target, min(count, (t + 1) * per_target))
+            ],
         }
-        for i in range(count)
+        for t in range(-(-count // per_target))
     ]
     base: dict[str, object] = {"state_path": str(state_path), "jitter": 0}
     base.update(monitor)

@@ -113,37 +113,40 @@ CASES = [
         truncated_chunked(),
         Outcome.DOWN,
         Reason.ERROR,
-        detail="incomplete chunked read",
+        detail="transfer length",
     ),
     Case(
         "Content-Length 100, 3 bytes sent, then FIN",
         wrong_content_length(100, b"abc"),
         Outcome.DOWN,
         Reason.ERROR,
-        detail="expected 100",
+        detail="received 3 of 100 bytes",
     ),
     Case(
-        "Content-Length 2, 5 bytes sent (the extra bytes are ignored)",
+        # httpcore read the declared 2 bytes and ignored the rest (up); aiohttp's parser
+        # reads the surplus as the start of a next response and refuses the whole answer
+        "Content-Length 2, 5 bytes sent (surplus bytes: aiohttp refuses the answer)",
         wrong_content_length(2, b"okxyz"),
-        Outcome.UP,
-        Reason.OK,
+        Outcome.DOWN,
+        Reason.ERROR,
+        detail="Bad status line",
     ),
     Case(
         "1 MB of headers (1,000 lines of 1 KB)",
         raw(b"HTTP/1.1 200 OK\r\n" + _headers(1000, 1000) + b"Content-Length: 0\r\n\r\n"),
         Outcome.DOWN,
         Reason.ERROR,
-        detail="Receive buffer too long",
+        detail="over 262,144",
     ),
     Case(
         "one 1 MB header line",
         raw(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * MiB + b"\r\nContent-Length: 0\r\n\r\n"),
         Outcome.DOWN,
         Reason.ERROR,
-        detail="Receive buffer too long",
+        detail="Got more than 8190 bytes",
     ),
     Case(
-        "10,000 tiny headers (a 110 KB head: under h11's limit, so served)",
+        "10,000 tiny headers (a 110 KB head: under the 256 KiB limit, so served)",
         raw(b"HTTP/1.1 200 OK\r\n" + _headers(10_000, 1) + b"Content-Length: 2\r\n\r\nok"),
         Outcome.UP,
         Reason.OK,
@@ -282,7 +285,7 @@ CASES = [
         raw(b"HTTP/1.1 2x0 <script>@everyone\r\n\r\n"),
         Outcome.DOWN,
         Reason.ERROR,
-        detail="illegal status line",
+        detail="Bad status line",
     ),
 ]
 

@@ -191,7 +191,7 @@ CASES = [
         id="error-closed-before-response",
     ),
     pytest.param(
-        Case(truncated_chunked(), Outcome.DOWN, Reason.ERROR, None, "incomplete chunked read"),
+        Case(truncated_chunked(), Outcome.DOWN, Reason.ERROR, None, "transfer length"),
         id="error-truncated-chunked",
     ),
     pytest.param(
@@ -200,7 +200,7 @@ CASES = [
             Outcome.DOWN,
             Reason.ERROR,
             None,
-            "received 3 bytes, expected 100",
+            "received 3 of 100 bytes",
         ),
         id="error-content-length-beyond-body",
     ),
@@ -236,15 +236,17 @@ async def test_outcome_and_reason(target_server: TargetServer, case: Case) -> No
     assert 0 <= result.duration_s < case.timeout_s + 0.5
 
 
-async def test_content_length_shorter_than_body_goes_unnoticed(
+async def test_bytes_beyond_the_content_length_are_a_broken_response(
     target_server: TargetServer,
 ) -> None:
-    """A Content-Length below the body length: httpx reads the declared bytes, all looks fine."""
+    """A Content-Length below the body length: aiohttp parses the surplus as the next
+    response's head and refuses the answer (httpcore read the declared bytes, up)."""
     target_server.route(PATH, wrong_content_length(2, b"abcdef"))
 
     result = await probe(target_server.url)
 
-    assert (result.outcome, result.body_excerpt) == (Outcome.UP, "ab")
+    assert (result.outcome, result.reason) == (Outcome.DOWN, Reason.ERROR)
+    assert "Bad status line" in result.detail
 
 
 async def test_connection_refused() -> None:

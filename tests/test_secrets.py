@@ -51,7 +51,7 @@ ISSUES = r"/repos/acme/web/issues"
 
 HOSTILE_TEXT = "@everyone <script>alert(1)</script> #1 GH-2 ``` ~~~ <img src=x onerror=alert(2)>"
 FORGED = '"}\n{"event":"forged","level":"critical"}'
-# a header line that is not one: h11 quotes it in the probe's detail, our words then
+# a header line that is not one: the HTTP parser quotes it in the probe's detail, our words then
 BROKEN_HEAD = (
     b"HTTP/1.1 200 OK\r\n<script>@everyone #1 ``` "
     + FORGED.replace("\n", " ").encode()
@@ -63,7 +63,7 @@ class HostileTarget:
     """``/health`` answering by ``mode``, with hostile text in every failing answer.
 
     ``condition``: a 200 whose JSON makes the condition false (its fields go into the
-    issue's health table, its body into the excerpt); ``broken``: a head h11 rejects
+    issue's health table, its body into the excerpt); ``broken``: a head aiohttp rejects
     (its bytes go into the probe's detail, hence the table and a changed-failure
     comment); ``status``: a 503 with the same JSON. The healthy answer carries a
     version with a forged log line in it; changing it is a deployment, which is logged.
@@ -313,7 +313,7 @@ def test_secrets_stay_out_and_hostile_text_stays_inert(
     assert "<img src=x" not in outputs["page during"]
     issue_text = "\n".join(issue_texts.values())
     assert "@\u200beveryone" in issue_text, "the hostile text never reached the issue"
-    assert "illegal header line" in issue_text, "the hostile detail never reached the issue"
+    assert "Invalid header token" in issue_text, "the hostile detail never reached the issue"
     assert any("@everyone" in b for t in issue_texts.values() for b in split_fences(t)[1])
     records = daemon.log_records()  # AssertionError on any line that is not one JSON object
     assert not [r for r in records if r.get("event") == "forged"], "a forged log record"
@@ -451,7 +451,7 @@ def _late_commands(config: Path) -> Runs:
 
 
 async def _echo_in_a_broken_header(request: Request, conn: Connection) -> None:
-    """Reflects the request's Authorization into a header line h11 will quote in its error."""
+    """Reflects the request's Authorization into a header line aiohttp quotes in its error."""
     echoed = (request.header("authorization") or "").encode()
     await raw(b"HTTP/1.1 200 OK\r\nX-Echo " + echoed + b"\r\nContent-Length: 0\r\n\r\n")(
         request, conn
@@ -482,7 +482,7 @@ def test_issue_text_masks_a_secret_quoted_in_a_probe_detail() -> None:
     The detail path (checks table, timeline, changed-failure comment), beside the
     excerpt path that test_e2e pins through the daemon.
     """
-    detail = f"broken response: illegal header line: bytearray(b'X-Echo Bearer {HEADER}')"
+    detail = f"broken response: Invalid header token: b'X-Echo Bearer {HEADER}' ^"
     failing = check(Outcome.DOWN, Reason.ERROR, target="web", status=None, detail=detail)
     result = TargetResult(target="web", at=T0, checks=(failing,))
     incident = Incident(

@@ -9,10 +9,12 @@ expiry. A kind says what to request and judges what came back.
 from __future__ import annotations
 
 import asyncio
+import functools
 import ssl
 import time
 from collections.abc import Sequence
 from datetime import UTC, datetime
+from http.cookiejar import CookieJar
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
@@ -26,8 +28,12 @@ from monitor.probing.errors import ConnectionLost, classify_error
 from monitor.probing.judge import check_secrets, mask_headers
 from monitor.probing.kinds import Answer, Request, fault_outcome, kind_of
 from monitor.probing.results import CheckResult, TargetResult
+from monitor.probing.transport import AiohttpTransport
 
 REGION_HEADER = "X-Monitor-Region"
+# A pooled connection idle longer than this is not reused (httpcore's default, kept):
+# at the 15-minute and 1-minute cadences every probe opens a fresh connection.
+KEEPALIVE_S = 5.0
 
 
 def user_agent(region: str) -> str:
@@ -40,6 +46,19 @@ USER_AGENT = user_agent("local")  # a lone instance's
 
 class _BodyTooLarge(Exception):
     pass
+
+
+class _NoCookies(CookieJar):
+    """A jar that keeps nothing (and costs nothing per response)."""
+
+    def extract_cookies(self, response: object, request: object) -> None:
+        return None
+
+
+@functools.lru_cache(maxsize=4096)
+def _parsed_url(url: str) -> httpx.URL:
+    """A check's URL parsed once, not on every probe (httpx's parser is pure Python)."""
+    return httpx.URL(url)
 
 
 class Prober:
@@ -66,14 +85,23 @@ class Prober:
             max_connections=settings.concurrency,
             max_keepalive_connections=settings.concurrency,
         )
+        transport = self._transport or AiohttpTransport(
+            httpx.create_ssl_context(verify=verify),
+            max_connections=settings.concurrency,
+            keepalive_s=KEEPALIVE_S,
+        )
         return httpx.AsyncClient(
-            transport=self._transport,
+            transport=transport,
             limits=limits,
             # True: httpx's own trust store, or SSL_CERT_FILE / SSL_CERT_DIR when set
             verify=verify,
             # the app's logs can tell the regions' probes apart
             headers={"User-Agent": user_agent(settings.region), REGION_HEADER: settings.region},
             max_redirects=10,
+            # Probes are stateless, as blackbox_exporter's are: no cookie from one probe is
+            # sent with the next (a sticky-session cookie would pin the app instance the
+            # monitor sees), and none is kept across a redirect either.
+            cookies=_NoCookies(),
         )
 
     def _client_for(self, check: CheckConfig) -> httpx.AsyncClient:
@@ -169,7 +197,7 @@ class Prober:
         client = self._client_for(check)
         outgoing = client.build_request(
             request.method,
-            request.url,
+            _parsed_url(request.url),
             params=list(request.params) or None,
             headers=dict(request.headers),
             timeout=httpx.Timeout(timeout_s),
@@ -181,7 +209,7 @@ class Prober:
         except (httpx.ReadError, httpx.WriteError) as exc:
             # Reset (or broken pipe) before the response head: the peer is not
             # serving, which is a connect failure, unlike a reset mid-body. A clean
-            # close (FIN) stays an error: httpcore cannot tell it from a partial head.
+            # close (FIN) before the head stays an error (RemoteProtocolError).
             raise ConnectionLost from exc
         expires_at = _certificate_expiry(response) if request.reads_certificate else None
         try:
@@ -196,8 +224,9 @@ class Prober:
 def _certificate_expiry(response: httpx.Response) -> datetime | None:
     """When the certificate of the connection that answered expires (None over plain
     HTTP, or when the transport does not say)."""
-    stream = response.extensions.get("network_stream")
-    ssl_object = stream.get_extra_info("ssl_object") if stream is not None else None
+    ssl_object = response.extensions.get("ssl_object")
+    if ssl_object is None and (stream := response.extensions.get("network_stream")):
+        ssl_object = stream.get_extra_info("ssl_object")  # httpx's own transport
     if not isinstance(ssl_object, ssl.SSLObject | ssl.SSLSocket):
         return None
     certificate = ssl_object.getpeercert()  # parsed only when verified: the normal case
@@ -213,8 +242,11 @@ def _certificate_expired(exc: BaseException) -> bool:
     current: BaseException | None = exc
     while current is not None and id(current) not in seen:
         seen.add(id(current))
-        if isinstance(current, ssl.SSLCertVerificationError):
-            return current.verify_code == X509_V_ERR_CERT_HAS_EXPIRED
+        # aiohttp's own certificate error is an SSLCertVerificationError too, without
+        # a verify code: the code is on the ssl module's error it wraps
+        code = getattr(current, "verify_code", None)
+        if isinstance(current, ssl.SSLCertVerificationError) and code is not None:
+            return bool(code == X509_V_ERR_CERT_HAS_EXPIRED)
         current = current.__cause__ or current.__context__
     return False
 

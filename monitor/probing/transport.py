@@ -1,0 +1,233 @@
+"""The prober's wire: an httpx transport that sends through one aiohttp connection pool.
+
+The code is written against httpx (requests, responses, redirects, auth, cookies,
+content decoding); only the transport underneath is aiohttp, because httpcore's pool
+is where the time went (docs/benchmarks.md section 1: 6.6 s for 1,000 probes against
+0.8 s here, bare aiohttp 0.1 s).
+
+What this adapter owns, and why it is not ``httpx-aiohttp``'s:
+
+* aiohttp's errors become the httpx errors that ``probing.errors`` classifies, chained
+  ``from`` the original so the cause (``gaierror``, ``SSLCertVerificationError``,
+  ``ConnectionResetError``) stays visible: a refused connection is ``ConnectError``, a
+  reset or a close before the response head is ``ReadError`` / ``RemoteProtocolError``,
+  never a time-out (``httpx-aiohttp`` 0.2 maps every connection error to
+  ``ConnectTimeout``).
+* The server certificate of the connection that answered goes into the response's
+  ``extensions["ssl_object"]``, so its expiry is read from the same handshake.
+* Limits on the response head (see ``MAX_HEAD_BYTES``) keep the hostile answers of
+  docs/reliability.md classified as they were under h11.
+* No state between probes beyond the pool: no cookie jar (httpx keeps cookies within a
+  redirect chain), no decompression (httpx decodes, so the body cap counts decoded bytes).
+
+The session and its connector are made on first use, inside the running event loop
+(aiohttp binds them to the loop that creates them), and closed by ``aclose``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import re
+import ssl
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import aiohttp
+import httpx
+from aiohttp.http_exceptions import HttpProcessingError
+
+READ_CHUNK = 64 * 1024
+# Limits on the response head, as h11 had them under httpcore: a head of more than
+# 256 KiB in all is a broken response (checked once aiohttp has parsed it), and no line
+# may pass 8 KiB (aiohttp's default, nginx's too). With at most 10,240 lines of 8 KiB a
+# hostile head costs at most ~84 MB for the moment it takes to refuse it.
+MAX_HEADER_LINE = 8190
+MAX_HEADERS = 10_240
+MAX_HEAD_BYTES = 256 * 1024
+_OS_ERROR_REPR = re.compile(r"\w+Error\(\d+, '([^']+)'\)")  # ConnectionResetError(104, '...')
+
+
+class AiohttpTransport(httpx.AsyncBaseTransport):
+    """httpx requests over one aiohttp ``ClientSession`` (HTTP/1.1, keep-alive pooled)."""
+
+    def __init__(
+        self, ssl_context: ssl.SSLContext, *, max_connections: int, keepalive_s: float
+    ) -> None:
+        self._ssl_context = ssl_context
+        self._max_connections = max_connections
+        self._keepalive_s = keepalive_s
+        self._session: aiohttp.ClientSession | None = None
+
+    def _session_now(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            connector = aiohttp.TCPConnector(
+                limit=self._max_connections,
+                ssl=self._ssl_context,
+                keepalive_timeout=self._keepalive_s,
+                # a failed lookup is not cached, a good one for 10 s: the cadence is minutes
+                ttl_dns_cache=10,
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                cookie_jar=aiohttp.DummyCookieJar(),
+                auto_decompress=False,
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                max_line_size=MAX_HEADER_LINE,
+                max_field_size=MAX_HEADER_LINE,
+                max_headers=MAX_HEADERS,
+                timeout=aiohttp.ClientTimeout(total=None),
+            )
+        return self._session
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        timeout = request.extensions.get("timeout", {})
+        body = await request.aread() or None  # checks send no body (a POST, an empty one)
+        with _httpx_errors(request):
+            response = await self._session_now().request(
+                request.method,
+                _without_userinfo(request.url),
+                headers=_headers(request),
+                data=body,
+                allow_redirects=False,  # httpx follows them, as configured per check
+                timeout=aiohttp.ClientTimeout(
+                    total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
+                ),
+            )
+        extensions: dict[str, Any] = {
+            "http_version": b"HTTP/%d.%d" % (response.version or (1, 1)),
+            "reason_phrase": (response.reason or "").encode("ascii", "replace"),
+        }
+        head_bytes = sum(len(name) + len(value) + 4 for name, value in response.raw_headers)
+        if head_bytes > MAX_HEAD_BYTES:
+            response.close()
+            raise httpx.RemoteProtocolError(
+                f"response head of {head_bytes:,} bytes, over {MAX_HEAD_BYTES:,}", request=request
+            )
+        if (ssl_object := _ssl_object(response)) is not None:
+            extensions["ssl_object"] = ssl_object
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            stream=_Body(response, request),
+            request=request,
+            extensions=extensions,
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _headers(request: httpx.Request) -> list[tuple[str, str]]:
+    # the raw pairs as they go on the wire: Headers.multi_items() guesses an encoding
+    # for every header on every call
+    return [
+        (name.decode("latin-1"), value.decode("latin-1")) for name, value in request.headers.raw
+    ]
+
+
+def _without_userinfo(url: httpx.URL) -> str:
+    """httpx has turned ``user:pass@`` into an Authorization header already; aiohttp
+    refuses a URL that carries credentials next to one."""
+    return str(url.copy_with(userinfo=b"")) if url.userinfo else str(url)
+
+
+def _ssl_object(response: aiohttp.ClientResponse) -> Any:
+    """The TLS session of the connection that answered (None over plain HTTP).
+
+    A body that came with the head has already released the connection to the pool
+    (``response.connection`` is None), so this asks the protocol the response keeps;
+    aiohttp has no public accessor for it. tests/test_tls_expiry.py pins the result.
+    """
+    protocol = getattr(response, "_protocol", None)
+    transport = getattr(protocol, "transport", None)
+    return transport.get_extra_info("ssl_object") if transport is not None else None
+
+
+class _Body(httpx.AsyncByteStream):
+    """The response body as it arrives; closing it early drops the connection."""
+
+    def __init__(self, response: aiohttp.ClientResponse, request: httpx.Request) -> None:
+        self._response = response
+        self._request = request
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        with _httpx_errors(self._request):
+            async for chunk in self._response.content.iter_chunked(READ_CHUNK):
+                yield chunk
+
+    async def aclose(self) -> None:
+        # release() returns a fully read connection to the pool; close() drops one whose
+        # body was left unread (a capped body), which must not be reused mid-stream
+        if self._response.content.at_eof():
+            self._response.release()
+        else:
+            self._response.close()
+
+
+@contextlib.contextmanager
+def _httpx_errors(request: httpx.Request) -> Iterator[None]:
+    """Re-raise aiohttp's errors as the httpx error that says the same thing."""
+    try:
+        yield
+    except Exception as exc:  # CancelledError is a BaseException: it passes untouched
+        mapped = _mapped(exc)
+        if mapped is None:
+            raise
+        raise mapped(_message(exc), request=request) from exc
+
+
+def _mapped(exc: Exception) -> type[httpx.TransportError] | None:
+    if isinstance(exc, aiohttp.ConnectionTimeoutError):
+        return httpx.ConnectTimeout
+    if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
+        return httpx.ReadTimeout
+    if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS handshake
+        return httpx.ConnectError
+    if isinstance(exc, aiohttp.ServerDisconnectedError):  # a clean close before the head
+        return httpx.RemoteProtocolError
+    if isinstance(exc, aiohttp.ClientOSError):  # a reset or a broken pipe
+        return httpx.ReadError
+    if isinstance(exc, aiohttp.ClientPayloadError):  # a body cut short or mis-framed
+        return httpx.RemoteProtocolError
+    if isinstance(exc, aiohttp.ClientResponseError):  # a head aiohttp cannot parse
+        return httpx.RemoteProtocolError
+    if isinstance(exc, aiohttp.InvalidURL | aiohttp.NonHttpUrlClientError):
+        return httpx.UnsupportedProtocol
+    if isinstance(exc, aiohttp.ClientError):
+        return httpx.TransportError
+    return None
+
+
+def _message(exc: Exception) -> str:
+    """The words an issue shows: the underlying error's, without aiohttp's wrapping."""
+    if isinstance(exc, aiohttp.ClientConnectorCertificateError):
+        return str(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientConnectorError):
+        return str(exc.os_error)
+    if isinstance(exc, aiohttp.ServerDisconnectedError):
+        return "server disconnected without sending a response"
+    if isinstance(exc, aiohttp.ClientPayloadError):
+        said = next((m for c in _chain(exc) if (m := _http_message(c))), "body cut short")
+        # aiohttp names the connection error (a reset) only in its message, as a repr
+        lost = _OS_ERROR_REPR.search(str(exc))
+        return f"incomplete body: {said.rstrip('.')}" + (f" ({lost[1]})" if lost else "")
+    if isinstance(exc, aiohttp.ClientResponseError):
+        return exc.message or str(exc)
+    return str(exc)
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        yield current
+        current = current.__cause__ or current.__context__
+
+
+def _http_message(exc: BaseException) -> str:
+    """The message of aiohttp's parser errors (``Not enough data to satisfy ...``)."""
+    return exc.message if isinstance(exc, HttpProcessingError) else ""
