@@ -610,3 +610,57 @@ async def test_every_request_names_the_region(
         assert agent.startswith(f"fly-monitor/{__version__} ")
         assert f"region {region}" in agent
     assert REGION_HEADER == "X-Monitor-Region"
+
+
+# ---- the keep-alive race (encode/httpx#2983) ---------------------------------------------------
+
+
+def closes_reused_connections(closed: list[int]) -> Handler:
+    """Answers a connection's first request; closes it (FIN, no answer) at the next.
+
+    What a server's idle time-out does when it crosses a request on a pooled connection:
+    the request goes out on a connection the server has just given up. Deterministic,
+    so the race is provoked on every reuse rather than now and then.
+    """
+    answered: set[int] = set()
+    ok = respond(200, b"ok")
+
+    async def handler(request: Any, conn: Any) -> None:
+        if id(conn) in answered:
+            closed.append(id(conn))
+            await conn.close()
+            return
+        answered.add(id(conn))
+        await ok(request, conn)
+
+    return handler
+
+
+@pytest.mark.parametrize("engine", ["aiohttp", "httpcore"])
+async def test_a_pooled_connection_the_server_closed_is_not_a_failure(
+    target_server: TargetServer, engine: str
+) -> None:
+    """Probes at a sub-second cadence over a pool whose connections the server drops as
+    they are reused: the engine resends once on a fresh connection (GET is idempotent),
+    so no probe fails. httpx's own transport, the engine before, fails them."""
+    import asyncio
+
+    import httpx
+
+    closed: list[int] = []
+    target_server.route(PATH, closes_reused_connections(closed))
+    target = target_for(target_server.url)
+    transport = httpx.AsyncHTTPTransport() if engine == "httpcore" else None
+    async with Prober(MonitorSection(timeout=2), transport=transport) as prober:
+        results = []
+        for _ in range(12):
+            results.append(await prober.probe_check(target, target.checks[0]))
+            await asyncio.sleep(0.05)
+
+    assert closed, "no pooled connection was reused: the race was never provoked"
+    failed = [r.detail for r in results if r.outcome is not Outcome.UP]
+    if engine == "aiohttp":
+        assert failed == []
+        assert len(closed) == 11  # every probe after the first met a dropped connection
+    else:
+        assert failed and all("without sending" in d for d in failed), failed
