@@ -98,7 +98,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             "http_version": b"HTTP/%d.%d" % (response.version or (1, 1)),
             "reason_phrase": (response.reason or "").encode("ascii", "replace"),
         }
-        head_bytes = sum(len(name) + len(value) + 4 for name, value in response.raw_headers)
+        head_bytes = _head_bytes(response.raw_headers)
         if head_bytes > MAX_HEAD_BYTES:
             response.close()
             raise httpx.RemoteProtocolError(
@@ -118,6 +118,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+
+def _head_bytes(raw_headers: tuple[tuple[bytes, bytes], ...]) -> int:
+    """The size of a response head; 0 when it cannot pass the limit (lines are at most
+    MAX_HEADER_LINE long), which spares counting on every probe."""
+    if len(raw_headers) <= MAX_HEAD_BYTES // (MAX_HEADER_LINE + 4):
+        return 0
+    return sum(len(name) + len(value) + 4 for name, value in raw_headers)
 
 
 def _headers(request: httpx.Request) -> list[tuple[str, str]]:

@@ -39,6 +39,8 @@ class Request:
     def shown_url(self) -> str:
         """The URL as results show it: without a ``user:password@`` (httpx sends it as
         basic auth; issues and pages must not carry it)."""
+        if "@" not in self.url:  # the common case, without parsing the URL on every probe
+            return self.url
         parts = urlsplit(self.url)
         if "@" not in parts.netloc:
             return self.url
