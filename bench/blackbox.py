@@ -32,6 +32,7 @@ from __future__ import annotations
 import asyncio
 import shutil
 import subprocess
+import sys
 import tempfile
 import time
 import urllib.parse
@@ -226,6 +227,7 @@ async def run(
     wrk = c.wrk_rps(
         f"http://{c.HOST}:{port}{probe_paths[0]}", connections=conc, seconds=1 if shape.quick else 5
     )
+    process = await asyncio.to_thread(check_process, target.url, tmp, shape)
     ratios = {
         f"{ours}_over_{theirs}": c.ratios(times[ours], times[theirs])
         for ours in ("monitor_check", "monitor_run")
@@ -250,6 +252,7 @@ async def run(
                 for name, ratio in ratios.items()
             },
         },
+        "monitor_check_process": process,
         "not_up": {k: len(v) for k, v in not_up.items()},
         "not_up_examples": {k: v[:5] for k, v in not_up.items() if v},
         "exporter_rss_mb": {
@@ -261,6 +264,45 @@ async def run(
         "method": (
             "one /probe?target=...&module=http_2xx per endpoint, keep-alive asyncio driver at "
             f"concurrency {conc}; every variant on a cold pool per cycle; order rotated"
+        ),
+    }
+
+
+def check_process(url: str, tmp: Path, shape: Shape) -> dict[str, Any]:
+    """The whole ``monitor check`` process on N checks and on 1 (its start-up), as the
+    issue measured it: N's wall time minus 1's is the probe cycle as a user sees it."""
+
+    def config(checks: int) -> Path:
+        path = tmp / f"check-{checks}.toml"
+        lines = []
+        for t in range(-(-checks // shape.per_target)):
+            lines += ["[[targets]]", f'name = "t{t:05d}"', f'url = "{url}"']
+            for i in range(t * shape.per_target, min(checks, (t + 1) * shape.per_target)):
+                lines += ["[[targets.checks]]", f'name = "h{i:05d}"', f'path = "/t{i:05d}/health"']
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    def run_once(path: Path) -> float:
+        start = time.perf_counter()
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor", "check", "--config", str(path)],
+            capture_output=True,
+            check=False,
+            cwd=c.REPO,
+        )
+        if done.returncode != 0:
+            raise RuntimeError(f"monitor check failed: {done.stdout[-300:]!r}")
+        return time.perf_counter() - start
+
+    full, one = config(shape.checks), config(1)
+    walls: dict[str, list[float]] = {"all": [], "one": []}
+    for _ in range(shape.reps):
+        walls["all"].append(run_once(full))
+        walls["one"].append(run_once(one))
+    return {
+        "wall_s": {k: c.summary(v) for k, v in walls.items()},
+        "cycle_s_minus_start_up": c.summary(
+            [a - b for a, b in zip(walls["all"], walls["one"], strict=True)]
         ),
     }
 
