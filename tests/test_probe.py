@@ -664,3 +664,21 @@ async def test_a_pooled_connection_the_server_closed_is_not_a_failure(
         assert len(closed) == 11  # every probe after the first met a dropped connection
     else:
         assert failed and all("without sending" in d for d in failed), failed
+
+
+async def test_probes_are_stateless_no_cookie_is_kept(target_server: TargetServer) -> None:
+    """A cookie the target sets is sent neither with the next probe nor along a redirect,
+    and the request a check reuses goes out the same every time (its own headers, no
+    Cookie), as blackbox_exporter's probes do."""
+    cookie = {"Set-Cookie": "session=abc; Path=/"}
+    target_server.route(PATH, respond(302, b"", {"Location": "/next", **cookie}))
+    target_server.route("/next", respond(200, b"ok", cookie))
+    target = target_for(target_server.url, follow_redirects=True, headers={"X-Probe": "1"})
+    async with Prober(MonitorSection(timeout=2)) as prober:
+        results = [await prober.probe_check(target, target.checks[0]) for _ in range(3)]
+
+    assert [r.outcome for r in results] == [Outcome.UP] * 3
+    sent = target_server.requests(PATH) + target_server.requests("/next")
+    assert len(sent) == 6
+    assert [r.header("cookie") for r in sent] == [None] * 6
+    assert {r.header("x-probe") for r in sent} == {"1"}

@@ -9,7 +9,6 @@ expiry. A kind says what to request and judges what came back.
 from __future__ import annotations
 
 import asyncio
-import functools
 import ssl
 import time
 from collections.abc import Sequence
@@ -34,6 +33,7 @@ REGION_HEADER = "X-Monitor-Region"
 # A pooled connection idle longer than this is not reused (httpcore's default, kept):
 # at the 15-minute and 1-minute cadences every probe opens a fresh connection.
 KEEPALIVE_S = 5.0
+MAX_CACHED_REQUESTS = 4096  # built requests kept for reuse (one per distinct check)
 
 
 def user_agent(region: str) -> str:
@@ -55,12 +55,6 @@ class _NoCookies(CookieJar):
         return None
 
 
-@functools.lru_cache(maxsize=4096)
-def _parsed_url(url: str) -> httpx.URL:
-    """A check's URL parsed once, not on every probe (httpx's parser is pure Python)."""
-    return httpx.URL(url)
-
-
 class Prober:
     """Runs checks with one connection pool and a bound on concurrent requests."""
 
@@ -78,6 +72,7 @@ class Prober:
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._client = self._new_client(verify)
         self._ca_clients: dict[Path, httpx.AsyncClient] = {}  # one pool per private CA
+        self._requests: dict[tuple[object, ...], httpx.Request] = {}
 
     def _new_client(self, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
         settings = self._settings
@@ -191,17 +186,42 @@ class Prober:
             )
             return kind.judge(check, answer)
 
+    def _outgoing(
+        self, client: httpx.AsyncClient, check: CheckConfig, request: Request, timeout_s: float
+    ) -> httpx.Request:
+        """The httpx request for a check's request, built once and sent on every probe.
+
+        Building one costs about a tenth of a probe (URL and header merging, in pure
+        Python) and a check asks the same thing every time. Sending does not change a
+        request: basic auth sets the same header again, a redirect builds a new request,
+        and the client keeps no cookies to add (``_NoCookies``).
+        """
+        key = (
+            check.ca_file,
+            request.method,
+            request.url,
+            tuple(request.params),
+            tuple(request.headers.items()),
+            timeout_s,
+        )
+        outgoing = self._requests.get(key)
+        if outgoing is None:
+            if len(self._requests) >= MAX_CACHED_REQUESTS:  # never with a fixed config
+                self._requests.clear()
+            outgoing = self._requests[key] = client.build_request(
+                request.method,
+                request.url,
+                params=list(request.params) or None,
+                headers=dict(request.headers),
+                timeout=httpx.Timeout(timeout_s),
+            )
+        return outgoing
+
     async def _fetch(
         self, check: CheckConfig, request: Request, timeout_s: float
     ) -> tuple[int, bytes, bool, datetime | None]:
         client = self._client_for(check)
-        outgoing = client.build_request(
-            request.method,
-            _parsed_url(request.url),
-            params=list(request.params) or None,
-            headers=dict(request.headers),
-            timeout=httpx.Timeout(timeout_s),
-        )
+        outgoing = self._outgoing(client, check, request, timeout_s)
         try:
             response = await client.send(
                 outgoing, stream=True, follow_redirects=request.follow_redirects
