@@ -13,7 +13,9 @@ shared ``Prober``, metrics, tracker, SQLite commit, outbox, the JSON log line re
 /dev/null). ``record_s`` is the time spent in ``Daemon.record``, the per-result work
 outside the network. The floor is bare ``aiohttp`` doing the same N GETs under an
 ``asyncio.Semaphore`` of the same size. For comparison, the engine before issue 16:
-``daemon_httpcore`` (the Prober on httpx's own transport) and ``bare_httpx``. Each
+``daemon_httpcore`` (the Prober on httpx's own transport) and ``bare_httpx``; and,
+when the package is installed, ``daemon_httpx_aiohttp``: the Prober on the
+``httpx-aiohttp`` transport, the candidate engine we measured and did not take. Each
 repetition measures every variant side by side, in a rotated order, twice:
 
 * cold: on a fresh connection pool. This is what production sees: at a 15-minute (or
@@ -29,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import importlib.util
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
@@ -37,7 +40,7 @@ from typing import Any
 
 import _common as c
 
-ALL_VARIANTS = ("daemon", "bare_aiohttp", "daemon_httpcore", "bare_httpx")
+ALL_VARIANTS = ("daemon", "bare_aiohttp", "daemon_httpcore", "bare_httpx", "daemon_httpx_aiohttp")
 BAR_RATIO = 2.0  # the daemon's cycle over bare aiohttp's
 
 
@@ -55,6 +58,8 @@ def main() -> None:
     checks = args.checks or (100 if args.quick else 1000)
     reps = args.reps or (1 if args.quick else 5)
     variants = [v for v in args.variants.split(",") if v]
+    if importlib.util.find_spec("httpx_aiohttp") is None and "daemon_httpx_aiohttp" in variants:
+        variants.remove("daemon_httpx_aiohttp")  # not a dependency: measured where installed
     c.null_logging()
     with c.local_target(args.server) as target, tempfile.TemporaryDirectory() as tmp:
         c.say(f"target: {target.kind} at {target.url}; load-testing it ...")
@@ -183,8 +188,12 @@ async def run(
         codes = await asyncio.gather(*(one(u) for u in urls))
         return sum(1 for code in codes if code == 200)
 
-    def httpcore_transport() -> Any:  # the engine before issue 16, for comparison
-        return httpx.AsyncHTTPTransport(limits=limits)
+    def other_transport(variant: str) -> Any:
+        if variant == "daemon_httpcore":  # the engine before issue 16
+            return httpx.AsyncHTTPTransport(limits=limits)
+        from httpx_aiohttp import AiohttpTransport  # the candidate not taken
+
+        return AiohttpTransport(limits=limits)
 
     async def measure(make: Callable[[], Awaitable[tuple[Any, Any, Callable[[], Any]]]]) -> dict:
         """(cold, warm) wall and CPU seconds of one variant, from a fresh pool."""
@@ -209,8 +218,8 @@ async def run(
 
     def maker(variant: str) -> Callable[[], Awaitable[tuple[Any, Any, Any]]]:
         async def make() -> tuple[Any, Any, Any]:
-            if variant in ("daemon", "daemon_httpcore"):
-                transport = httpcore_transport() if variant == "daemon_httpcore" else None
+            if variant.startswith("daemon"):
+                transport = other_transport(variant) if variant != "daemon" else None
                 daemon, prober, timer = new_daemon(transport)
                 return timer, lambda: daemon_cycle(daemon, variant), prober.aclose
             if variant == "bare_httpx":
