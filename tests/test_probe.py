@@ -663,7 +663,8 @@ async def test_a_pooled_connection_the_server_closed_is_not_a_failure(
         assert failed == []
         assert len(closed) == 11  # every probe after the first met a dropped connection
     else:
-        assert failed and all("without sending" in d for d in failed), failed
+        assert failed
+        assert all("without sending" in d for d in failed), failed
 
 
 async def test_probes_are_stateless_no_cookie_is_kept(target_server: TargetServer) -> None:
@@ -682,3 +683,20 @@ async def test_probes_are_stateless_no_cookie_is_kept(target_server: TargetServe
     assert len(sent) == 6
     assert [r.header("cookie") for r in sent] == [None] * 6
     assert {r.header("x-probe") for r in sent} == {"1"}
+
+
+async def test_probes_go_through_the_proxy_the_environment_names(
+    target_server: TargetServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``HTTP_PROXY`` is honoured as httpx's own transport honoured it: the probe of a
+    name that does not resolve reaches the proxy, in absolute form, and is answered."""
+    url = "http://monitor-target.invalid"
+    target_server.route(url + PATH, respond(200, b"via proxy"))
+    monkeypatch.setenv("HTTP_PROXY", target_server.url)
+    for name in ("NO_PROXY", "no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    result = await probe(url)
+
+    assert (result.outcome, result.body_excerpt) == (Outcome.UP, "via proxy"), result.detail
+    assert target_server.hits(url + PATH) == 1

@@ -77,6 +77,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 max_field_size=MAX_HEADER_LINE,
                 max_headers=MAX_HEADERS,
                 timeout=aiohttp.ClientTimeout(total=None),
+                # HTTP(S)_PROXY and NO_PROXY, as httpx's own transport honoured them (httpx
+                # ignores them once it is given a transport)
+                trust_env=True,
             )
         return self._session
 
