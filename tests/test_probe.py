@@ -700,3 +700,18 @@ async def test_probes_go_through_the_proxy_the_environment_names(
 
     assert (result.outcome, result.body_excerpt) == (Outcome.UP, "via proxy"), result.detail
     assert target_server.hits(url + PATH) == 1
+
+
+async def test_no_proxy_sends_a_probe_direct(
+    target_server: TargetServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A host that ``NO_PROXY`` names is probed directly, not through ``HTTP_PROXY``."""
+    target_server.route(PATH, respond(200, b"direct"))
+    monkeypatch.setenv("HTTP_PROXY", f"http://127.0.0.1:{refused_port()}")
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    for name in ("no_proxy", "http_proxy"):
+        monkeypatch.delenv(name, raising=False)
+
+    result = await probe(target_server.url)
+
+    assert (result.outcome, result.body_excerpt) == (Outcome.UP, "direct"), result.detail

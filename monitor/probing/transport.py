@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import re
 import ssl
+import urllib.request
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
@@ -58,6 +59,10 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
+        # HTTP(S)_PROXY and NO_PROXY, read once, as httpx's own transport honoured them
+        # (httpx ignores them once it is given a transport). Not aiohttp's trust_env: it
+        # reads them, and ~/.netrc for credentials to send to targets, on every request.
+        self._proxies = urllib.request.getproxies_environment()
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -77,9 +82,6 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 max_field_size=MAX_HEADER_LINE,
                 max_headers=MAX_HEADERS,
                 timeout=aiohttp.ClientTimeout(total=None),
-                # HTTP(S)_PROXY and NO_PROXY, as httpx's own transport honoured them (httpx
-                # ignores them once it is given a transport)
-                trust_env=True,
             )
         return self._session
 
@@ -93,6 +95,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 headers=_headers(request),
                 data=body,
                 allow_redirects=False,  # httpx follows them, as configured per check
+                proxy=self._proxy_for(request.url),
                 timeout=aiohttp.ClientTimeout(
                     total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
                 ),
@@ -116,6 +119,14 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             request=request,
             extensions=extensions,
         )
+
+    def _proxy_for(self, url: httpx.URL) -> str | None:
+        if not self._proxies:  # the common case: nothing to look up per request
+            return None
+        proxy = self._proxies.get(url.scheme)
+        if proxy is None or urllib.request.proxy_bypass(url.host):  # NO_PROXY
+            return None
+        return proxy
 
     async def aclose(self) -> None:
         if self._session is not None:
