@@ -14,9 +14,10 @@ local server (nginx when installed):
   driver at the daemon's concurrency. A probe counts only when it says ``probe_success 1``.
 * ``monitor_check``: ``monitor check``'s probe path (``release.check.probe_until_healthy``,
   the function the command runs, on a fresh ``Prober``), process start-up excluded.
-* ``monitor_run``: ``monitor run``'s path, ``Daemon.probe`` of every target on a fresh
-  ``Prober`` with a real SQLite store and the journal sink: probe, metrics, tracker,
-  commit, outbox and the JSON log line (rendered to /dev/null).
+* ``monitor_run``: ``monitor run``'s path, ``Daemon.probe`` of every target, on one
+  long-lived daemon with a real SQLite store and the journal sink: probe, metrics,
+  tracker, commit, outbox and the JSON log line (rendered to /dev/null). Its pool is
+  emptied before each cycle.
 * ``bare_aiohttp``: one ``aiohttp.ClientSession`` doing N GETs under a semaphore of the
   same concurrency, body read: the floor for Python.
 
@@ -125,11 +126,13 @@ async def run(
     target: c.LocalTarget, tmp: Path, port: int, pid: int, shape: Shape
 ) -> dict[str, Any]:
     import aiohttp
+    import httpx
 
     from monitor.daemon.daemon import Daemon
     from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
-    from monitor.probing.prober import Prober
+    from monitor.probing.prober import KEEPALIVE_S, Prober
+    from monitor.probing.transport import AiohttpTransport
     from monitor.release.check import probe_until_healthy
     from monitor.store.sqlite import SqliteStore
 
@@ -163,24 +166,23 @@ async def run(
         count("monitor_check", results)
         return seconds
 
+    # monitor run: one long-lived daemon, as in production; before each cycle its pool
+    # is emptied (at the 15-minute cadence every connection has expired by then), so
+    # each cycle connects anew while the daemon's own state is the steady one
+    transport = AiohttpTransport(
+        httpx.create_ssl_context(), max_connections=conc, keepalive_s=KEEPALIVE_S
+    )
+    store = SqliteStore(tmp / "monitor.db")
+    prober = Prober(settings.monitor, transport=transport)
+    daemon = Daemon(
+        settings, store=store, channels=[JournalChannel()], metrics=Metrics(), prober=prober
+    )
+
     async def run_cycle() -> float:
-        with tempfile.TemporaryDirectory(dir=tmp) as state:  # a fresh store: no history
-            store = SqliteStore(Path(state) / "monitor.db")
-            prober = Prober(settings.monitor)
-            daemon = Daemon(
-                settings,
-                store=store,
-                channels=[JournalChannel()],
-                metrics=Metrics(),
-                prober=prober,
-            )
-            try:
-                start = time.perf_counter()
-                results = await asyncio.gather(*(daemon.probe(t.name) for t in settings.targets))
-                seconds = time.perf_counter() - start
-            finally:
-                await prober.aclose()
-                store.close()
+        await transport.aclose()  # the pool empties; the session is made again on first use
+        start = time.perf_counter()
+        results = await asyncio.gather(*(daemon.probe(t.name) for t in settings.targets))
+        seconds = time.perf_counter() - start
         count("monitor_run", list(results))
         return seconds
 
@@ -222,6 +224,8 @@ async def run(
             f"rep {rep + 1}/{shape.reps}: "
             + "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items())
         )
+    await prober.aclose()
+    store.close()
     rss_after_kb = c.proc_status_kb(pid)
     hwm_kb = c.proc_status_kb(pid, "VmHWM")
     wrk = c.wrk_rps(

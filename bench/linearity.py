@@ -1,0 +1,91 @@
+"""Does the probe engine scale linearly? Time per check at 1,000 and at 10,000, same run.
+
+    python bench/linearity.py             # 1,000 and 10,000 checks, 3 repetitions (~2 min)
+    python bench/linearity.py --quick     # smoke: 100 and 1,000 checks, 1 repetition
+
+Each repetition runs, alternately, ``monitor check``'s probe path
+(``release.check.probe_until_healthy`` on a fresh ``Prober``) over N checks for both
+sizes, 100 checks to a target, against one local server (nginx when installed). The
+figure is the time per check at the large size over the time per check at the small
+one (bar: <= 1.2), and every probe that was not up, by reason: a time-out against a
+server that answers in microseconds is the engine's fault, never the target's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import _common as c
+
+BAR_RATIO = 1.2
+PER_TARGET = 100
+
+
+def main() -> None:
+    p = c.parser(__doc__.splitlines()[0])
+    p.add_argument("--sizes", default=None, help="small,large (1000,10000)")
+    p.add_argument("--reps", type=int, default=None, help="repetitions (3)")
+    p.add_argument("--server", choices=["auto", "nginx", "raw"], default="auto")
+    args = p.parse_args()
+    small, large = (
+        (int(n) for n in args.sizes.split(","))
+        if args.sizes
+        else ((100, 1000) if args.quick else (1000, 10_000))
+    )
+    reps = args.reps or (1 if args.quick else 3)
+    c.null_logging()
+    with c.local_target(args.server) as target, tempfile.TemporaryDirectory() as tmp:
+        capacity = c.server_capacity(target.port, target.url, args.quick)
+        result = asyncio.run(run(target, Path(tmp), small, large, reps))
+    result["server"] = {"kind": target.kind, **capacity}
+    c.emit(result, args.out)
+
+
+async def run(target: c.LocalTarget, tmp: Path, small: int, large: int, reps: int) -> dict:
+    from monitor.release.check import probe_until_healthy
+
+    sizes = (small, large)
+    settings = {n: c.target_settings(target.url, n, tmp / "unused.db", PER_TARGET) for n in sizes}
+    not_up: dict[int, Counter[str]] = {n: Counter() for n in sizes}
+    seconds: dict[int, list[float]] = {n: [] for n in sizes}
+
+    async def cycle(n: int) -> float:
+        start = time.perf_counter()
+        _, results = await probe_until_healthy(settings[n], 0, 0, lambda *_: None)
+        elapsed = time.perf_counter() - start
+        for check in (check for r in results for check in r.checks):
+            if check.outcome.value != "up":
+                not_up[n][check.reason.value] += 1
+        return elapsed
+
+    await cycle(small)  # warm-up: imports and first calls
+    for counter in not_up.values():
+        counter.clear()
+    for rep in range(reps):
+        for n in sizes if rep % 2 == 0 else sizes[::-1]:
+            seconds[n].append(await cycle(n))
+        c.say(
+            f"rep {rep + 1}/{reps}: " + "  ".join(f"{n} {s[-1]:.2f}s" for n, s in seconds.items())
+        )
+    per_check = {n: [s / n * 1e6 for s in seconds[n]] for n in sizes}
+    ratio = c.ratios(per_check[large], per_check[small])
+    return {
+        "bench": "linearity",
+        "sizes": sizes,
+        "checks_per_target": PER_TARGET,
+        "reps": reps,
+        "cycle_s": {str(n): c.summary(seconds[n]) for n in sizes},
+        "us_per_check": {str(n): c.summary(per_check[n], 1) for n in sizes},
+        "ratio_per_check_large_over_small": ratio,
+        "bar": {"ratio_max": BAR_RATIO, "met": ratio["median"] <= BAR_RATIO},
+        "not_up": {str(n): dict(counter) for n, counter in not_up.items()},
+        "timeouts": {str(n): not_up[n].get("timeout", 0) for n in sizes},
+    }
+
+
+if __name__ == "__main__":
+    main()
