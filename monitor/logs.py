@@ -128,6 +128,15 @@ def configure(fmt: LogFormat = "auto", level: str = "INFO", stream: TextIO | Non
     )
 
 
+def detach_handlers(name: str) -> None:
+    """Remove the handlers a library attached to its own logger when imported (PyGithub
+    adds a stderr one): its records then reach only the root logger's handler, in our
+    format and redacted. Called right after such a library's (late) import."""
+    logger = logging.getLogger(name)
+    for handler in list(logger.handlers):
+        logger.removeHandler(handler)
+
+
 def get_logger(name: str = "monitor", **context: Any) -> structlog.stdlib.BoundLogger:
     """A logger with bound context (``target=``, ``check=``)."""
     logger: structlog.stdlib.BoundLogger = structlog.stdlib.get_logger(name)

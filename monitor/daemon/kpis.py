@@ -11,6 +11,7 @@ import math
 import threading
 from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 from monitor.config import Settings
 from monitor.figures.history import History
@@ -20,9 +21,12 @@ from monitor.kpis.maths import KEYS
 from monitor.kpis.report import REPORT_LABEL, html_base, report_marker, weekly_report
 from monitor.kpis.table import KpiTable, kpi_table
 from monitor.kpis.weeks import closed_weeks, iso_week
-from monitor.logs import get_logger
+from monitor.logs import detach_handlers, get_logger
 from monitor.metrics import Metrics
 from monitor.store.base import GITHUB_CHANNEL, NewAction, Store, StoreError
+
+if TYPE_CHECKING:
+    from monitor.kpis.sync import KpiSync
 
 log = get_logger("monitor.kpis")
 REPORT_TARGET = "kpi-report"  # the report's own outbox queue: it never waits on an incident
@@ -51,11 +55,7 @@ class KpiWatch:
         self._busy = threading.Lock()
         self._stopping = threading.Event()
         self._github = settings.kpis.enabled and settings.github.active
-        self._sync = None
-        if self._github:
-            from monitor.kpis.sync import KpiSync  # PyGithub: loaded only with a token
-
-            self._sync = KpiSync(store, settings, clock, stopping=self._stopping)
+        self._made: KpiSync | None = None
         for key in KEYS:
             self._metrics.kpi_objective.labels(key).set(getattr(settings.kpis.objectives, key))
 
@@ -89,10 +89,22 @@ class KpiWatch:
         finally:
             self._busy.release()
 
+    @property
+    def _sync(self) -> KpiSync | None:
+        """The GitHub reader with a token, else None; made in the first pass (in its
+        thread, holding ``_busy``), so PyGithub loads after the first probes, not before."""
+        if self._github and self._made is None:
+            from monitor.kpis.sync import KpiSync
+
+            detach_handlers("github")  # PyGithub's own stderr handler, as the channel does
+            self._made = KpiSync(self._store, self._settings, self._clock, stopping=self._stopping)
+        return self._made
+
     def _maybe_sync(self, now: datetime) -> None:
-        if self._sync is None or not self._sync.due(now):
+        sync = self._sync
+        if sync is None or not sync.due(now):
             return
-        state = self._sync.sync(now)
+        state = sync.sync(now)
         self._metrics.kpi_requests.labels("not_modified").inc(state.not_modified)
         self._metrics.kpi_requests.labels("read").inc(state.requests - state.not_modified)
         if state.error:
@@ -134,9 +146,10 @@ class KpiWatch:
     def _data_covers(self, week: Span) -> bool:
         """GitHub was read in full after the week ended, runs back to the lookback too
         (so the week's re-runs are in)."""
-        if self._sync is None:
+        sync = self._sync
+        if sync is None:
             return True
-        state = self._sync.state()
+        state = sync.state()
         done, deep = state.succeeded_at, state.deep_scan_at
         return done is not None and done >= week.end and (deep is None or deep >= week.end)
 

@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx
-from github import Auth, Github, GithubException
 
 from monitor.config import GithubSection
 from monitor.incidents.text import target_label
@@ -90,6 +89,10 @@ def from_github(settings: GithubSection, targets: Sequence[str]) -> list[OpenInc
             "--no-open-incident needs --monitor-url, or a GitHub token (GITHUB_TOKEN)"
             " and github.repository"
         )
+    # PyGithub (~20 MB, ~70 ms with requests and cryptography) only when GitHub is asked:
+    # a plain `monitor check` or one asking --monitor-url never loads it
+    from github import Auth, Github, GithubException
+
     client = Github(
         auth=Auth.Token(settings.token.get_secret_value()),
         base_url=settings.api_url,

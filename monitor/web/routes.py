@@ -2,10 +2,16 @@
 
 Handlers read the live view on the event loop (where the daemon writes it) and
 build the snapshot in a worker thread, so a page load never blocks a probe.
+
+The page and the badges (Jinja2 and the templates, ~2 MB and ~15 ms) load on the
+first request that renders one, in a worker thread too: Prometheus, ``/api/status``
+and the release gates never ask for HTML, so a daemon nobody looks at never holds them.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -16,15 +22,7 @@ from starlette.routing import Route
 
 from monitor.logs import get_logger
 from monitor.store.base import StoreError
-from monitor.web.badges import badge_svg, state_colour, uptime_colour
 from monitor.web.formats import percent
-from monitor.web.page import (
-    PAGE_HEADERS,
-    STYLESHEET,
-    STYLESHEET_DIGEST,
-    render_page,
-    render_unavailable,
-)
 from monitor.web.snapshot import UPTIME_WINDOWS, SnapshotCache, State, visible_targets
 from monitor.web.source import StatusSource
 
@@ -39,13 +37,31 @@ STYLESHEET_HEADERS: Mapping[str, str] = {
 """The headers of the stylesheet at its current hash."""
 
 log = get_logger("monitor.status")
+PAGE = "monitor.web.page"
+BADGES = "monitor.web.badges"
+
+
+async def _load(module: str) -> None:
+    """Import ``module`` in a worker thread the first time a request needs it, so the
+    import never holds up the event loop (and a probe in flight)."""
+    if module not in sys.modules:
+        await run_in_threadpool(importlib.import_module, module)
 
 
 def _error(status: int, message: str, request: Request) -> JSONResponse:
     return JSONResponse({"error": message, "path": request.url.path}, status)
 
 
-def _unavailable_page(message: str) -> HTMLResponse:
+def _render_page(snapshot: Mapping[str, Any]) -> str:
+    from monitor.web.page import render_page  # loaded by _load before the worker runs this
+
+    return render_page(snapshot)
+
+
+async def _unavailable_page(message: str) -> HTMLResponse:
+    await _load(PAGE)
+    from monitor.web.page import PAGE_HEADERS, render_unavailable
+
     return HTMLResponse(
         render_unavailable(message), 503, headers={**PAGE_HEADERS, "Retry-After": "5"}
     )
@@ -63,6 +79,9 @@ async def stylesheet(request: Request) -> Response:
     ``refresh_s``, getting the current URL. The 404 is not cached, so the
     right file is fetched as soon as that URL is current again.
     """
+    await _load(PAGE)
+    from monitor.web.page import STYLESHEET, STYLESHEET_DIGEST
+
     if request.path_params["digest"] != STYLESHEET_DIGEST:
         response = _error(404, "no such stylesheet", request)
         response.headers["Cache-Control"] = "no-store"
@@ -85,13 +104,16 @@ def status_routes(source: StatusSource, *, cache: SnapshotCache | None = None) -
         return await run_in_threadpool(cache.snapshot, source.live_targets(), source.now())
 
     async def page(_: Request) -> Response:
+        await _load(PAGE)
+        from monitor.web.page import PAGE_HEADERS
+
         try:
             body = await run_in_threadpool(
-                cache.page, source.live_targets(), source.now(), render_page
+                cache.page, source.live_targets(), source.now(), _render_page
             )
         except StoreError as exc:
             log.error("status page: cannot read the state database", error=str(exc))
-            return _unavailable_page("The monitor cannot read its state database right now.")
+            return await _unavailable_page("The monitor cannot read its state database right now.")
         return HTMLResponse(body, headers=dict(PAGE_HEADERS))
 
     async def api(request: Request) -> Response:
@@ -114,6 +136,7 @@ def status_routes(source: StatusSource, *, cache: SnapshotCache | None = None) -
     ) -> Response:
         if target not in shown:  # only configured, shown names ever match: no path games
             return _error(404, "no such target", request)
+        await _load(BADGES)
         try:
             snapshot = await fresh_snapshot()
         except StoreError:
@@ -132,14 +155,13 @@ def status_routes(source: StatusSource, *, cache: SnapshotCache | None = None) -
         )
 
     async def state_badge(request: Request) -> Response:
-        target = request.path_params["target"]
-        return await badge(
-            request,
-            target,
-            lambda t: svg(
-                badge_svg(t["name"], t["state_text"].lower(), state_colour(State(t["state"])))
-            ),
-        )
+        def make(t: Mapping[str, Any]) -> Response:
+            from monitor.web.badges import badge_svg, state_colour  # loaded by badge() first
+
+            text = t["state_text"].lower()
+            return svg(badge_svg(t["name"], text, state_colour(State(t["state"]))))
+
+        return await badge(request, request.path_params["target"], make)
 
     async def uptime_badge(request: Request) -> Response:
         target = request.path_params["target"]
@@ -148,6 +170,8 @@ def status_routes(source: StatusSource, *, cache: SnapshotCache | None = None) -
             return _error(400, f"window must be one of {', '.join(UPTIME_WINDOWS)}", request)
 
         def make(t: Mapping[str, Any]) -> Response:
+            from monitor.web.badges import badge_svg, uptime_colour  # loaded by badge() first
+
             ratio = t["uptime"][window]["ratio"]
             message = "no data" if ratio is None else percent(ratio)
             return svg(badge_svg(f"{t['name']} {window}", message, uptime_colour(ratio)))

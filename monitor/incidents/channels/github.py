@@ -7,21 +7,20 @@ ever runs in the channel's outbox worker thread. Its own retries are off: a
 POST retried blindly by the client could file an issue twice, so every retry
 goes through the outbox, and a create or comment is looked for (by its hidden
 marker) before it is sent again.
+
+PyGithub (with requests and cryptography, ~20 MB and ~70 ms to import) loads when
+the worker first needs GitHub (the start-up reconcile, after the first probes), not
+when the channel is made: probing never waits for GitHub, not even for its import.
 """
 
 from __future__ import annotations
 
-import logging
+import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, TypeVar
-
-import requests
-from github import Auth, Github, GithubException
-from github.IssueComment import IssueComment
-from github.Repository import Repository
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from monitor.config import GithubSection
 from monitor.incidents import text
@@ -36,16 +35,17 @@ from monitor.incidents.channels.base import (
 )
 from monitor.incidents.events import EventKind, IncidentEvent
 from monitor.incidents.text import action_marker, parse_marker, payload_text, target_label
-from monitor.logs import get_logger
+from monitor.logs import detach_handlers, get_logger
 from monitor.store.base import ChannelHandle, NewAction, OutboxAction
 
-log = get_logger("monitor.github")
+if TYPE_CHECKING:
+    from github import Github, GithubException
+    from github.IssueComment import IssueComment
+    from github.Repository import Repository
 
-# PyGithub attaches its own stderr handler at import; its records must go through our
-# pipeline only (one JSON line each, redacted), so detach it.
-for _handler in list(logging.getLogger("github").handlers):
-    logging.getLogger("github").removeHandler(_handler)
+log = get_logger("monitor.github")
 T = TypeVar("T")
+SINK_UNCONFIGURED = "the GitHub sink needs github.token and github.repository"
 
 LABEL_COLOURS = {"incident": "d73a4a", "monitor": "0e8a16"}
 TARGET_LABEL_COLOUR = "fbca04"
@@ -53,10 +53,22 @@ RECENT_COMMENTS = 30  # how far back a retried comment looks for itself
 WRITE_GAP_S = 0.25  # pause between two writes (PyGithub's default is 1 s)
 
 
+def _import_pygithub() -> None:
+    """Import PyGithub, and detach the stderr handler it attaches at import: its records
+    must go through our pipeline only (one JSON line each, redacted)."""
+    import github
+
+    detach_handlers(github.__name__)
+
+
 def translate(exc: BaseException) -> ChannelError:
     """One place where PyGithub's and requests' errors become ours."""
     if isinstance(exc, ChannelError):
         return exc
+    _import_pygithub()  # loaded already in practice: what is translated came from its calls
+    import requests
+    from github import GithubException
+
     if isinstance(exc, GithubException):
         status = exc.status
         headers = {k.lower(): v for k, v in (exc.headers or {}).items()}
@@ -167,7 +179,10 @@ class GithubIssues:
 
     def __init__(self, settings: GithubSection, *, client: Github | None = None) -> None:
         if settings.token is None or settings.repository is None:
-            raise ValueError("the GitHub sink needs github.token and github.repository")
+            raise ValueError(SINK_UNCONFIGURED)
+        _import_pygithub()
+        from github import Auth, Github
+
         self._settings = settings
         self._client = client or Github(
             auth=Auth.Token(settings.token.get_secret_value()),
@@ -194,6 +209,8 @@ class GithubIssues:
             raise translate(exc) from exc
 
     def _ensure_labels(self, labels: Sequence[str]) -> None:
+        from github import GithubException
+
         for name in labels:
             if name in self._labels_ready:
                 continue
@@ -393,8 +410,19 @@ class GithubChannel:
     kind = GITHUB
 
     def __init__(self, settings: GithubSection, issues: GithubIssues | None = None) -> None:
+        if issues is None and (settings.token is None or settings.repository is None):
+            raise ValueError(SINK_UNCONFIGURED)  # at start-up, as before PyGithub loaded later
         self._settings = settings
-        self._issues = issues or GithubIssues(settings)
+        self._made: GithubIssues | None = issues
+        self._making = threading.Lock()
+
+    @property
+    def _issues(self) -> GithubIssues:
+        """The PyGithub side, made on first use (in the outbox worker, off the event loop)."""
+        with self._making:
+            if self._made is None:
+                self._made = GithubIssues(self._settings)
+            return self._made
 
     # ---- planning: when the event is decided ------------------------------------------
 
