@@ -126,7 +126,6 @@ async def run(
     target: c.LocalTarget, tmp: Path, port: int, pid: int, shape: Shape
 ) -> dict[str, Any]:
     import aiohttp
-    import httpx
 
     from monitor.daemon.daemon import Daemon
     from monitor.incidents.channels.journal import JournalChannel
@@ -169,9 +168,7 @@ async def run(
     # monitor run: one long-lived daemon, as in production; before each cycle its pool
     # is emptied (at the 15-minute cadence every connection has expired by then), so
     # each cycle connects anew while the daemon's own state is the steady one
-    transport = AiohttpTransport(
-        httpx.create_ssl_context(), max_connections=conc, keepalive_s=KEEPALIVE_S
-    )
+    transport = AiohttpTransport(True, max_connections=conc, keepalive_s=KEEPALIVE_S)
     store = SqliteStore(tmp / "monitor.db")
     prober = Prober(settings.monitor, transport=transport)
     daemon = Daemon(

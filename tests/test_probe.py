@@ -622,15 +622,15 @@ def closes_reused_connections(closed: list[int]) -> Handler:
     the request goes out on a connection the server has just given up. Deterministic,
     so the race is provoked on every reuse rather than now and then.
     """
-    answered: set[int] = set()
+    answered: list[Any] = []  # the connections themselves: an id() is reused once freed
     ok = respond(200, b"ok")
 
     async def handler(request: Any, conn: Any) -> None:
-        if id(conn) in answered:
+        if any(conn is seen for seen in answered):
             closed.append(id(conn))
             await conn.close()
             return
-        answered.add(id(conn))
+        answered.append(conn)
         await ok(request, conn)
 
     return handler

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import ssl
+import subprocess
+import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -147,19 +149,37 @@ async def test_ca_file_trusts_a_private_ca(served: Any, tmp_path: Path) -> None:
     assert (untrusted.outcome, untrusted.reason) == (Outcome.DOWN, Reason.TLS)
 
 
-async def test_ssl_cert_file_keeps_working(
-    served: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    """``SSL_CERT_FILE`` is honoured as httpx honours it, with no ca_file."""
+def test_ssl_cert_file_keeps_working(served: Any, tmp_path: Path) -> None:
+    """``SSL_CERT_FILE`` in the environment the monitor starts with is its trust store
+    (OpenSSL reads it when the default context loads), with no ca_file: ``monitor check``
+    trusts the test CA through it, and without it the same check fails for ``tls``."""
     server = served(timedelta(days=20))
     assert server.tls is not None
     bundle = tmp_path / "ca.pem"
     server.tls.ca.cert_pem.write_to_path(str(bundle))
-    monkeypatch.setenv("SSL_CERT_FILE", str(bundle))
+    config = write_config(
+        tmp_path / "config.toml",
+        target_url=server.url,
+        listen_port=free_port(),
+        state_path=tmp_path / "state.db",
+    )
 
-    check, _ = await probe(target_for(server))
+    def check(**env: str) -> dict[str, Any]:
+        done = subprocess.run(
+            [sys.executable, "-m", "monitor", "check", "--config", str(config), "--json"],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            env=clean_env(**env),
+            check=False,
+        )
+        [result] = json.loads(done.stdout)["targets"][0]["checks"]
+        return dict(result)
 
-    assert check.outcome is Outcome.UP
+    trusted = check(SSL_CERT_FILE=str(bundle))
+    assert trusted["outcome"] == "up", trusted
+    untrusted = check()
+    assert (untrusted["outcome"], untrusted["reason"]) == ("down", "tls"), untrusted
 
 
 def test_daemon_exports_and_shows_the_expiry(served: Any, daemons: Daemons, tmp_path: Path) -> None:

@@ -76,20 +76,16 @@ class Prober:
 
     def _new_client(self, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
         settings = self._settings
-        limits = httpx.Limits(
-            max_connections=settings.concurrency,
-            max_keepalive_connections=settings.concurrency,
-        )
         transport = self._transport or AiohttpTransport(
-            httpx.create_ssl_context(verify=verify),
+            # True: the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR when set), as
+            # curl and blackbox_exporter trust it; aiohttp loaded it at import already
+            verify,
             max_connections=settings.concurrency,
             keepalive_s=KEEPALIVE_S,
         )
+        # limits and verify are the transport's: httpx uses neither beside a transport
         return httpx.AsyncClient(
             transport=transport,
-            limits=limits,
-            # True: httpx's own trust store, or SSL_CERT_FILE / SSL_CERT_DIR when set
-            verify=verify,
             # the app's logs can tell the regions' probes apart
             headers={"User-Agent": user_agent(settings.region), REGION_HEADER: settings.region},
             max_redirects=10,

@@ -53,9 +53,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     """httpx requests over one aiohttp ``ClientSession`` (HTTP/1.1, keep-alive pooled)."""
 
     def __init__(
-        self, ssl_context: ssl.SSLContext, *, max_connections: int, keepalive_s: float
+        self, verify: ssl.SSLContext | bool, *, max_connections: int, keepalive_s: float
     ) -> None:
-        self._ssl_context = ssl_context
+        self._verify = verify  # True: aiohttp's default context (the system's trust store)
         self._max_connections = max_connections
         self._keepalive_s = keepalive_s
         self._session: aiohttp.ClientSession | None = None
@@ -68,7 +68,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         if self._session is None or self._session.closed:
             connector = aiohttp.TCPConnector(
                 limit=self._max_connections,
-                ssl=self._ssl_context,
+                ssl=self._verify,
                 keepalive_timeout=self._keepalive_s,
                 # a failed lookup is not cached, a good one for 10 s: the cadence is minutes
                 ttl_dns_cache=10,
