@@ -12,7 +12,9 @@ the journal sink: the exact per-target path ``monitor run`` takes (probe through
 shared ``Prober``, metrics, tracker, SQLite commit, outbox, the JSON log line rendered to
 /dev/null). ``record_s`` is the time spent in ``Daemon.record``, the per-result work
 outside the network. The floor is bare ``aiohttp`` doing the same N GETs under an
-``asyncio.Semaphore`` of the same size. For comparison, the engine before issue 16:
+``asyncio.Semaphore`` of the same size; ``bare_httpx_on_aiohttp`` is the same GETs
+through ``httpx.AsyncClient.get`` on the daemon's own transport: what the httpx API
+costs by itself. For comparison, the engine before issue 16:
 ``daemon_httpcore`` (the Prober on httpx's own transport) and ``bare_httpx``; and,
 when the package is installed, ``daemon_httpx_aiohttp``: the Prober on the
 ``httpx-aiohttp`` transport, the candidate engine we measured and did not take. Each
@@ -40,7 +42,14 @@ from typing import Any
 
 import _common as c
 
-ALL_VARIANTS = ("daemon", "bare_aiohttp", "daemon_httpcore", "bare_httpx", "daemon_httpx_aiohttp")
+ALL_VARIANTS = (
+    "daemon",
+    "bare_aiohttp",
+    "bare_httpx_on_aiohttp",
+    "daemon_httpcore",
+    "bare_httpx",
+    "daemon_httpx_aiohttp",
+)
 BAR_RATIO = 2.0  # the daemon's cycle over bare aiohttp's
 
 
@@ -222,8 +231,12 @@ async def run(
                 transport = other_transport(variant) if variant != "daemon" else None
                 daemon, prober, timer = new_daemon(transport)
                 return timer, lambda: daemon_cycle(daemon, variant), prober.aclose
-            if variant == "bare_httpx":
-                client = httpx.AsyncClient(limits=limits)
+            if variant in ("bare_httpx", "bare_httpx_on_aiohttp"):
+                from monitor.probing.transport import AiohttpTransport
+
+                ours = AiohttpTransport(True, max_connections=conc, keepalive_s=5.0)
+                transport = ours if variant == "bare_httpx_on_aiohttp" else None
+                client = httpx.AsyncClient(limits=limits, transport=transport)
                 return None, lambda: bare_httpx_cycle(client), client.aclose
             import aiohttp
 
