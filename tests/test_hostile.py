@@ -143,7 +143,7 @@ CASES = [
         raw(b"HTTP/1.1 200 OK\r\nX-Big: " + b"a" * MiB + b"\r\nContent-Length: 0\r\n\r\n"),
         Outcome.DOWN,
         Reason.ERROR,
-        detail="Got more than 8190 bytes",
+        detail="Got more than 16384 bytes",
     ),
     Case(
         "10,000 tiny headers (a 110 KB head: under the 256 KiB limit, so served)",

@@ -715,3 +715,100 @@ async def test_no_proxy_sends_a_probe_direct(
     result = await probe(target_server.url)
 
     assert (result.outcome, result.body_excerpt) == (Outcome.UP, "direct"), result.detail
+
+
+async def test_a_reset_on_a_fresh_connection_is_not_resent(target_server: TargetServer) -> None:
+    """Only a pooled connection closed under a request is resent: a target resetting a
+    fresh connection is down for it, with one request, not quietly asked twice."""
+    served: list[int] = []
+    ok = respond(200, b"ok")
+
+    async def reset_the_first(request: Any, conn: Any) -> None:
+        served.append(1)
+        if len(served) == 1:
+            conn.reset()
+        else:
+            await ok(request, conn)
+
+    target_server.route(PATH, reset_the_first)
+
+    result = await probe(target_server.url)
+
+    assert (result.outcome, result.reason) == (Outcome.DOWN, Reason.CONNECT), result.detail
+    assert target_server.hits(PATH) == 1
+
+
+async def test_a_long_header_line_is_served(target_server: TargetServer) -> None:
+    """A 12 KiB header line (a large Content-Security-Policy) is a normal answer."""
+    target_server.route(PATH, respond(200, b"ok", {"Content-Security-Policy": "a" * 12_000}))
+
+    result = await probe(target_server.url)
+
+    assert result.outcome is Outcome.UP, result.detail
+
+
+async def test_the_request_goes_out_as_written(target_server: TargetServer) -> None:
+    """The path is sent as the config encodes it (``%2e%2e`` stays, never becomes ``..``,
+    another resource), and a POST without a body carries no Content-Type."""
+    target = TargetConfig(
+        name="t",
+        url=target_server.url,
+        checks=[
+            CheckConfig(name="dots", path="/a/%2e%2e/b"),
+            CheckConfig(name="post", path=PATH, method="POST"),
+        ],
+    )
+    async with Prober(MonitorSection(timeout=2)) as prober:
+        await prober.probe_target(target)
+
+    assert target_server.hits("/a/%2e%2e/b") == 1
+    [post] = target_server.requests(PATH)
+    assert post.method == "POST"
+    assert post.header("content-type") is None
+
+
+async def test_a_proxy_is_named_as_httpx_named_it(
+    target_server: TargetServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``ALL_PROXY`` counts, a proxy without a scheme is an http:// one, and the proxy's
+    password never reaches a result's detail."""
+    for name in ("NO_PROXY", "no_proxy", "HTTP_PROXY", "http_proxy", "all_proxy"):
+        monkeypatch.delenv(name, raising=False)
+    url = "http://monitor-target.invalid"
+    target_server.route(url + PATH, respond(200, b"via proxy"))
+    monkeypatch.setenv("ALL_PROXY", target_server.url.removeprefix("http://"))
+
+    result = await probe(url)
+
+    assert (result.outcome, result.body_excerpt) == (Outcome.UP, "via proxy"), result.detail
+    monkeypatch.setenv("ALL_PROXY", f"probe:s3cret-pw@127.0.0.1:{refused_port()}")
+    refused = await probe(url)
+    assert refused.outcome is Outcome.DOWN
+    assert "s3cret-pw" not in refused.detail, refused.detail
+
+
+async def test_a_host_name_idna_refuses_is_a_dns_failure() -> None:
+    """A host label over 63 characters cannot be encoded, hence not resolved: ``dns``."""
+    result = await probe(f"http://{'a' * 64}.example")
+
+    assert (result.outcome, result.reason) == (Outcome.DOWN, Reason.DNS), result.detail
+
+
+async def test_a_close_during_the_tls_handshake_says_so() -> None:
+    """A server that accepts and closes before the TLS handshake: a readable detail."""
+    import asyncio
+
+    async def close_at_once(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writer.close()
+
+    server = await asyncio.start_server(close_at_once, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    try:
+        result = await probe(f"https://127.0.0.1:{port}")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+    assert result.outcome is Outcome.DOWN
+    assert "[None]" not in result.detail, result.detail
+    assert_readable(result)

@@ -24,7 +24,7 @@ from monitor.metrics import Metrics
 from monitor.probing.prober import Prober
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 from tests.daemon_process import Daemons, clean_env, free_port, http_get, wait_for, write_config
-from tests.targets import TargetServer, respond, tls_identity
+from tests.targets import TargetServer, raw, respond, tls_identity
 
 PATH = "/health"
 EXPIRY_METRIC = "monitor_tls_cert_expiry_timestamp_seconds"
@@ -233,4 +233,26 @@ async def test_latency_budget_is_reported_before_the_certificate(served: Any) ->
     )
 
     assert (check.outcome, check.reason) == (Outcome.DEGRADED, Reason.SLOW)
+    assert check.cert_expires_at == not_after(server)
+
+
+@pytest.mark.parametrize("close", ["Connection: close", "HTTP/1.0"])
+async def test_expiry_is_read_when_the_server_closes_after_its_answer(
+    served: Any, close: str
+) -> None:
+    """A server that closes the connection after its answer (``Connection: close``, or
+    HTTP/1.0 as Python's http.server does) still has its certificate read: the answer
+    released the connection before the prober looks, so the session is remembered."""
+    server = served(timedelta(days=3))
+    assert server.tls is not None
+    head = (
+        b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
+        if close == "Connection: close"
+        else b"HTTP/1.0 200 OK\r\nContent-Length: 2\r\n\r\nok"
+    )
+    server.route(PATH, raw(head))
+
+    check, _ = await probe(target_for(server), verify=server.tls.client_context())
+
+    assert (check.outcome, check.reason) == (Outcome.DEGRADED, Reason.TLS), check.detail
     assert check.cert_expires_at == not_after(server)

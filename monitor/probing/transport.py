@@ -28,25 +28,67 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import re
+import socket
 import ssl
 import urllib.request
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
+from contextvars import ContextVar
 from typing import Any
+from urllib.parse import urlsplit
 
 import aiohttp
 import httpx
+import yarl
+from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
 READ_CHUNK = 64 * 1024
-# Limits on the response head, as h11 had them under httpcore: a head of more than
-# 256 KiB in all is a broken response (checked once aiohttp has parsed it), and no line
-# may pass 8 KiB (aiohttp's default, nginx's too). With at most 10,240 lines of 8 KiB a
-# hostile head costs at most ~84 MB for the moment it takes to refuse it.
-MAX_HEADER_LINE = 8190
+# Limits on the response head. httpcore ran h11 with one limit, ~100 KiB for the whole
+# head; aiohttp limits lines and their number, so both are set and the whole head is
+# checked once parsed: a line up to 16 KiB (a large Content-Security-Policy or Link
+# header is a few KiB), up to 10,240 lines, at most 256 KiB in all. A hostile head can
+# cost ~170 MB for the moment it takes to refuse it (10,240 lines of 16 KiB).
+MAX_HEADER_LINE = 16 * 1024
 MAX_HEADERS = 10_240
 MAX_HEAD_BYTES = 256 * 1024
+IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+# errors raised before the request went out: nothing to resend (refused, DNS, TLS)
+_NOT_SENT = (aiohttp.ClientConnectorError,)
 _OS_ERROR_REPR = re.compile(r"\w+Error\(\d+, '([^']+)'\)")  # ConnectionResetError(104, '...')
+
+
+# Whether the request in flight in this task went out on a pooled connection (set by
+# _Handler as aiohttp hands it the request; a context variable because aiohttp's
+# errors do not say which connection failed)
+_REUSED: ContextVar[bool] = ContextVar("probe_connection_reused", default=False)
+
+
+class _Handler(ResponseHandler):
+    """aiohttp's protocol for one connection, which also remembers its TLS session (a
+    connection closed after its answer has dropped its transport before we look) and
+    how many requests it has carried."""
+
+    ssl_object: ssl.SSLObject | None = None
+    requests = 0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.ssl_object = transport.get_extra_info("ssl_object")
+
+    def set_response_params(self, *args: Any, **kwargs: Any) -> None:
+        self.requests += 1  # aiohttp calls this once per request sent on the connection
+        _REUSED.set(self.requests > 1)
+        super().set_response_params(*args, **kwargs)
+
+
+class _Connector(aiohttp.TCPConnector):
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        # aiohttp has no public hook for the protocol class; the tests in
+        # tests/test_tls_expiry.py and tests/test_probe.py pin what this is for
+        self._factory = functools.partial(_Handler, loop=self._loop)  # type: ignore[assignment]
 
 
 class AiohttpTransport(httpx.AsyncBaseTransport):
@@ -62,11 +104,11 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # HTTP(S)_PROXY and NO_PROXY, read once, as httpx's own transport honoured them
         # (httpx ignores them once it is given a transport). Not aiohttp's trust_env: it
         # reads them, and ~/.netrc for credentials to send to targets, on every request.
-        self._proxies = urllib.request.getproxies_environment()
+        self._proxies = _proxies_from_environment()
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(
+            connector = _Connector(
                 limit=self._max_connections,
                 ssl=self._verify,
                 keepalive_timeout=self._keepalive_s,
@@ -77,29 +119,49 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                 connector=connector,
                 cookie_jar=aiohttp.DummyCookieJar(),
                 auto_decompress=False,
-                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding"),
+                # httpx has set every header it sends; aiohttp would add Content-Type to
+                # a POST without a body
+                skip_auto_headers=("User-Agent", "Accept", "Accept-Encoding", "Content-Type"),
                 max_line_size=MAX_HEADER_LINE,
                 max_field_size=MAX_HEADER_LINE,
                 max_headers=MAX_HEADERS,
                 timeout=aiohttp.ClientTimeout(total=None),
             )
+            # aiohttp resends an idempotent request after any reset or close before the
+            # answer, on a fresh connection too, which would hide a target failing every
+            # other connection: handle_async_request resends after a pooled one only
+            self._session._retry_connection = False
         return self._session
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         body = await request.aread() or None  # checks send no body (a POST, an empty one)
-        with _httpx_errors(request):
-            response = await self._session_now().request(
-                request.method,
-                _without_userinfo(request.url),
-                headers=_headers(request),
-                data=body,
-                allow_redirects=False,  # httpx follows them, as configured per check
-                proxy=self._proxy_for(request.url),
-                timeout=aiohttp.ClientTimeout(
-                    total=None, sock_connect=timeout.get("connect"), sock_read=timeout.get("read")
-                ),
-            )
+        url = _aiohttp_url(request.url)
+        resend = request.method in IDEMPOTENT
+        with _httpx_errors(request, self._secrets):
+            while True:
+                _REUSED.set(False)
+                try:
+                    response = await self._session_now().request(
+                        request.method,
+                        url,
+                        headers=_headers(request),
+                        data=body,
+                        allow_redirects=False,  # httpx follows them, as configured per check
+                        proxy=self._proxy_for(request.url),
+                        timeout=aiohttp.ClientTimeout(
+                            total=None,
+                            sock_connect=timeout.get("connect"),
+                            sock_read=timeout.get("read"),
+                        ),
+                    )
+                    break
+                except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
+                    # once, on a fresh connection, when the pooled one was closed under
+                    # the request (the keep-alive race, encode/httpx#2983)
+                    if not (resend and _REUSED.get()) or isinstance(exc, _NOT_SENT):
+                        raise
+                    resend = False
         extensions: dict[str, Any] = {
             "http_version": b"HTTP/%d.%d" % (response.version or (1, 1)),
             "reason_phrase": (response.reason or "").encode("ascii", "replace"),
@@ -123,10 +185,17 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     def _proxy_for(self, url: httpx.URL) -> str | None:
         if not self._proxies:  # the common case: nothing to look up per request
             return None
-        proxy = self._proxies.get(url.scheme)
-        if proxy is None or urllib.request.proxy_bypass(url.host):  # NO_PROXY
+        proxy = self._proxies.get(url.scheme) or self._proxies.get("all")
+        host = f"{url.host}:{url.port}" if url.port else url.host  # NO_PROXY may name a port
+        if proxy is None or urllib.request.proxy_bypass(host):
             return None
         return proxy
+
+    @property
+    def _secrets(self) -> tuple[str, ...]:
+        """Proxy passwords, which an error message must not carry."""
+        found = (urlsplit(proxy).password for proxy in self._proxies.values())
+        return tuple(password for password in found if password)
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -150,22 +219,33 @@ def _headers(request: httpx.Request) -> list[tuple[str, str]]:
     ]
 
 
-def _without_userinfo(url: httpx.URL) -> str:
-    """httpx has turned ``user:pass@`` into an Authorization header already; aiohttp
-    refuses a URL that carries credentials next to one."""
-    return str(url.copy_with(userinfo=b"")) if url.userinfo else str(url)
+def _aiohttp_url(url: httpx.URL) -> yarl.URL:
+    """The URL as httpx encoded it, sent as is (yarl would re-encode the path: a
+    ``%2e%2e`` would become ``..`` and probe another resource), without ``user:pass@``:
+    httpx has made it an Authorization header, and aiohttp refuses both at once."""
+    plain = url.copy_with(userinfo=b"") if url.userinfo else url
+    return yarl.URL(str(plain), encoded=True)
 
 
-def _ssl_object(response: aiohttp.ClientResponse) -> Any:
+def _proxies_from_environment() -> dict[str, str]:
+    """HTTP_PROXY, HTTPS_PROXY, ALL_PROXY and NO_PROXY as httpx read them: a proxy
+    without a scheme is an http:// one."""
+    found = urllib.request.getproxies_environment()
+    return {
+        scheme: proxy if scheme == "no" or "://" in proxy else f"http://{proxy}"
+        for scheme, proxy in found.items()
+    }
+
+
+def _ssl_object(response: aiohttp.ClientResponse) -> ssl.SSLObject | None:
     """The TLS session of the connection that answered (None over plain HTTP).
 
-    A body that came with the head has already released the connection to the pool
-    (``response.connection`` is None), so this asks the protocol the response keeps;
-    aiohttp has no public accessor for it. tests/test_tls_expiry.py pins the result.
+    A body that came with the head has already released the connection (or closed it,
+    after ``Connection: close``) by now, so this asks the protocol the response keeps,
+    which remembered its session (``_Handler``); aiohttp has no public accessor for it.
     """
     protocol = getattr(response, "_protocol", None)
-    transport = getattr(protocol, "transport", None)
-    return transport.get_extra_info("ssl_object") if transport is not None else None
+    return protocol.ssl_object if isinstance(protocol, _Handler) else None
 
 
 class _Body(httpx.AsyncByteStream):
@@ -190,15 +270,21 @@ class _Body(httpx.AsyncByteStream):
 
 
 @contextlib.contextmanager
-def _httpx_errors(request: httpx.Request) -> Iterator[None]:
+def _httpx_errors(request: httpx.Request, secrets: Sequence[str] = ()) -> Iterator[None]:
     """Re-raise aiohttp's errors as the httpx error that says the same thing."""
     try:
         yield
+    except UnicodeError as exc:  # a host name IDNA cannot encode (a label over 63 bytes)
+        unresolvable = socket.gaierror(socket.EAI_NONAME, f"invalid host name: {exc}")
+        raise httpx.ConnectError(str(unresolvable), request=request) from unresolvable
     except Exception as exc:  # CancelledError is a BaseException: it passes untouched
         mapped = _mapped(exc)
         if mapped is None:
             raise
-        raise mapped(_message(exc), request=request) from exc
+        message = _message(exc, tls=request.url.scheme == "https")
+        for secret in secrets:
+            message = message.replace(secret, "***")
+        raise mapped(message, request=request) from exc
 
 
 def _mapped(exc: Exception) -> type[httpx.TransportError] | None:
@@ -206,6 +292,8 @@ def _mapped(exc: Exception) -> type[httpx.TransportError] | None:
         return httpx.ConnectTimeout
     if isinstance(exc, aiohttp.ServerTimeoutError | asyncio.TimeoutError):
         return httpx.ReadTimeout
+    if isinstance(exc, aiohttp.ClientProxyConnectionError | aiohttp.ClientHttpProxyError):
+        return httpx.ProxyError
     if isinstance(exc, aiohttp.ClientConnectorError):  # DNS, refused, TLS handshake
         return httpx.ConnectError
     if isinstance(exc, aiohttp.ServerDisconnectedError):  # a clean close before the head
@@ -223,12 +311,18 @@ def _mapped(exc: Exception) -> type[httpx.TransportError] | None:
     return None
 
 
-def _message(exc: Exception) -> str:
+def _message(exc: Exception, tls: bool) -> str:
     """The words an issue shows: the underlying error's, without aiohttp's wrapping."""
     if isinstance(exc, aiohttp.ClientConnectorCertificateError):
         return str(exc.certificate_error)
+    if isinstance(exc, aiohttp.ClientHttpProxyError):
+        return f"the proxy refused: {exc.status} {exc.message}"
     if isinstance(exc, aiohttp.ClientConnectorError):
-        return str(exc.os_error)
+        said = str(exc.os_error)
+        if said:
+            return said
+        # a bare reset or EOF while connecting: say where, not aiohttp's "[None]"
+        return "connection closed during the TLS handshake" if tls else "connection lost"
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected without sending a response"
     if isinstance(exc, aiohttp.ClientPayloadError):
