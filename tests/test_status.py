@@ -981,6 +981,22 @@ def test_snapshot_is_cached_for_a_few_seconds(world: World) -> None:
     assert cache.builds == 2
 
 
+def test_a_new_result_is_on_the_page_at_once_not_after_the_cache_lifetime(world: World) -> None:
+    """Pins the cache's invalidation: a probe completed since the last build (the live view
+    changed) is served at the next request, inside the TTL; an unchanged view is not rebuilt."""
+    ticks = [100.0]
+    cache = SnapshotCache(world, ttl_s=5.0, monotonic=lambda: ticks[0])
+    app = world.app(cache)
+    before, again = fetch(app, "/api/status", "/api/status")
+    assert cache.builds == 1
+    world.record(cycle("production", NOW, Outcome.DOWN))
+    (after,) = fetch(app, "/api/status")
+    assert cache.builds == 2
+    states = [{t["name"]: t["state"] for t in r.json()["targets"]} for r in (before, again, after)]
+    assert states[0] == states[1] == {"staging": "up", "production": "up"}
+    assert states[2] == {"staging": "up", "production": "down"}
+
+
 def test_store_failure_is_503_never_500(world: World) -> None:
     """Pins a clear 503 (JSON for the API and badges) when the state database cannot be read."""
     world.store.close()

@@ -5,8 +5,10 @@ complete hour is rolled up per target (check ``*``) and per check: probe and
 failure counts, time up/degraded/down/unknown/maintenance, latency sum/min/max
 and a latency histogram. Days are sums of their hours. A window's time account
 uses the hourly rollups for whole hours that are rolled up and the raw samples
-for the rest; both come from :func:`monitor.figures.slo.account`, which is additive
-across adjacent spans, so the two agree to the microsecond.
+for the rest; both follow :func:`monitor.figures.slo.account`, which is additive
+across adjacent spans, so the two agree to the microsecond. The raw parts (of an
+account, and of the hour being rolled up) are summed by the database with
+``account``'s rules (:meth:`History._held`): no stored row becomes a Python object.
 
 Maintenance is the configured ``[[maintenance]]`` windows plus the ones stored from
 the API, each for the targets it names. An hour keeps the maintenance it had when it
@@ -23,17 +25,19 @@ from typing import Any
 
 from monitor.config import Settings
 from monitor.figures.maintenance import Window, configured_windows, spans_for
-from monitor.figures.slo import Sample, Span, TimeAccount, account
+from monitor.figures.slo import Span, TimeAccount, held_account, watched
 from monitor.metrics import PROBE_BUCKETS_S
 from monitor.probing.results import Outcome
-from monitor.store.base import Row, Store
+from monitor.store.base import ResultStats, Store
 from monitor.store.codec import dt, ts
 
 HOUR_S = 3600
 DAY_S = 86400
 TARGET_LEVEL = "*"  # the check name of a target's own rollup rows
 ROLLUP_HOURS_PER_PASS = 24 * 8  # bounded work per housekeeping pass
+ROLLED_SUMS_KEPT = 4096  # sums of rolled-up hours kept at most (History._rolled_account)
 LATENCY_BOUNDS_S = (*PROBE_BUCKETS_S, math.inf)
+_NO_HISTOGRAM = (0,) * len(LATENCY_BOUNDS_S)  # a target-level row has no latency
 
 
 def floor_to(moment: datetime, seconds: int) -> datetime:
@@ -46,16 +50,6 @@ def ceil_to(moment: datetime, seconds: int) -> datetime:
     return dt(math.ceil(ts(moment) / seconds) * seconds)
 
 
-def _histogram(durations: Sequence[float]) -> list[int]:
-    counts = [0] * len(LATENCY_BOUNDS_S)
-    for duration in durations:
-        for index, bound in enumerate(LATENCY_BOUNDS_S):
-            if duration <= bound:
-                counts[index] += 1
-                break
-    return counts
-
-
 class History:
     """Rollups, retention and windowed accounts over one store."""
 
@@ -63,16 +57,30 @@ class History:
         self.store = store
         self.settings = settings
         self._read_ahead: tuple[Span, list[Window]] | None = None  # see :meth:`read_ahead`
+        self._watermark_ahead: tuple[datetime | None] | None = None  # read once, ahead
+        self._raw_ahead: dict[tuple[str, Span, datetime], TimeAccount] | None = None
+        self._first_ahead: dict[str, datetime | None] | None = None  # first sample, by target
+        self._sessions_ahead: dict[tuple[Span, datetime], list[Span]] | None = None  # by window
+        # sums of rolled-up hours by target and hours (:meth:`_rolled_account`), shared
+        # with the read-ahead copies and across threads (a dict's get and set are atomic)
+        self._rolled: dict[tuple[str, datetime, datetime], TimeAccount] = {}
 
     def read_ahead(self, span: Span) -> History:
-        """This history, with the maintenance windows overlapping ``span`` read once.
-
-        A burst of accounts inside ``span`` (the status snapshot asks for about fifteen
-        per target) then filters that list instead of querying the store each time;
-        an account reaching outside ``span`` still reads the store.
+        """This history, for a burst of accounts inside ``span`` (the status snapshot asks
+        for about fifteen per target): the maintenance windows overlapping ``span`` and
+        the rollup watermark are read once, so are the monitor's sessions of each window
+        (every target has the same) and each target's first sample, and an account of raw
+        samples asked for twice (the hours after the watermark, which every window ending
+        now shares) is summed once. An account reaching outside ``span`` still reads the
+        maintenance windows from the store.
         """
         ahead = History(self.store, self.settings)
         ahead._read_ahead = (span, self.maintenance_windows(span))
+        ahead._watermark_ahead = (self.watermark(),)
+        ahead._raw_ahead = {}
+        ahead._first_ahead = {}
+        ahead._sessions_ahead = {}
+        ahead._rolled = self._rolled
         return ahead
 
     @property
@@ -83,8 +91,18 @@ class History:
 
     def watermark(self) -> datetime | None:
         """The end of the rolled-up past."""
+        if self._watermark_ahead is not None:
+            return self._watermark_ahead[0]
         value = self.store.meta("rollup_watermark")
         return None if value is None else dt(float(value))
+
+    def first_sample_at(self, target: str) -> datetime | None:
+        """The target's oldest stored sample (read once per target when read ahead)."""
+        if self._first_ahead is None:
+            return self.store.first_sample_at(target)
+        if target not in self._first_ahead:
+            self._first_ahead[target] = self.store.first_sample_at(target)
+        return self._first_ahead[target]
 
     # ---- windowed accounts -------------------------------------------------------------
 
@@ -107,7 +125,7 @@ class History:
             whole_end = min(whole_end, watermark)
         if watermark is None or whole_end <= whole_start:
             return self._raw_account(target, window, now)
-        total = self._rolled_account(target, whole_start, whole_end)
+        total = self._rolled_account(target, whole_start, whole_end, now)
         if window.start < whole_start:
             total = total + self._raw_account(target, Span(window.start, whole_start), now)
         if whole_end < window.end:
@@ -117,21 +135,82 @@ class History:
     def _raw_account(self, target: str, window: Span, now: datetime) -> TimeAccount:
         if window.end <= window.start:
             return TimeAccount.zero()
-        samples = self.store.samples(target, window, self.max_hold_s)
-        sessions = self.store.sessions(window, now, live_grace_s=self._live_grace_s)
+        key = (target, window, now)
+        if self._raw_ahead is not None and key in self._raw_ahead:
+            return self._raw_ahead[key]
         planned = spans_for(self.maintenance_windows(window), target, window)
-        return account(samples, window, self.max_hold_s, sessions, maintenance=planned)
+        first = self.first_sample_at(target) if self._first_ahead is not None else window.start
+        if first is None or first >= window.end:
+            # no sample before the window's end, so none holds in it (the start of a long
+            # window, from before the oldest raw sample kept): nothing to ask the store
+            acct = held_account(window, {}, planned)
+        else:
+            acct = self._held(target, None, window, self._sessions(window, now), planned)
+        if self._raw_ahead is not None:
+            self._raw_ahead[key] = acct
+        return acct
+
+    def _held(
+        self,
+        target: str,
+        check: str | None,
+        window: Span,
+        sessions: Sequence[Span],
+        planned: Sequence[Span],
+    ) -> TimeAccount:
+        """The account of raw samples (or one check's results), summed by the database.
+
+        Each part of the window inside a session and outside maintenance is one query
+        that returns at most three sums, however many samples it covers: equal to
+        :func:`account` over the samples to the microsecond, without a Python object
+        per stored row. (At a fast cadence an hour holds tens of thousands of rows;
+        building them every housekeeping pass left CPython's small-object arenas, which
+        are returned only when empty, a little larger after each pass.)
+        """
+        held: dict[Outcome, int] = {}
+        for since, part in watched(window, sessions, planned):
+            found = self.store.holds_us(target, part, since, self.max_hold_s, check)
+            for outcome, held_us in found.items():
+                held[outcome] = held.get(outcome, 0) + held_us
+        return held_account(window, held, planned)
 
     @property
     def _live_grace_s(self) -> float:
         return 3 * self.settings.monitor.metrics_refresh
 
-    def _rolled_account(self, target: str, start: datetime, end: datetime) -> TimeAccount:
+    def _sessions(self, window: Span, now: datetime) -> list[Span]:
+        if self._sessions_ahead is None:
+            return self.store.sessions(window, now, live_grace_s=self._live_grace_s)
+        key = (window, now)
+        if key not in self._sessions_ahead:
+            sessions = self.store.sessions(window, now, live_grace_s=self._live_grace_s)
+            self._sessions_ahead[key] = sessions
+        return self._sessions_ahead[key]
+
+    def _rolled_account(
+        self, target: str, start: datetime, end: datetime, now: datetime
+    ) -> TimeAccount:
+        """The sum of the rolled-up hours in ``[start, end)``, all before the watermark.
+
+        Kept once read: an hour before the watermark was written by the pass that moved
+        the watermark past it and is never written again, so the same hours always sum
+        the same. Not kept where retention may yet delete some of them.
+        """
+        key = (target, start, end)
+        kept = self._rolled.get(key)
+        if kept is not None:
+            return kept
         rows, up, degraded, down, unknown, maintenance = self.store.rollup_totals(
             "hour", target, TARGET_LEVEL, start, end
         )
         missing = (end - start).total_seconds() - rows * HOUR_S  # hours with no row: unwatched
-        return TimeAccount(up, degraded, down, unknown + max(0.0, missing), maintenance)
+        acct = TimeAccount(up, degraded, down, unknown + max(0.0, missing), maintenance)
+        purged_before = now - timedelta(seconds=self.settings.monitor.rollup_retention)
+        if start > purged_before + timedelta(days=1):  # a day's margin for clock skew
+            if len(self._rolled) >= ROLLED_SUMS_KEPT:
+                self._rolled.clear()  # windows slide by the hour: old keys are never asked again
+            self._rolled[key] = acct
+        return acct
 
     # ---- rollups ------------------------------------------------------------------------
 
@@ -166,31 +245,15 @@ class History:
         self, target: str, span: Span, now: datetime, planned: Sequence[Span]
     ) -> list[dict[str, Any]]:
         sessions = self.store.sessions(span, now, live_grace_s=self._live_grace_s)
-        target_samples = self.store.samples(target, span, self.max_hold_s)
-        rows = []
-        check_rows = []
+        probes, failures, degraded = self.store.sample_counts(target, span)
+        no_latency = ResultStats(probes, failures, degraded, 0.0, None, None, _NO_HISTOGRAM)
+        acct = self._held(target, None, span, sessions, planned)
+        rows = [self._row("hour", target, TARGET_LEVEL, span.start, acct, no_latency)]
         for check in self.store.check_names(target):
-            raw = self.store.check_samples(target, check, span, self.max_hold_s)
-            samples = [Sample(dt(r["started_at"]), Outcome(r["outcome"])) for r in raw]
-            inside = [r for r in raw if span.start <= dt(r["started_at"]) < span.end]
-            acct = account(samples, span, self.max_hold_s, sessions, maintenance=planned)
-            check_rows.append(self._row("hour", target, check, span.start, acct, inside))
-        target_inside = [s for s in target_samples if span.contains(s.at)]
-        acct = account(target_samples, span, self.max_hold_s, sessions, maintenance=planned)
-        rows.append(
-            self._row(
-                "hour",
-                target,
-                TARGET_LEVEL,
-                span.start,
-                acct,
-                [],
-                probes=len(target_inside),
-                failures=sum(1 for s in target_inside if s.outcome is Outcome.DOWN),
-                degraded=sum(1 for s in target_inside if s.outcome is Outcome.DEGRADED),
-            )
-        )
-        return rows + check_rows
+            acct = self._held(target, check, span, sessions, planned)
+            stats = self.store.result_stats(target, check, span, LATENCY_BOUNDS_S)
+            rows.append(self._row("hour", target, check, span.start, acct, stats))
+        return rows
 
     @staticmethod
     def _row(
@@ -199,34 +262,25 @@ class History:
         check: str,
         bucket: datetime,
         acct: TimeAccount,
-        raw: Sequence[Row],
-        *,
-        probes: int | None = None,
-        failures: int | None = None,
-        degraded: int | None = None,
+        stats: ResultStats,
     ) -> dict[str, Any]:
-        durations = [float(r["duration_s"]) for r in raw]
         return {
             "period": period,
             "target": target,
             "check_name": check,
             "bucket": ts(bucket),
-            "probes": len(raw) if probes is None else probes,
-            "failures": sum(1 for r in raw if r["outcome"] == "down")
-            if failures is None
-            else failures,
-            "degraded": sum(1 for r in raw if r["outcome"] == "degraded")
-            if degraded is None
-            else degraded,
+            "probes": stats.probes,
+            "failures": stats.failures,
+            "degraded": stats.degraded,
             "up_s": acct.up_s,
             "degraded_s": acct.degraded_s,
             "down_s": acct.down_s,
             "unknown_s": acct.unknown_s,
             "maintenance_s": acct.maintenance_s,
-            "latency_sum": sum(durations),
-            "latency_min": min(durations, default=None),
-            "latency_max": max(durations, default=None),
-            "latency_hist": json.dumps(_histogram(durations)),
+            "latency_sum": stats.latency_sum,
+            "latency_min": stats.latency_min,
+            "latency_max": stats.latency_max,
+            "latency_hist": json.dumps(list(stats.histogram)),
         }
 
     def _day_rows(

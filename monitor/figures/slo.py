@@ -19,7 +19,7 @@ import bisect
 import math
 import re
 import statistics
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from fractions import Fraction
@@ -43,9 +43,12 @@ __all__ = [
     "deployment_before",
     "deployment_stats",
     "error_budget",
+    "held_account",
+    "hold_us",
     "mtta",
     "mttr",
     "parse_window",
+    "watched",
 ]
 
 _US_PER_S: Final = 1_000_000
@@ -307,6 +310,70 @@ def account(
         degraded_s=parts[Outcome.DEGRADED] / _US_PER_S,
         down_s=parts[Outcome.DOWN] / _US_PER_S,
         unknown_s=(window_us - known_us - maintenance_us) / _US_PER_S,
+        maintenance_s=maintenance_us / _US_PER_S,
+    )
+
+
+def hold_us(max_hold_s: float) -> int:
+    """The longest hold of a sample in whole microseconds, as :func:`account` counts it."""
+    if math.isnan(max_hold_s) or max_hold_s < 0 or math.isinf(max_hold_s):
+        raise ValueError(f"max_hold_s must be finite and >= 0, got {max_hold_s}")
+    return _us(timedelta(seconds=max_hold_s))
+
+
+def watched(
+    window: Span, sessions: Sequence[Span], maintenance: Sequence[Span] = ()
+) -> list[tuple[datetime, Span]]:
+    """The parts of ``window`` inside a session and outside maintenance, in order, each
+    with the start of the (merged) session it lies in.
+
+    These are the only parts where a sample can hold (:func:`account`): a sample
+    vouches for nothing outside its session, and maintenance wins over any sample.
+    So summing each part's holds (samples taken at or after the part's session
+    start, clipped to the part) gives the known time of :func:`account` exactly,
+    which is how :meth:`monitor.figures.history.History.account` has the database
+    do the sums instead of building a :class:`Sample` per stored row.
+    """
+    origin = window.start
+    window_us = _us(window.end - origin)
+    planned_starts, planned_ends = _merged(maintenance, origin)
+    parts: list[tuple[int, int, int]] = []  # (session start, part start, part end)
+    for session_start, session_end in zip(*_merged(sessions, origin), strict=True):
+        cursor, end = max(session_start, 0), min(session_end, window_us)
+        for planned_start, planned_end in zip(planned_starts, planned_ends, strict=True):
+            if cursor >= end:
+                break
+            if planned_end <= cursor or planned_start >= end:
+                continue
+            if planned_start > cursor:
+                parts.append((session_start, cursor, planned_start))
+            cursor = max(cursor, planned_end)
+        if cursor < end:
+            parts.append((session_start, cursor, end))
+
+    def at(offset: int) -> datetime:
+        return origin + timedelta(microseconds=offset)
+
+    return [(at(since), Span(at(start), at(end))) for since, start, end in parts]
+
+
+def held_account(
+    window: Span, held_us: Mapping[Outcome, int], maintenance: Sequence[Span] = ()
+) -> TimeAccount:
+    """The account of ``window`` from the microseconds each known outcome held in it
+    (outside maintenance, as :func:`watched` splits it); the rest is maintenance or unknown.
+
+    Equal to :func:`account` over the same samples, sessions and maintenance, to the
+    microsecond.
+    """
+    window_us = _us(window.end - window.start)
+    maintenance_us = _Covered(_merged(maintenance, window.start)).between(0, window_us)
+    parts = {outcome: held_us.get(outcome, 0) for outcome in Outcome if outcome.is_known}
+    return TimeAccount(
+        up_s=parts[Outcome.UP] / _US_PER_S,
+        degraded_s=parts[Outcome.DEGRADED] / _US_PER_S,
+        down_s=parts[Outcome.DOWN] / _US_PER_S,
+        unknown_s=(window_us - sum(parts.values()) - maintenance_us) / _US_PER_S,
         maintenance_s=maintenance_us / _US_PER_S,
     )
 

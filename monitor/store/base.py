@@ -17,7 +17,7 @@ from monitor.figures.maintenance import Window
 from monitor.figures.slo import Deployment, IncidentRecord, Sample, Span
 from monitor.incidents.quorum import RegionView as RegionView  # the backends' too
 from monitor.incidents.tracker import Incident, TrackerState
-from monitor.probing.results import TargetResult
+from monitor.probing.results import Outcome, TargetResult
 
 Row = Mapping[str, Any]  # a stored row by column name, whatever the backend
 GITHUB_CHANNEL = "github"  # the channel whose handles are the incidents' issues
@@ -160,6 +160,19 @@ class PendingCycle:
     def without_view(self) -> PendingCycle:
         """This cycle without its region view (a newer one of the same target waits)."""
         return replace(self, view=None)
+
+
+@dataclass(frozen=True, slots=True)
+class ResultStats:
+    """One check's results in a span, counted by the database: a rollup row's raw figures."""
+
+    probes: int
+    failures: int  # results down
+    degraded: int  # results degraded
+    latency_sum: float  # seconds, 0.0 without results
+    latency_min: float | None  # None without results
+    latency_max: float | None
+    histogram: tuple[int, ...]  # results per latency bucket (the first bound at or above)
 
 
 class LeaderLock(Protocol):
@@ -363,6 +376,37 @@ class Store(Protocol):
 
     def samples(self, target: str, window: Span, max_hold_s: float) -> list[Sample]:
         """Target-level samples in the window, plus the ones that may hold into it."""
+        ...
+
+    def holds_us(
+        self,
+        target: str,
+        span: Span,
+        since: datetime,
+        max_hold_s: float,
+        check: str | None = None,
+    ) -> dict[Outcome, int]:
+        """Microseconds of ``span`` each known outcome held, from the target's samples (or
+        ``check``'s results) taken at or after ``since``, summed by the database (no row
+        leaves it).
+
+        A sample holds from its time until the next sample's, for at most
+        ``max_hold_s``, clipped to ``span``; the caller splits a window into the parts
+        inside one session (``since``: the session's start) and outside maintenance
+        (:func:`monitor.figures.slo.watched`), so the sums equal
+        :func:`monitor.figures.slo.account` over the same samples to the microsecond.
+        """
+        ...
+
+    def sample_counts(self, target: str, span: Span) -> tuple[int, int, int]:
+        """(samples, down, degraded) of the target's samples taken in ``span``."""
+        ...
+
+    def result_stats(
+        self, target: str, check: str, span: Span, bounds: Sequence[float]
+    ) -> ResultStats:
+        """Counts and latency of one check's results started in ``span``, and how many fell
+        in each latency bucket (``bounds`` ascending: each result in the first at or above)."""
         ...
 
     def recent_check_results(self, target: str, since: datetime, limit: int) -> list[Row]:

@@ -189,6 +189,16 @@ class PostgresStore(SqlStore):
             except psycopg.Error as exc:
                 raise StoreError(_describe(exc)) from exc
 
+    def _values(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            conn = self._connection()
+            try:
+                with conn.cursor() as cursor:
+                    cursor.execute(_paramstyle(sql), params)
+                    return list(cursor.fetchall())
+            except psycopg.Error as exc:
+                raise StoreError(_describe(exc)) from exc
+
     def leader_lock(self) -> PostgresLeaderLock:
         """The advisory lock that makes one instance the leader."""
         return PostgresLeaderLock(self.url)

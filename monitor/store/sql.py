@@ -21,6 +21,7 @@ the command-line tools and the single instance.
 from __future__ import annotations
 
 import json
+import math
 import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterable, Sequence
@@ -29,7 +30,7 @@ from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from monitor.figures.maintenance import Window
-from monitor.figures.slo import Deployment, Sample, Span
+from monitor.figures.slo import Deployment, Sample, Span, hold_us
 from monitor.incidents.tracker import Incident, TrackerState
 from monitor.probing.results import Outcome
 from monitor.store.base import (
@@ -44,6 +45,7 @@ from monitor.store.base import (
     OutboxAction,
     PendingCycle,
     RegionView,
+    ResultStats,
     Row,
 )
 from monitor.store.codec import (
@@ -56,6 +58,44 @@ from monitor.store.codec import (
     state_to_json,
     ts,
 )
+
+# How long each sample held inside a span [start, end), per known outcome: from its time
+# (or start) until the next sample, its hold limit, or end, whichever comes first, in whole
+# microseconds from an origin (integers on both backends, so sums are exact). Samples from
+# before ``first`` (another session's, or ended before start) are left out; the last
+# sample's next one, if any, is at or past end. Nothing is sorted or buffered whatever the
+# number of rows: the index on (target, time) gives the order on either backend; the next
+# sample's time is MIN() over a one-row frame rather than LEAD(), whose whole partition
+# SQLite buffers (2-3 MB of page cache for an hour of 10 ms samples, kept by the
+# allocator); and the three sums are one row, not a GROUP BY, which SQLite would feed
+# every row through its sorter for. Parameters: start, start, hold, end, hold, end, hold,
+# end, origin, origin, the row keys, low, high (the index range), first.
+_HOLDS = (
+    "SELECT COALESCE(SUM(CASE WHEN outcome = 'up' THEN held_until - held_from END), 0) AS up,"
+    " COALESCE(SUM(CASE WHEN outcome = 'degraded' THEN held_until - held_from END), 0)"
+    " AS degraded,"
+    " COALESCE(SUM(CASE WHEN outcome = 'down' THEN held_until - held_from END), 0) AS down"
+    " FROM ("
+    " SELECT outcome,"
+    "  CASE WHEN at_us > ? THEN at_us ELSE ? END AS held_from,"
+    "  CASE WHEN next_us IS NOT NULL AND next_us < at_us + ? AND next_us < ? THEN next_us"
+    "   WHEN at_us + ? < ? THEN at_us + ? ELSE ? END AS held_until"
+    " FROM ("
+    "  SELECT outcome, CAST(ROUND(({column} - ?) * 1000000) AS BIGINT) AS at_us,"
+    "   CAST(ROUND((MIN({column}) OVER (ORDER BY {column}"
+    "    ROWS BETWEEN 1 FOLLOWING AND 1 FOLLOWING) - ?) * 1000000) AS BIGINT)"
+    "   AS next_us FROM {table} WHERE {where} AND {column} >= ? AND {column} < ?"
+    " ) s WHERE at_us >= ?"
+    ") h WHERE held_until > held_from"
+)
+
+
+_KNOWN = (Outcome.UP, Outcome.DEGRADED, Outcome.DOWN)  # what holds: _HOLDS's columns
+
+
+def _offset_us(moment: datetime, origin: datetime) -> int:
+    """Whole microseconds from ``origin`` to ``moment`` (both datetimes: exact)."""
+    return (moment - origin) // timedelta(microseconds=1)
 
 
 class Cursor(Protocol):
@@ -107,6 +147,11 @@ class SqlStore(ABC):
     @abstractmethod
     def _query(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         """Rows by column name (raises StoreError for database faults)."""
+
+    @abstractmethod
+    def _values(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        """Rows as plain tuples, in the order of the select list: for the few queries that
+        return hundreds of rows to be read once, where a mapping per row is wasted work."""
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
         return [dict(row) for row in self._query(sql, params)]
@@ -759,6 +804,88 @@ class SqlStore(ABC):
         )
         return [Sample(dt(row["at"]), Outcome(row["outcome"])) for row in rows]
 
+    def holds_us(
+        self,
+        target: str,
+        span: Span,
+        since: datetime,
+        max_hold_s: float,
+        check: str | None = None,
+    ) -> dict[Outcome, int]:
+        """Microseconds of ``span`` that the target's samples (or one check's results)
+        taken at or after ``since`` held, per known outcome, summed in the database
+        (see :data:`_HOLDS`)."""
+        if check is None:
+            where, keys = "target = ?", [target]
+            return self._holds("target_samples", "at", where, keys, span, since, max_hold_s)
+        where, keys = "target = ? AND check_name = ?", [target, check]
+        return self._holds("check_results", "started_at", where, keys, span, since, max_hold_s)
+
+    def sample_counts(self, target: str, span: Span) -> tuple[int, int, int]:
+        """(samples, down, degraded) of the target's samples taken in ``span``."""
+        row = self._query(
+            "SELECT COUNT(*) AS n, COALESCE(SUM(CASE WHEN outcome = 'down' THEN 1 ELSE 0 END), 0)"
+            " AS down, COALESCE(SUM(CASE WHEN outcome = 'degraded' THEN 1 ELSE 0 END), 0)"
+            " AS degraded FROM target_samples WHERE target = ? AND at >= ? AND at < ?",
+            (target, ts(span.start), ts(span.end)),
+        )[0]
+        return int(row["n"]), int(row["down"]), int(row["degraded"])
+
+    def result_stats(
+        self, target: str, check: str, span: Span, bounds: Sequence[float]
+    ) -> ResultStats:
+        """Counts and latency of one check's results started in ``span``, with how many
+        fell in each latency bucket (``bounds`` ascending: the first bound at or above)."""
+        at_most = ", ".join(
+            f"SUM(CASE WHEN duration_s <= ? THEN 1 ELSE 0 END) AS le{i}" for i in range(len(bounds))
+        )
+        row = self._query(
+            "SELECT COUNT(*) AS n,"  # noqa: S608  # only placeholders are formatted in
+            " SUM(CASE WHEN outcome = 'down' THEN 1 ELSE 0 END) AS down,"
+            " SUM(CASE WHEN outcome = 'degraded' THEN 1 ELSE 0 END) AS degraded,"
+            f" SUM(duration_s) AS total, MIN(duration_s) AS low, MAX(duration_s) AS high, {at_most}"
+            " FROM check_results WHERE target = ? AND check_name = ?"
+            " AND started_at >= ? AND started_at < ?",
+            (*bounds, target, check, ts(span.start), ts(span.end)),
+        )[0]
+        cumulative = [int(row[f"le{i}"] or 0) for i in range(len(bounds))]
+        return ResultStats(
+            probes=int(row["n"]),
+            failures=int(row["down"] or 0),
+            degraded=int(row["degraded"] or 0),
+            latency_sum=float(row["total"] or 0.0),
+            latency_min=None if row["low"] is None else float(row["low"]),
+            latency_max=None if row["high"] is None else float(row["high"]),
+            histogram=tuple(b - a for a, b in zip([0, *cumulative], cumulative, strict=False)),
+        )
+
+    def _holds(
+        self,
+        table: str,
+        column: str,
+        where: str,
+        keys: Sequence[Any],
+        span: Span,
+        since: datetime,
+        max_hold_s: float,
+    ) -> dict[Outcome, int]:
+        if span.end <= span.start:
+            return {}
+        # offsets in whole microseconds from a whole second just before the span: exact
+        # integers on both backends, and (at - origin) loses nothing of a stored float
+        origin = dt(math.floor(ts(span.start)))
+        start, end = _offset_us(span.start, origin), _offset_us(span.end, origin)
+        hold = hold_us(max_hold_s)
+        first = max(_offset_us(since, origin), start - hold)  # older samples end before start
+        low = ts(origin) + first / 1e6 - 1e-3  # for the index; the offsets decide exactly
+        params = (start, start, hold, end, hold, end, hold, end, ts(origin), ts(origin))
+        rows = self._query(
+            _HOLDS.format(column=column, table=table, where=where),
+            (*params, *keys, low, ts(span.end), first),
+        )
+        (row,) = rows
+        return {outcome: int(row[outcome.value]) for outcome in _KNOWN}
+
     def recent_check_results(self, target: str, since: datetime, limit: int) -> list[Row]:
         """The newest ``limit`` raw results since a time, oldest first (for issue timelines)."""
         rows = self._query(
@@ -891,12 +1018,10 @@ class SqlStore(ABC):
     ) -> dict[str, list[tuple[float, float, int, int, int]]]:
         """Per check, per time slot: (time of the slowest probe, its duration, probes,
         down, degraded), oldest first. The status page's charts, downsampled in SQL."""
-        rows = self._query(self.LATENCY_SLOTS, (ts(start), slot_s, target, ts(start), ts(end)))
+        rows = self._values(self.LATENCY_SLOTS, (ts(start), slot_s, target, ts(start), ts(end)))
         slots: dict[str, list[tuple[float, float, int, int, int]]] = {}
-        for row in rows:
-            slots.setdefault(row["check_name"], []).append(
-                (row["started_at"], row["slowest"], row["n"], row["down"], row["degraded"])
-            )
+        for check, _, slowest, at, n, down, degraded in rows:
+            slots.setdefault(check, []).append((at, slowest, n, down, degraded))
         return slots
 
     def median_duration(

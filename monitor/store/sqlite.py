@@ -85,6 +85,13 @@ class SqliteStore(SqlStore):
             except sqlite3.Error as exc:
                 raise StoreError(str(exc)) from exc
 
+    def _values(self, sql: str, params: Sequence[Any] = ()) -> list[tuple[Any, ...]]:
+        with self._lock:
+            try:
+                return list(self._db.execute(sql, params).fetchall())
+            except sqlite3.Error as exc:
+                raise StoreError(str(exc)) from exc
+
     def leader_lock(self) -> None:
         """One file, one process: the only instance always leads."""
         return None
