@@ -153,7 +153,8 @@ def generate(days: int, targets: int, regions: int, now: datetime) -> Seed:
                     "bucket": hour.timestamp(), "probes": probes,
                     "failures": int(down // 60) * (1 if check == "*" else regions),
                     "degraded": 0, "up_s": 3600 - down, "degraded_s": 0.0, "down_s": down,
-                    "unknown_s": 0.0, "latency_sum": 0.05 * probes, "latency_min": 0.02,
+                    "unknown_s": 0.0, "maintenance_s": 0.0, "latency_sum": 0.05 * probes,
+                    "latency_min": 0.02,
                     "latency_max": 0.2, "latency_hist": hist,
                 }  # fmt: skip
                 seed.rollups.append(tuple(row.values()))
@@ -227,8 +228,8 @@ def generate(days: int, targets: int, regions: int, now: datetime) -> Seed:
 
 _INSERTS = {
     "rollups": "INSERT INTO rollups (period, target, check_name, bucket, probes, failures,"
-    " degraded, up_s, degraded_s, down_s, unknown_s, latency_sum, latency_min, latency_max,"
-    " latency_hist) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    " degraded, up_s, degraded_s, down_s, unknown_s, maintenance_s, latency_sum, latency_min,"
+    " latency_max, latency_hist) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "check_results": "INSERT INTO check_results (target, check_name, started_at, duration_s,"
     " outcome, reason, status, detail, region) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
     "target_samples": "INSERT INTO target_samples (target, at, outcome, hold_s)"
