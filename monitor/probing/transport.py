@@ -17,8 +17,12 @@ What this adapter owns, and why it is not ``httpx-aiohttp``'s:
   ``extensions["ssl_object"]``, so its expiry is read from the same handshake.
 * Limits on the response head (see ``MAX_HEAD_BYTES``) keep the hostile answers of
   docs/reliability.md classified as they were under h11.
-* No state between probes beyond the pool: no cookie jar (httpx keeps cookies within a
-  redirect chain), no decompression (httpx decodes, so the body cap counts decoded bytes).
+* An idempotent request whose pooled connection the server closed under it is resent
+  once on a fresh connection (the keep-alive race, encode/httpx#2983); a fresh one that
+  fails is not (aiohttp's own resend, which does both, is off).
+* Proxies from the environment, read once, as httpx read them.
+* No state between probes beyond the pool: no cookie jar, no decompression (httpx
+  decodes, so the body cap counts decoded bytes).
 
 The session and its connector are made on first use, inside the running event loop
 (aiohttp binds them to the loop that creates them), and closed by ``aclose``.
