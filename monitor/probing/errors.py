@@ -28,20 +28,20 @@ def classify_error(exc: BaseException, timeout_s: float) -> tuple[Reason, str]:
         return Reason.TIMEOUT, f"no complete response within {timeout_s:g}s"
     if isinstance(exc, httpx.TooManyRedirects):
         return Reason.ERROR, "too many redirects"
-    causes = list(_causes(exc))
-    if any(isinstance(c, socket.gaierror) for c in causes):
+    chain = causes(exc)
+    if any(isinstance(c, socket.gaierror) for c in chain):
         return Reason.DNS, f"name resolution failed: {_short(exc)}"
-    if any(isinstance(c, ssl.SSLError | ssl.CertificateError) for c in causes):
+    if any(isinstance(c, ssl.SSLError | ssl.CertificateError) for c in chain):
         return Reason.TLS, f"TLS failed: {_short(exc)}"
     if isinstance(exc, httpx.ConnectError):
         text = _short(exc)
         if "name or service not known" in text.lower() or "nodename nor servname" in text.lower():
             return Reason.DNS, f"name resolution failed: {text}"
-        return Reason.CONNECT, f"cannot connect: {_os_error(causes) or text}"
+        return Reason.CONNECT, f"cannot connect: {_os_error(chain) or text}"
     if isinstance(exc, ConnectionLost):
         return (
             Reason.CONNECT,
-            f"connection lost before a response: {_os_error(causes) or _short(exc)}",
+            f"connection lost before a response: {_os_error(chain) or _short(exc)}",
         )
     if isinstance(exc, httpx.RemoteProtocolError | httpx.ReadError | httpx.WriteError):
         return Reason.ERROR, f"broken response: {_short(exc)}"
@@ -50,7 +50,8 @@ def classify_error(exc: BaseException, timeout_s: float) -> tuple[Reason, str]:
     return Reason.ERROR, f"unexpected {type(exc).__name__}: {_short(exc)}"
 
 
-def _causes(exc: BaseException) -> list[BaseException]:
+def causes(exc: BaseException) -> list[BaseException]:
+    """``exc`` and what lies beneath it (``__cause__``, else ``__context__``), outermost first."""
     seen: list[BaseException] = []
     current: BaseException | None = exc
     while current is not None and current not in seen:
@@ -59,13 +60,13 @@ def _causes(exc: BaseException) -> list[BaseException]:
     return seen
 
 
-def _os_error(causes: Sequence[BaseException]) -> str:
+def _os_error(chain: Sequence[BaseException]) -> str:
     """The system's words for the innermost errno, e.g. "Connection refused"; "" if none.
 
     anyio hides a refusal behind "All connection attempts failed" and httpx's
     ReadError has no message at all; the errno at the bottom says what happened.
     """
-    for cause in reversed(causes):
+    for cause in reversed(chain):
         if isinstance(cause, OSError) and not isinstance(cause, ssl.SSLError):
             errno = cause.errno
             if errno is not None and errno > 0:  # gaierror's are negative: not errno values
@@ -75,7 +76,7 @@ def _os_error(causes: Sequence[BaseException]) -> str:
 
 def _short(exc: BaseException) -> str:
     # httpx's ReadError and friends can have an empty message: say what lies beneath.
-    for link in _causes(exc):
+    for link in causes(exc):
         text = one_line(str(link))
         if text:
             return text

@@ -23,7 +23,7 @@ import httpx
 from monitor import __version__
 from monitor.clock import Clock, utcnow
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
-from monitor.probing.errors import ConnectionLost, classify_error
+from monitor.probing.errors import ConnectionLost, causes, classify_error
 from monitor.probing.judge import check_secrets, mask_headers
 from monitor.probing.kinds import Answer, Request, fault_outcome, kind_of
 from monitor.probing.results import CheckResult, TargetResult
@@ -254,16 +254,12 @@ def _certificate_expiry(response: httpx.Response) -> datetime | None:
 
 def _certificate_expired(exc: BaseException) -> bool:
     """True when verification failed because the certificate's notAfter has passed."""
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
+    for link in causes(exc):
         # aiohttp's own certificate error is an SSLCertVerificationError too, without
         # a verify code: the code is on the ssl module's error it wraps
-        code = getattr(current, "verify_code", None)
-        if isinstance(current, ssl.SSLCertVerificationError) and code is not None:
+        code = getattr(link, "verify_code", None)
+        if isinstance(link, ssl.SSLCertVerificationError) and code is not None:
             return bool(code == X509_V_ERR_CERT_HAS_EXPIRED)
-        current = current.__cause__ or current.__context__
     return False
 
 

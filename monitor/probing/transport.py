@@ -48,6 +48,8 @@ import yarl
 from aiohttp.client_proto import ResponseHandler
 from aiohttp.http_exceptions import HttpProcessingError
 
+from monitor.probing.errors import causes
+
 READ_CHUNK = 64 * 1024
 # Limits on the response head. httpcore ran h11 with one limit, ~100 KiB for the whole
 # head; aiohttp limits lines and their number, so both are set and the whole head is
@@ -330,22 +332,13 @@ def _message(exc: Exception, tls: bool) -> str:
     if isinstance(exc, aiohttp.ServerDisconnectedError):
         return "server disconnected without sending a response"
     if isinstance(exc, aiohttp.ClientPayloadError):
-        said = next((m for c in _chain(exc) if (m := _http_message(c))), "body cut short")
+        said = next((m for c in causes(exc) if (m := _http_message(c))), "body cut short")
         # aiohttp names the connection error (a reset) only in its message, as a repr
         lost = _OS_ERROR_REPR.search(str(exc))
         return f"incomplete body: {said.rstrip('.')}" + (f" ({lost[1]})" if lost else "")
     if isinstance(exc, aiohttp.ClientResponseError):
         return exc.message or str(exc)
     return str(exc)
-
-
-def _chain(exc: BaseException) -> Iterator[BaseException]:
-    seen: set[int] = set()
-    current: BaseException | None = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        yield current
-        current = current.__cause__ or current.__context__
 
 
 def _http_message(exc: BaseException) -> str:
