@@ -338,6 +338,22 @@ def server_capacity(port: int, url: str, quick: bool) -> dict[str, Any]:
     }
 
 
+# ---- the floor: bare aiohttp --------------------------------------------------------------------
+
+
+async def aiohttp_gets(session: Any, urls: Sequence[str], concurrency: int) -> list[int]:
+    """Each URL's status, GETs through ``session`` at most ``concurrency`` at a time, bodies
+    read: what Python does at best, the bar's denominator."""
+    gate = asyncio.Semaphore(concurrency)
+
+    async def one(url: str) -> int:
+        async with gate, session.get(url) as response:
+            await response.read()
+            return int(response.status)
+
+    return list(await asyncio.gather(*(one(url) for url in urls)))
+
+
 # ---- settings ----------------------------------------------------------------------------------
 
 

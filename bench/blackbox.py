@@ -184,17 +184,10 @@ async def run(
         return seconds
 
     async def bare_cycle() -> float:
-        gate = asyncio.Semaphore(conc)
         connector = aiohttp.TCPConnector(limit=conc)
         async with aiohttp.ClientSession(connector=connector) as session:
-
-            async def one(url: str) -> int:
-                async with gate, session.get(url) as response:
-                    await response.read()
-                    return response.status
-
             start = time.perf_counter()
-            codes = await asyncio.gather(*(one(u) for u in urls))
+            codes = await c.aiohttp_gets(session, urls, conc)
             seconds = time.perf_counter() - start
         failed = sum(1 for code in codes if code != 200)
         not_up["bare_aiohttp"].extend({"reason": "status"} for _ in range(failed))

@@ -187,14 +187,7 @@ async def run(
         return sum(1 for code in codes if code == 200)
 
     async def bare_aiohttp_cycle(session: Any) -> int:
-        gate = asyncio.Semaphore(conc)
-
-        async def one(url: str) -> int:
-            async with gate, session.get(url) as response:
-                await response.read()
-                return int(response.status)
-
-        codes = await asyncio.gather(*(one(u) for u in urls))
+        codes = await c.aiohttp_gets(session, urls, conc)
         return sum(1 for code in codes if code == 200)
 
     def other_transport(variant: str) -> Any:
