@@ -118,6 +118,18 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env
 
 
+def run_monitor(*args: str, timeout_s: float = 30, **env: str) -> subprocess.CompletedProcess[str]:
+    """``python -m monitor ARGS`` to completion, in :func:`clean_env` plus ``env``."""
+    return subprocess.run(
+        [sys.executable, "-m", "monitor", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout_s,
+        env=clean_env(**env),
+        check=False,
+    )
+
+
 def http_get(url: str, timeout_s: float = 2.0) -> tuple[int, str]:
     """(status, body) of a GET; an HTTP error status is an answer, not an exception."""
     try:

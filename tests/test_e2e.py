@@ -14,7 +14,6 @@ import json
 import re
 import statistics
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -30,6 +29,7 @@ from tests.daemon_process import (
     Daemons,
     clean_env,
     free_port,
+    run_monitor,
     sample_value,
     wait_for,
     write_config,
@@ -620,14 +620,7 @@ path = "/ready"
 
 
 def _monitor_check(config: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "monitor", "check", "--config", str(config), *args],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=clean_env(),
-        check=False,
-    )
+    return run_monitor("check", "--config", str(config), *args)
 
 
 def test_monitor_check_exit_codes(

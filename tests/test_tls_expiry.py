@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import json
 import ssl
-import subprocess
-import sys
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -23,7 +21,15 @@ from monitor.config import CheckConfig, MonitorSection, TargetConfig
 from monitor.metrics import Metrics
 from monitor.probing.prober import Prober
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
-from tests.daemon_process import Daemons, clean_env, free_port, http_get, wait_for, write_config
+from tests.daemon_process import (
+    Daemons,
+    clean_env,
+    free_port,
+    http_get,
+    run_monitor,
+    wait_for,
+    write_config,
+)
 from tests.targets import TargetServer, raw, respond, tls_identity
 
 PATH = "/health"
@@ -165,14 +171,7 @@ def test_ssl_cert_file_keeps_working(served: Any, tmp_path: Path) -> None:
     )
 
     def check(**env: str) -> dict[str, Any]:
-        done = subprocess.run(
-            [sys.executable, "-m", "monitor", "check", "--config", str(config), "--json"],
-            capture_output=True,
-            text=True,
-            timeout=30,
-            env=clean_env(**env),
-            check=False,
-        )
+        done = run_monitor("check", "--config", str(config), "--json", **env)
         [result] = json.loads(done.stdout)["targets"][0]["checks"]
         return dict(result)
 
