@@ -71,7 +71,7 @@ class _StatelessClient(httpx.AsyncClient):
         return self._no_cookies
 
     @cookies.setter
-    def cookies(self, cookies: httpx.Cookies) -> None:
+    def cookies(self, cookies: object) -> None:
         raise TypeError("a prober's client keeps no cookies")
 
 
