@@ -612,6 +612,36 @@ async def test_every_request_names_the_region(
     assert REGION_HEADER == "X-Monitor-Region"
 
 
+async def test_a_check_that_follows_no_redirect_sends_what_the_client_would(
+    target_server: TargetServer,
+) -> None:
+    """Such a check skips httpx's client loop and goes straight to the transport; the
+    request is the same on the wire as one sent through the client (a check that
+    follows redirects), headers in order, values and all."""
+    target_server.route(PATH, respond(200, b"ok"))
+    headers = {"X-Probe": "1"}
+    direct = target_for(target_server.url, headers=headers)
+    through_client = target_for(target_server.url, headers=headers, follow_redirects=True)
+    async with Prober(MonitorSection(timeout=2)) as prober:
+        for target in (direct, through_client):
+            result = await prober.probe_check(target, target.checks[0])
+            assert result.outcome is Outcome.UP, result.detail
+
+    first, second = target_server.requests(PATH)
+    assert (first.method, first.target, first.version) == ("GET", PATH, "HTTP/1.1")
+    assert first.headers == second.headers
+    names = [name for name, _ in first.headers]
+    assert names == [
+        "host",
+        "accept",
+        "accept-encoding",
+        "connection",
+        "user-agent",
+        "x-monitor-region",
+        "x-probe",
+    ]
+
+
 # ---- the keep-alive race (encode/httpx#2983) ---------------------------------------------------
 
 

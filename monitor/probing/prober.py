@@ -12,6 +12,7 @@ import asyncio
 import ssl
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from types import TracebackType
@@ -75,6 +76,29 @@ class _StatelessClient(httpx.AsyncClient):
         raise TypeError("a prober's client keeps no cookies")
 
 
+@dataclass(frozen=True, slots=True)
+class _Pool:
+    """One connection pool: the transport, and the httpx client over it."""
+
+    client: httpx.AsyncClient
+    transport: httpx.AsyncBaseTransport
+
+    async def send(self, request: httpx.Request, *, follow_redirects: bool) -> httpx.Response:
+        """The answer's head, its body still to read.
+
+        The client adds what some checks need: redirects, and basic auth from a URL's
+        ``user:pass@``. A check that needs neither goes straight to the transport, as
+        the client would send it (the client built the request, so its headers and
+        time-out are in it; it keeps no cookies and has no hooks), which spares a tenth
+        of a probe.
+        """
+        if follow_redirects or request.url.userinfo:
+            return await self.client.send(request, stream=True, follow_redirects=follow_redirects)
+        response = await self.transport.handle_async_request(request)
+        response.request = request  # as the client does: a transport need not
+        return response
+
+
 class Prober:
     """Runs checks with one connection pool and a bound on concurrent requests."""
 
@@ -90,11 +114,11 @@ class Prober:
         self._clock = clock
         self._transport = transport
         self._limit = asyncio.Semaphore(settings.concurrency)
-        self._client = self._new_client(verify)
-        self._ca_clients: dict[Path, httpx.AsyncClient] = {}  # one pool per private CA
+        self._pool = self._new_pool(verify)
+        self._ca_pools: dict[Path, _Pool] = {}  # one pool per private CA
         self._requests: dict[tuple[object, ...], httpx.Request] = {}
 
-    def _new_client(self, verify: ssl.SSLContext | bool) -> httpx.AsyncClient:
+    def _new_pool(self, verify: ssl.SSLContext | bool) -> _Pool:
         settings = self._settings
         transport = self._transport or AiohttpTransport(
             # True: the system's trust store (SSL_CERT_FILE / SSL_CERT_DIR when set), as
@@ -104,21 +128,22 @@ class Prober:
             keepalive_s=KEEPALIVE_S,
         )
         # limits and verify are the transport's: httpx uses neither beside a transport
-        return _StatelessClient(
+        client = _StatelessClient(
             transport=transport,
             # the app's logs can tell the regions' probes apart
             headers={"User-Agent": user_agent(settings.region), REGION_HEADER: settings.region},
             max_redirects=10,
         )
+        return _Pool(client, transport)
 
-    def _client_for(self, check: CheckConfig) -> httpx.AsyncClient:
+    def _pool_for(self, check: CheckConfig) -> _Pool:
         if check.ca_file is None:
-            return self._client
-        client = self._ca_clients.get(check.ca_file)
-        if client is None:  # trusts the bundle alone, like curl --cacert
+            return self._pool
+        pool = self._ca_pools.get(check.ca_file)
+        if pool is None:  # trusts the bundle alone, like curl --cacert
             context = ssl.create_default_context(cafile=str(check.ca_file))
-            client = self._ca_clients[check.ca_file] = self._new_client(context)
-        return client
+            pool = self._ca_pools[check.ca_file] = self._new_pool(context)
+        return pool
 
     async def __aenter__(self) -> Prober:
         return self
@@ -133,8 +158,8 @@ class Prober:
 
     async def aclose(self) -> None:
         """Close the connection pools."""
-        for client in (self._client, *self._ca_clients.values()):
-            await client.aclose()
+        for pool in (self._pool, *self._ca_pools.values()):
+            await pool.client.aclose()
 
     async def probe_targets(self, targets: Sequence[TargetConfig]) -> list[TargetResult]:
         """Every check of every target, concurrently within the configured bound."""
@@ -232,12 +257,10 @@ class Prober:
     async def _fetch(
         self, check: CheckConfig, request: Request, timeout_s: float
     ) -> tuple[int, bytes, bool, datetime | None]:
-        client = self._client_for(check)
-        outgoing = self._outgoing(client, check, request, timeout_s)
+        pool = self._pool_for(check)
+        outgoing = self._outgoing(pool.client, check, request, timeout_s)
         try:
-            response = await client.send(
-                outgoing, stream=True, follow_redirects=request.follow_redirects
-            )
+            response = await pool.send(outgoing, follow_redirects=request.follow_redirects)
         except (httpx.ReadError, httpx.WriteError) as exc:
             # Reset (or broken pipe) before the response head: the peer is not
             # serving, which is a connect failure, unlike a reset mid-body. A clean
