@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from typing import Any
 
+import jmespath
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from monitor.probing.conditions import (
     InvalidJSON,
@@ -158,3 +161,26 @@ def test_parse_json_rejects_with_invalid_json(body: bytes) -> None:
     assert message.startswith("body is not JSON: ")
     assert "\n" not in message
     assert len(message) < 200
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=8),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_names = st.sampled_from(["status", "version", "errorRate", "alerts", "a", "x"]) | st.from_regex(
+    r"[A-Za-z_][A-Za-z0-9_]{0,8}", fullmatch=True
+)
+
+
+@given(name=_names, document=_json | st.dictionaries(_names, _json, max_size=4))
+def test_a_bare_name_finds_what_jmespath_finds(name: str, document: Any) -> None:
+    """The lookup a bare name takes (no interpreter built per call) is JMESPath's own
+    answer, on objects that have the member, objects that lack it, and non-objects;
+    quoted, the name is the same field."""
+    expected = jmespath.search(name, document)
+    assert search(name, document) == expected
+    assert search(f'"{name}"', document) == expected
+    assert search(f"{name}.x", document) == jmespath.search(f"{name}.x", document)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 import jmespath
@@ -25,15 +25,28 @@ def parse_json(body: bytes) -> Any:
 
 
 @functools.lru_cache(maxsize=1024)
-def compiled(expression: str) -> jmespath.parser.ParsedResult:
-    """A compiled expression; config validation has already proven it compiles."""
-    return jmespath.compile(expression)
+def compiled(expression: str) -> Callable[[Any], Any]:
+    """An expression's search; config validation has already proven it compiles.
+
+    A bare name (``status``, ``version``: most of the fields a result keeps) is the
+    lookup JMESPath's interpreter makes for it, without building an interpreter per
+    call, which made the fields a tenth of a probe's time.
+    """
+    parsed = jmespath.compile(expression)
+    if parsed.parsed["type"] == "field":
+        return functools.partial(_field, parsed.parsed["value"])
+    return parsed.search
+
+
+def _field(name: str, document: Any) -> Any:
+    # JMESPath's field: the object's member, or null on anything that is not an object
+    return document.get(name) if isinstance(document, dict) else None
 
 
 def search(expression: str, document: Any) -> Any:
     """The value of ``expression`` on ``document``, or None when evaluation fails."""
     try:
-        return compiled(expression).search(document)
+        return compiled(expression)(document)
     except (
         jmespath.exceptions.JMESPathError,
         RecursionError,
