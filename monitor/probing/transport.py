@@ -23,6 +23,9 @@ What this adapter owns, and why it is not ``httpx-aiohttp``'s:
 * Proxies from the environment, read once, as httpx read them.
 * No state between probes beyond the pool: no cookie jar, no decompression (httpx
   decodes, so the body cap counts decoded bytes).
+* Time-outs: httpx's ``connect`` one is aiohttp's; the ``read`` one is left to the
+  caller's deadline over the whole exchange (the prober's), see ``_connect_timeout``.
+* A body that came whole with the head is handed over as bytes (``_body``).
 
 The session and its connector are made on first use, inside the running event loop
 (aiohttp binds them to the loop that creates them), and closed by ``aclose``.
@@ -60,6 +63,7 @@ MAX_HEADER_LINE = 16 * 1024
 MAX_HEADERS = 10_240
 MAX_HEAD_BYTES = 256 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
+MAX_CACHED_URLS = 4096
 # errors raised before the request went out: nothing to resend (refused, DNS, TLS)
 _NOT_SENT = (aiohttp.ClientConnectorError,)
 _OS_ERROR_REPR = re.compile(r"\w+Error\(\d+, '([^']+)'\)")  # ConnectionResetError(104, '...')
@@ -111,6 +115,13 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         # (httpx ignores them once it is given a transport). Not aiohttp's trust_env: it
         # reads them, and ~/.netrc for credentials to send to targets, on every request.
         self._proxies = _proxies_from_environment()
+        # proxy passwords, which an error message must not carry
+        self._secrets = tuple(
+            password for proxy in self._proxies.values() if (password := urlsplit(proxy).password)
+        )
+        # a check's request is built once and resent (prober._outgoing): its URL, an
+        # immutable object, converts once; the entry holds it, so its id stays its own
+        self._urls: dict[int, tuple[httpx.URL, yarl.URL]] = {}
 
     def _session_now(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
@@ -142,7 +153,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         timeout = request.extensions.get("timeout", {})
         body = await request.aread() or None  # checks send no body (a POST, an empty one)
-        url = _aiohttp_url(request.url)
+        url = self._aiohttp_url(request.url)
         resend = request.method in IDEMPOTENT
         with _httpx_errors(request, self._secrets):
             while True:
@@ -155,11 +166,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
                         data=body,
                         allow_redirects=False,  # httpx follows them, as configured per check
                         proxy=self._proxy_for(request.url),
-                        timeout=aiohttp.ClientTimeout(
-                            total=None,
-                            sock_connect=timeout.get("connect"),
-                            sock_read=timeout.get("read"),
-                        ),
+                        timeout=_connect_timeout(timeout.get("connect")),
                     )
                     break
                 except (aiohttp.ServerDisconnectedError, aiohttp.ClientOSError) as exc:
@@ -183,7 +190,7 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            stream=_Body(response, request),
+            stream=_body(response, request),
             request=request,
             extensions=extensions,
         )
@@ -197,11 +204,15 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             return None
         return proxy
 
-    @property
-    def _secrets(self) -> tuple[str, ...]:
-        """Proxy passwords, which an error message must not carry."""
-        found = (urlsplit(proxy).password for proxy in self._proxies.values())
-        return tuple(password for password in found if password)
+    def _aiohttp_url(self, url: httpx.URL) -> yarl.URL:
+        cached = self._urls.get(id(url))
+        if cached is not None and cached[0] is url:
+            return cached[1]
+        if len(self._urls) >= MAX_CACHED_URLS:  # redirects' URLs are new every time
+            self._urls.clear()
+        converted = _aiohttp_url(url)
+        self._urls[id(url)] = (url, converted)
+        return converted
 
     async def aclose(self) -> None:
         if self._session is not None:
@@ -252,6 +263,27 @@ def _ssl_object(response: aiohttp.ClientResponse) -> ssl.SSLObject | None:
     """
     protocol = getattr(response, "_protocol", None)
     return protocol.ssl_object if isinstance(protocol, _Handler) else None
+
+
+@functools.lru_cache(maxsize=64)
+def _connect_timeout(connect_s: float | None) -> aiohttp.ClientTimeout:
+    """The connect time-out alone: the read time-out is the caller's deadline over the
+    whole exchange (the prober's ``asyncio.timeout``, the same seconds, started first,
+    which a slow body counts against). A per-read timer, re-armed on every packet,
+    could never fire before it and cost a twentieth of a probe."""
+    return aiohttp.ClientTimeout(total=None, sock_connect=connect_s)
+
+
+def _body(response: aiohttp.ClientResponse, request: httpx.Request) -> httpx.AsyncByteStream:
+    """The body as a stream; as bytes when all of it came with the head (a health
+    answer's usual size), which spares the reads that would wait for nothing."""
+    content = response.content
+    if not content.is_eof():
+        return _Body(response, request)
+    with _httpx_errors(request):
+        data = content.read_nowait()  # raises what the parser found wrong with the body
+    response.release()  # read to its end: the connection goes back to the pool
+    return httpx.ByteStream(data)
 
 
 class _Body(httpx.AsyncByteStream):
