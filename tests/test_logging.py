@@ -9,7 +9,7 @@ from collections.abc import Iterator
 
 import pytest
 
-import monitor.incidents.channels.github  # noqa: F401 - importing PyGithub is what used to add a raw stderr handler
+from monitor.incidents.channels.github import _import_pygithub
 from monitor.logs import REDACTED, configure, get_logger, secrets
 
 SECRET = "s3cr3t-header-value-0123456789"
@@ -90,9 +90,26 @@ def test_tracebacks_carry_no_local_variables() -> None:
 
 
 def test_pygithub_records_go_through_our_pipeline_only() -> None:
-    """PyGithub's own stderr handler is detached: its lines are ours, JSON and redacted."""
+    """PyGithub's own stderr handler, attached as it is imported, is detached by the
+    sink's import of it (lazy, on first use): its lines are ours, JSON and redacted."""
+    _import_pygithub()
     assert logging.getLogger("github").handlers == []
     buffer = capture("json")
     logging.getLogger("github.Requester").warning("Authorization: token %s", TOKEN)
     [record] = [json.loads(line) for line in buffer.getvalue().splitlines()]
     assert record["event"] == f"Authorization: token {REDACTED}"
+
+
+@pytest.mark.parametrize(
+    ("text", "redacted"),
+    [
+        ("token " + "a" * 16, f"token {REDACTED}"),  # the shortest text that holds one
+        ("Bearer " + "b" * 16, f"Bearer {REDACTED}"),
+        ("token " + "a" * 15, "token " + "a" * 15),  # one short: not a token
+        ("ab" + SECRET[:20], "ab" + SECRET[:20]),  # a part of a secret is not the secret
+        ("x" + SECRET, f"x{REDACTED}"),
+    ],
+)
+def test_redaction_at_the_shortest_token(text: str, redacted: str) -> None:
+    """Texts too short to hold a token skip the token patterns, and only those."""
+    assert secrets.redact(text) == redacted
