@@ -128,6 +128,7 @@ async def run(
     import aiohttp
 
     from monitor.daemon.daemon import Daemon
+    from monitor.heap import freeze_startup_objects
     from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
     from monitor.probing.prober import KEEPALIVE_S, Prober
@@ -174,6 +175,8 @@ async def run(
     daemon = Daemon(
         settings, store=store, channels=[JournalChannel()], metrics=Metrics(), prober=prober
     )
+    # as `monitor run` does once its daemon is built, and `monitor check` before it probes
+    freeze_startup_objects()
 
     async def run_cycle() -> float:
         await transport.aclose()  # the pool empties; the session is made again on first use

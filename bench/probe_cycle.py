@@ -120,6 +120,7 @@ async def run(
     import httpx
 
     from monitor.daemon.daemon import Daemon
+    from monitor.heap import freeze_startup_objects
     from monitor.incidents.channels.journal import JournalChannel
     from monitor.metrics import Metrics
     from monitor.probing.prober import Prober
@@ -143,6 +144,7 @@ async def run(
         )
         timer = _Timed(daemon.record)
         daemon.record = timer  # type: ignore[method-assign]
+        freeze_startup_objects()  # as `monitor run` does once its daemon is built
         setup_s.append(time.perf_counter() - start)
         return daemon, prober, timer
 

@@ -28,6 +28,7 @@ from monitor.config import (
     resolve_config_path,
     secret_values,
 )
+from monitor.heap import freeze_startup_objects
 from monitor.logs import configure, secrets
 
 if TYPE_CHECKING:  # the gates' modules load only when a gate runs
@@ -297,6 +298,7 @@ def _main(argv: Sequence[str] | None) -> int:
         if args.monitor_url and not args.no_open_incident:
             sys.stderr.write("monitor: --monitor-url only serves --no-open-incident\n")
             return EXIT_CONFIG
+        freeze_startup_objects()
         return run_check(
             narrowed,
             as_json=args.json,
@@ -564,7 +566,9 @@ def _run(settings: Settings) -> int:
         return _config_failure(ConfigError([str(exc)]), sys.stderr)
 
     async def go() -> int:
-        return await Daemon(settings, channels=channels).run()
+        daemon = Daemon(settings, channels=channels)
+        freeze_startup_objects()
+        return await daemon.run()
 
     try:
         return asyncio.run(go())

@@ -41,11 +41,12 @@ NEVER_FOR_A_COMMAND = (
 NOT_BEFORE_FIRST_USE = ("github", "requests", "cryptography", "nacl", "jinja2")
 
 COMMAND = """
-import contextlib, io, json, sys
+import contextlib, gc, io, json, sys
 from monitor.cli import main
 with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
     code = main(sys.argv[1:])
-print(json.dumps({"code": code, "modules": sorted(sys.modules)}))
+answer = {"code": code, "modules": sorted(sys.modules), "frozen": gc.get_freeze_count()}
+print(json.dumps(answer))
 """
 
 
@@ -104,10 +105,37 @@ def config(tmp_path: Path) -> Path:
 def test_a_command_imports_only_what_it_uses(
     config: Path, tmp_path: Path, command: list[str], code: int, also_absent: tuple[str, ...]
 ) -> None:
-    """Pins each command's imports: none of the daemon's, the page's or PyGithub's."""
+    """Pins each command's imports: none of the daemon's, the page's or PyGithub's. The
+    command that probes has frozen its start-up objects (monitor.heap), the others not."""
     answer = run_child(COMMAND, *command, "--config", str(config), cwd=tmp_path)
     assert answer["code"] == code
     assert loaded(answer["modules"], NEVER_FOR_A_COMMAND + also_absent) == []
+    frozen = answer["frozen"]
+    assert isinstance(frozen, int)
+    assert (frozen > 10_000) is (command[0] == "check"), frozen
+
+
+RUN_FROZEN = """
+import contextlib, gc, io, json, sys
+from monitor.cli import main
+from monitor.daemon.daemon import Daemon
+
+async def counted(self):  # stands in for the daemon's loop: what was frozen by then
+    return 10 if gc.get_freeze_count() > 10_000 else 0
+
+Daemon.run = counted
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code}))
+"""
+
+
+def test_monitor_run_freezes_its_start_up_objects_before_it_runs(
+    config: Path, tmp_path: Path
+) -> None:
+    """``monitor run`` builds the daemon, then freezes what start-up made, then runs."""
+    answer = run_child(RUN_FROZEN, "run", "--config", str(config), cwd=tmp_path)
+    assert answer["code"] == 10
 
 
 DAEMON = """
