@@ -13,13 +13,13 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 from monitor import __version__
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
 if TYPE_CHECKING:
-    from prometheus_client import CollectorRegistry, Gauge
+    from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
     from monitor.config import TargetConfig
 
@@ -49,6 +49,7 @@ class Metrics:
         # blackbox_exporter exports none. (A global switch, read as each metric is made.)
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
+        self._series: dict[tuple[str, str], _CheckSeries] = {}
         r = self.registry
         tc = ("target", "check")
         # --- probes
@@ -340,22 +341,39 @@ class Metrics:
             _forget(self.target_up, result.target)
         self.cycle_completed.labels(result.target).set(completed_at)
 
+    def _check_series(self, labels: tuple[str, str]) -> _CheckSeries:
+        """A check's series, each looked up once: ``labels()`` validates and locks on
+        every call, six times a result. (``probe_success`` is not among them: it is
+        removed while a check is unknown, and a kept child would stay removed.)"""
+        series = self._series.get(labels)
+        if series is None:
+            series = self._series[labels] = _CheckSeries(
+                probes=self.probes.labels(*labels),
+                unknown=self.probe_unknown.labels(*labels),
+                degraded=self.probe_degraded.labels(*labels),
+                duration=self.probe_duration.labels(*labels),
+                status_code=self.probe_status_code.labels(*labels),
+                last_probe=self.last_probe.labels(*labels),
+            )
+        return series
+
     def observe_check(self, check: CheckResult) -> None:
         """Record one check result."""
         labels = (check.target, check.check)
-        self.probes.labels(*labels).inc()
+        series = self._check_series(labels)
+        series.probes.inc()
         if check.outcome.is_known:
             self.probe_success.labels(*labels).set(1 if check.ok else 0)
         else:
             _forget(self.probe_success, *labels)
-        self.probe_unknown.labels(*labels).set(0 if check.outcome.is_known else 1)
+        series.unknown.set(0 if check.outcome.is_known else 1)
         # the latency budget only: a certificate near expiry has its own series and
         # alert, and a degraded_max is the user's own Prometheus's to alert on
         slow = check.outcome is Outcome.DEGRADED and check.reason is Reason.SLOW
-        self.probe_degraded.labels(*labels).set(1 if slow else 0)
-        self.probe_duration.labels(*labels).observe(check.duration_s)
-        self.probe_status_code.labels(*labels).set(check.status_code or 0)
-        self.last_probe.labels(*labels).set(check.started_at.timestamp())
+        series.degraded.set(1 if slow else 0)
+        series.duration.observe(check.duration_s)
+        series.status_code.set(check.status_code or 0)
+        series.last_probe.set(check.started_at.timestamp())
         if check.cert_expires_at is not None:
             self.tls_cert_expiry.labels(*labels).set(check.cert_expires_at.timestamp())
         if check.outcome is Outcome.DOWN:
@@ -374,6 +392,17 @@ class Metrics:
             body: bytes = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
             return body, OPENMETRICS_TYPE
         return generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _CheckSeries(NamedTuple):
+    """The labelled series of one (target, check) that are never removed."""
+
+    probes: Counter
+    unknown: Gauge
+    degraded: Gauge
+    duration: Histogram
+    status_code: Gauge
+    last_probe: Gauge
 
 
 def _forget(gauge: Gauge, *labels: str) -> None:
