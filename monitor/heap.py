@@ -13,9 +13,10 @@ def freeze_startup_objects() -> None:
     daemon's libraries, and passes come every few cycles of 1,000 checks, which made a
     cycle take 0.20 s or 0.25 s by chance (docs/benchmarks.md, section 1). Frozen, it
     is never walked again. Reference counting still frees what is dropped; only a
-    reference cycle among these objects, should one become garbage, stays.
+    reference cycle among these objects, should one become garbage later, stays.
 
     Called by `monitor run` and `monitor check` once they are set up; never by library code,
     which would freeze the objects of whoever calls it (a test run's, say).
     """
+    gc.collect()  # start-up's own garbage first: frozen, a reference cycle would stay
     gc.freeze()

@@ -842,3 +842,60 @@ async def test_a_close_during_the_tls_handshake_says_so() -> None:
     assert result.outcome is Outcome.DOWN
     assert "[None]" not in result.detail, result.detail
     assert_readable(result)
+
+
+# ---- the transport's shortcuts keep the prober's guarantees ------------------------------------
+
+
+@pytest.mark.parametrize("encoded", [False, True], ids=["plain", "gzip"])
+async def test_a_body_that_came_whole_is_bytes_unless_encoded(
+    target_server: TargetServer, encoded: bool
+) -> None:
+    """A plain body that arrived with the head is handed over as bytes; an encoded one
+    is still read by chunks, so httpx never decodes a whole (small) gzip bomb in one
+    piece before the body cap can stop it. Both are judged the same."""
+    import httpx
+
+    from monitor.probing.transport import AiohttpTransport
+
+    body = gzip.compress(b"0" * 3_000_000) if encoded else b"ok"
+    headers = {"Content-Encoding": "gzip"} if encoded else {}
+    target_server.route(PATH, respond(200, body, headers))
+    transport = AiohttpTransport(True, max_connections=1, keepalive_s=5)
+    try:
+        request = httpx.Request("GET", target_server.url + PATH)
+        response = await transport.handle_async_request(request)
+        assert isinstance(response.stream, httpx.ByteStream) is not encoded
+        await response.aclose()
+    finally:
+        await transport.aclose()
+
+    result = await probe(target_server.url)
+    assert (result.outcome, result.reason) == (
+        (Outcome.DOWN, Reason.TOO_LARGE) if encoded else (Outcome.UP, Reason.OK)
+    )
+
+
+async def test_a_redirect_not_followed_is_judged_by_its_status_whatever_its_location(
+    target_server: TargetServer,
+) -> None:
+    """A check that follows no redirect never reads the Location, so one httpx could not
+    parse does not make the answer broken: the status is judged, as configured."""
+    target_server.route(PATH, respond(302, b"", {"Location": "https://[::1"}))
+    result = await probe(target_server.url, expect_status=[302])
+    assert (result.outcome, result.reason) == (Outcome.UP, Reason.OK), result.detail
+
+
+async def test_a_closed_prober_sends_nothing(target_server: TargetServer) -> None:
+    """After ``aclose`` (the daemon's shutdown) a late probe is refused as httpx's client
+    refuses it, instead of opening a pool nobody would close."""
+    target_server.route(PATH, respond(200, b"ok"))
+    target = target_for(target_server.url)
+    prober = Prober(MonitorSection(timeout=2))
+    await prober.aclose()
+
+    result = await prober.probe_check(target, target.checks[0])
+
+    assert result.outcome is Outcome.DOWN
+    assert "closed" in result.detail
+    assert target_server.requests(PATH) == []

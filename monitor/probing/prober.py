@@ -92,7 +92,8 @@ class _Pool:
         time-out are in it; it keeps no cookies and has no hooks), which spares a tenth
         of a probe.
         """
-        if follow_redirects or request.url.userinfo:
+        if follow_redirects or request.url.userinfo or self.client.is_closed:
+            # (a closed client refuses, as it should: the transport would open anew)
             return await self.client.send(request, stream=True, follow_redirects=follow_redirects)
         response = await self.transport.handle_async_request(request)
         response.request = request  # as the client does: a transport need not

@@ -276,9 +276,14 @@ def _connect_timeout(connect_s: float | None) -> aiohttp.ClientTimeout:
 
 def _body(response: aiohttp.ClientResponse, request: httpx.Request) -> httpx.AsyncByteStream:
     """The body as a stream; as bytes when all of it came with the head (a health
-    answer's usual size), which spares the reads that would wait for nothing."""
+    answer's usual size), which spares the reads that would wait for nothing.
+
+    Not an encoded body: httpx would decode it in one piece, and a small gzip bomb that
+    came whole would expand entirely before the body cap could stop it; read by chunks,
+    the cap stops it within one chunk's expansion.
+    """
     content = response.content
-    if not content.is_eof():
+    if not content.is_eof() or aiohttp.hdrs.CONTENT_ENCODING in response.headers:
         return _Body(response, request)
     with _httpx_errors(request):
         data = content.read_nowait()  # raises what the parser found wrong with the body
