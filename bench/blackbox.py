@@ -179,26 +179,16 @@ async def run(
     freeze_startup_objects()
     # the time the cycle spends recording (logging, storing, exporting) its results,
     # inline as each target completes: the cycle minus it is the run's probe path
-    recording: list[float] = []
-    record = daemon.record
-
-    def timed_record(*args: Any, **kwargs: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return record(*args, **kwargs)
-        finally:
-            recording.append(time.perf_counter() - start)
-
-    daemon.record = timed_record  # type: ignore[method-assign]
+    recording = daemon.record = c.TimedRecord(daemon.record)  # type: ignore[method-assign]
     record_s: list[float] = []
 
     async def run_cycle() -> float:
         await transport.aclose()  # the pool empties; the session is made again on first use
-        recording.clear()
+        recorded_before = recording.seconds
         start = time.perf_counter()
         results = await asyncio.gather(*(daemon.probe(t.name) for t in settings.targets))
         seconds = time.perf_counter() - start
-        record_s.append(sum(recording))
+        record_s.append(recording.seconds - recorded_before)
         count("monitor_run", list(results))
         return seconds
 

@@ -91,21 +91,6 @@ def main() -> None:
     c.emit(result, args.out)
 
 
-class _Timed:
-    """Wraps ``Daemon.record`` on one instance: the time our own code spends per cycle."""
-
-    def __init__(self, record: Callable[..., Any]) -> None:
-        self.record = record
-        self.seconds = 0.0
-
-    def __call__(self, *a: Any, **kw: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.record(*a, **kw)
-        finally:
-            self.seconds += time.perf_counter() - start
-
-
 async def run(
     target: c.LocalTarget,
     tmp: Path,
@@ -136,13 +121,13 @@ async def run(
     store = SqliteStore(state)
     setup_s: list[float] = []
 
-    def new_daemon(transport: Any = None) -> tuple[Any, Any, _Timed]:
+    def new_daemon(transport: Any = None) -> tuple[Any, Any, c.TimedRecord]:
         start = time.perf_counter()
         prober = Prober(settings.monitor, transport=transport)
         daemon = Daemon(
             settings, store=store, channels=[JournalChannel()], metrics=Metrics(), prober=prober
         )
-        timer = _Timed(daemon.record)
+        timer = c.TimedRecord(daemon.record)
         daemon.record = timer  # type: ignore[method-assign]
         freeze_startup_objects()  # as `monitor run` does once its daemon is built
         setup_s.append(time.perf_counter() - start)
@@ -206,7 +191,7 @@ async def run(
         try:
             for phase in phases:
                 gc.collect()
-                timer = subject if isinstance(subject, _Timed) else None
+                timer = subject if isinstance(subject, c.TimedRecord) else None
                 before_ours = timer.seconds if timer else 0.0
                 cpu0, wall0 = time.process_time(), time.perf_counter()
                 ok = await cycle()
@@ -305,7 +290,7 @@ async def run(
 
 
 async def record_only(
-    new_daemon: Callable[[], tuple[Any, Any, _Timed]],
+    new_daemon: Callable[[], tuple[Any, Any, c.TimedRecord]],
     settings: Any,
     checks: int,
     reps: int,
