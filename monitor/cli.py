@@ -28,7 +28,7 @@ from monitor.config import (
     resolve_config_path,
     secret_values,
 )
-from monitor.heap import freeze_startup_objects
+from monitor.heap import defer_import, freeze_startup_objects
 from monitor.logs import configure, secrets
 
 if TYPE_CHECKING:  # the gates' modules load only when a gate runs
@@ -564,6 +564,8 @@ def _run(settings: Settings) -> int:
         channels = configured_channels(settings)
     except ValueError as exc:  # a channel's secret or setting its service would refuse
         return _config_failure(ConfigError([str(exc)]), sys.stderr)
+    # PyGithub's import of PyJWT (and cryptography), for App authentication only
+    defer_import("jwt")
 
     async def go() -> int:
         daemon = Daemon(settings, channels=channels)

@@ -1,8 +1,18 @@
-"""The garbage collector in a process that probes: what start-up made is left alone."""
+"""What the daemon's process holds: start-up's objects frozen, unused modules not loaded."""
 
 from __future__ import annotations
 
 import gc
+import importlib
+import importlib.util
+import sys
+import threading
+from types import ModuleType
+from typing import Any
+
+# One load at a time: two threads reading a deferred module's first attribute at once
+# (the channel worker and the KPI sync, say) must not both run it.
+_LOADING = threading.RLock()
 
 
 def freeze_startup_objects() -> None:
@@ -21,3 +31,45 @@ def freeze_startup_objects() -> None:
     # No gc.collect() first: at this point it finds no garbage (0 unreachable objects
     # with the shipped config, measured) and would add ~50 ms to the start-up.
     gc.freeze()
+
+
+class _DeferredModule(ModuleType):
+    """Stands in ``sys.modules`` for a module that has not run: the first attribute read
+    from it runs the module, and this one passes every read on to it from then on."""
+
+    def __getattr__(self, attribute: str) -> Any:  # only what this object lacks
+        return getattr(_load(self), attribute)
+
+
+def _load(stand_in: _DeferredModule) -> ModuleType:
+    name = stand_in.__name__
+    with _LOADING:
+        if sys.modules.get(name) is stand_in:
+            del sys.modules[name]  # so that the import below runs the module itself
+        return importlib.import_module(name)  # run once; sys.modules' copy afterwards
+
+
+def defer_import(name: str) -> None:
+    """Make ``import name`` cheap in this process until something uses the module.
+
+    For a dependency's dependency that the daemon never calls: PyGithub imports PyJWT
+    at its own import for GitHub App authentication, and PyJWT imports cryptography,
+    ~9 MB of resident memory that a token never uses (docs/benchmarks.md, section 3).
+    The import statement gets a stand-in; the first attribute read (``jwt.encode``)
+    imports the real module, so a use still works, only later.
+
+    Python 3.11's ``importlib.util.LazyLoader`` cannot do this: the import statement
+    itself reads the module's ``__spec__``, which runs a lazy module. The stand-in
+    holds the real spec, so that read finds it and runs nothing.
+
+    A no-op when the module is loaded already or not installed (its importer then
+    fails as it would have). Called by `monitor run`, before anything imports it.
+    """
+    if name in sys.modules:
+        return
+    spec = importlib.util.find_spec(name)  # a top-level name: finding it runs nothing
+    if spec is None:
+        return
+    stand_in = _DeferredModule(name)
+    stand_in.__spec__ = spec
+    sys.modules[name] = stand_in

@@ -189,3 +189,114 @@ def test_the_daemon_loads_pygithub_on_first_use_without_its_stderr_handler(
     assert loaded(answer["started"], NOT_BEFORE_FIRST_USE) == []
     assert "github" in loaded(answer["used"], NOT_BEFORE_FIRST_USE)
     assert answer["github_handlers"] == 0
+
+
+DEFERRED = """
+import json, sys, threading
+from monitor.heap import defer_import
+
+defer_import("jwt")
+defer_import("a_module_nobody_installed")
+import github  # imports PyJWT, for GitHub App authentication
+
+before = {
+    "stand_in": type(sys.modules["jwt"]).__name__,
+    "cryptography": "cryptography" in sys.modules,
+    "jwt.algorithms": "jwt.algorithms" in sys.modules,
+}
+try:
+    import a_module_nobody_installed
+except ModuleNotFoundError as exc:
+    before["missing"] = exc.name
+
+import jwt
+
+tokens = []
+threads = [
+    threading.Thread(target=lambda: tokens.append(jwt.encode({"n": 1}, "k" * 32, "HS256")))
+    for _ in range(8)
+]
+for thread in threads:
+    thread.start()
+for thread in threads:
+    thread.join()
+from jwt import decode  # a from-import of the stand-in
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+pem = key.private_bytes(
+    serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8,
+    serialization.NoEncryption(),
+).decode()
+app_jwt = github.Auth.AppAuth(123, pem).token  # PyGithub's own use of PyJWT
+claims = decode(app_jwt, key.public_key(), algorithms=["RS256"])
+print(json.dumps({
+    "before": before,
+    "decoded": [decode(t, "k" * 32, algorithms=["HS256"]) for t in tokens],
+    "app_issuer": claims["iss"],
+    "after": type(sys.modules["jwt"]).__name__,
+}))
+"""
+
+
+def test_a_deferred_module_runs_when_first_used(tmp_path: Path) -> None:
+    """Pins ``defer_import``: ``import jwt`` (PyGithub's) runs nothing, so cryptography
+    stays out; the first attribute read runs the real module once, whichever of eight
+    threads gets there first; a from-import and PyGithub's App JWT work through the
+    stand-in; a module that is not installed still fails its import."""
+    answer = run_child(DEFERRED, cwd=tmp_path)
+    assert answer["before"] == {
+        "stand_in": "_DeferredModule",
+        "cryptography": False,
+        "jwt.algorithms": False,
+        "missing": "a_module_nobody_installed",
+    }
+    assert answer["decoded"] == [{"n": 1}] * 8
+    assert answer["app_issuer"] == "123"
+    assert answer["after"] == "module"
+
+
+RUN_GITHUB = """
+import asyncio, contextlib, io, json, sys
+from monitor.cli import main
+from monitor.daemon.daemon import Daemon
+
+used = {}
+
+async def first_uses(self):  # stands in for the daemon's loop: the reconcile, the KPI sync
+    await asyncio.to_thread(self.dispatch.channels[0].open_marked_issues)
+    await asyncio.to_thread(self.kpis.tick, True)
+    used["modules"] = sorted(sys.modules)
+    self.store.close()
+    return 0
+
+Daemon.run = first_uses
+with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+    code = main(sys.argv[1:])
+print(json.dumps({"code": code, **used}))
+"""
+
+
+def test_monitor_run_talks_to_github_without_loading_cryptography(
+    config: Path, tmp_path: Path
+) -> None:
+    """``monitor run`` defers PyJWT: the reconcile and the KPI sync use PyGithub with a
+    token, and neither PyJWT's algorithms nor cryptography (~9 MB) load."""
+    with FakeGitHub() as github:
+        answer = run_child(
+            RUN_GITHUB,
+            "run",
+            "--config",
+            str(config),
+            cwd=tmp_path,
+            GITHUB_TOKEN=DEFAULT_TOKEN,
+            MONITOR_GITHUB__REPOSITORY=DEFAULT_REPO,
+            MONITOR_GITHUB__API_URL=github.url,
+        )
+        assert github.requests, "the child never asked GitHub anything"
+    assert answer["code"] == 0
+    assert "github" in loaded(answer["modules"], ("github",))
+    assert loaded(answer["modules"], ("cryptography", "jwt.algorithms", "croniter")) == []

@@ -18,8 +18,6 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
-
 from monitor.config.schedule import Timing
 from monitor.config.schema import MaintenanceConfig
 from monitor.figures.slo import Span
@@ -65,6 +63,9 @@ def windows_of(config: MaintenanceConfig, span: Span) -> list[Window]:
 
 def _cron_starts(timing: Timing, zone: ZoneInfo, span: Span, length: timedelta) -> list[datetime]:
     assert timing.cron is not None
+    # croniter (with dateutil, ~1 MB resident) only for a config with a recurring window
+    from croniter import croniter
+
     # a window that began up to `length` before the span still overlaps it
     begin = span.start - length
     if timing.not_before is not None:
