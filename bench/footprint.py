@@ -20,19 +20,25 @@ for the state file, the listener and, where stated, the cadence.
   the CPU of the 8 target cycles an hour needs (CPU per cycle from the fast run).
 * Start-up: from exec to the first probe arriving at the target, and to /healthz 200.
 
-``--python`` runs the daemon with another interpreter. The production figure comes from a
-venv built like the image: ``requirements.lock`` only (no test tools such as ``rich``,
-which structlog and httpx import when present) and the package installed, not editable,
-so that it is byte-compiled as in the image::
+The daemon starts as the image's CMD starts it: ``python -OO -m monitor run`` (the flags
+are read from deploy/Dockerfile). ``--python`` runs it with another interpreter. The
+production figure comes from a venv built like the image: ``requirements.lock`` only (no
+test tools such as ``rich``, which structlog and httpx import when present), the package
+installed, not editable, and the image's compileall step run, so that the standard
+library and the venv have bytecode at the daemon's level::
 
     python3.11 -m venv /tmp/prodvenv
     /tmp/prodvenv/bin/pip install --no-deps -r requirements.lock
     /tmp/prodvenv/bin/pip install --no-deps .
+    /tmp/prodvenv/bin/python -OO -m compileall -q -j0 -x '/(test|tests|idle_test)/' \
+        "$(/tmp/prodvenv/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["stdlib"])')" \
+        /tmp/prodvenv/lib/python3.11/site-packages
 
-The result says which package ran and whether its bytecode was cached: an editable
-install under ``PYTHONDONTWRITEBYTECODE`` compiles every module at each start (~50 ms
-and ~1 MB more here). The daemon runs in a scratch directory, so the working tree
-does not shadow the installed package.
+The result says which package ran and how many of its modules and of the standard
+library's had bytecode at that level: under ``PYTHONDONTWRITEBYTECODE`` (the image's)
+a module without it is compiled at each start (0.70 s to the first probe instead of
+0.34 s when the standard library has none, as in the base image). The daemon runs in a
+scratch directory, so the working tree does not shadow the installed package.
 """
 
 from __future__ import annotations
@@ -52,6 +58,7 @@ from typing import Any
 
 import _common as c
 
+from tests.daemon_process import image_python_flags
 from tests.fakegithub import DEFAULT_TOKEN, FakeGitHub
 from tests.targets import TargetServer, json_body, respond
 
@@ -63,9 +70,10 @@ SHIPPED = c.REPO / "monitor" / "default_config.toml"
 PARTS = ("startup", "growth", "idle")
 HOUSEKEEPING_S = 7.0  # the first housekeeping pass (KPI sync included) runs 5 s after start
 PYTHON = [sys.executable]  # the daemon's interpreter: ``main`` sets it from --python
+FLAGS = list(image_python_flags())  # and its flags, the image's CMD's (-OO)
 
 _INTERPRETER = """
-import importlib.metadata as m, importlib.util, json, pathlib, platform, monitor
+import importlib.metadata as m, importlib.util, json, pathlib, platform, sys, sysconfig, monitor
 def version(name):
     try:
         return m.version(name)
@@ -76,11 +84,17 @@ def cached(source):
     return pyc.exists() and pyc.stat().st_mtime >= source.stat().st_mtime
 root = pathlib.Path(monitor.__file__).parent
 sources = sorted(root.rglob("*.py"))
+stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
+stdlib_sources = [*stdlib.glob("*.py"), *stdlib.glob("asyncio/*.py"), *stdlib.glob("email/*.py")]
 print(json.dumps({
     "python": platform.python_version(),
+    "flags": sys.argv[1:],
+    "optimize": sys.flags.optimize,
     "monitor": str(root),
     "modules": len(sources),
     "bytecode_cached": sum(map(cached, sources)),
+    "stdlib_modules_sampled": len(stdlib_sources),
+    "stdlib_bytecode_cached": sum(map(cached, stdlib_sources)),
     "libraries": {name: version(name) for name in NAMES},
 }))
 """
@@ -91,16 +105,24 @@ def interpreter(python: str, cwd: Path) -> dict[str, Any]:
     many of the package's modules have their bytecode cached."""
     code = f"NAMES = {[*c.LIBRARIES, 'rich']!r}\n{_INTERPRETER}"
     found = subprocess.run(
-        [python, "-c", code], cwd=cwd, capture_output=True, text=True, check=True
+        [python, *FLAGS, "-c", code, *FLAGS], cwd=cwd, capture_output=True, text=True, check=True
     )
     info: dict[str, Any] = json.loads(found.stdout)
     info["executable"] = python
-    if info["bytecode_cached"] < info["modules"]:
-        c.say(
-            f"note: {info['modules'] - info['bytecode_cached']} of {info['modules']} modules"
-            f" in {info['monitor']} have no cached bytecode: each start compiles them"
-            " (not the image's figure; see --python)"
-        )
+    for what, total, cached_ in (
+        (info["monitor"], info["modules"], info["bytecode_cached"]),
+        (
+            "the standard library (sampled)",
+            info["stdlib_modules_sampled"],
+            info["stdlib_bytecode_cached"],
+        ),
+    ):
+        if cached_ < total:
+            c.say(
+                f"note: {total - cached_} of {total} modules in {what} have no bytecode at"
+                f" optimisation level {info['optimize']}: each start compiles them"
+                " (not the image's figure; see --python)"
+            )
     return info
 
 
@@ -132,7 +154,7 @@ def start(config: Path, env: dict[str, str], log: Path) -> subprocess.Popen[byte
     """``monitor run`` with its log in a file."""
     with log.open("wb") as out:
         return subprocess.Popen(
-            [*PYTHON, "-m", "monitor", "run", "--config", str(config)],
+            [*PYTHON, *FLAGS, "-m", "monitor", "run", "--config", str(config)],
             cwd=log.parent,  # not the working tree, which would shadow an installed package
             stdin=subprocess.DEVNULL,
             stdout=out,

@@ -20,7 +20,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import IO, Any, TypeVar
 
@@ -31,6 +31,19 @@ T = TypeVar("T")
 HOST = "127.0.0.1"
 POLL_S = 0.05
 TAIL_CHARS = 6000  # how much of each log an assertion message carries
+DOCKERFILE = Path(__file__).resolve().parents[1] / "deploy" / "Dockerfile"
+
+
+def image_python_flags() -> tuple[str, ...]:
+    """The interpreter flags of the image's CMD (``python -OO -m monitor run``), so that
+    an e2e test and bench/footprint.py can start the daemon as the image does."""
+    (line,) = [
+        line for line in DOCKERFILE.read_text("utf-8").splitlines() if line.startswith("CMD ")
+    ]
+    command = json.loads(line.removeprefix("CMD "))
+    if command[:1] != ["python"] or command[-3:] != ["-m", "monitor", "run"]:
+        raise ValueError(f"the image's CMD is not `python [flags] -m monitor run`: {command}")
+    return tuple(command[1:-3])
 
 
 def free_port() -> int:
@@ -144,9 +157,15 @@ class DaemonProcess:
     """One run of ``monitor run``; its logs live in ``workdir/<name>.stdout|.stderr``."""
 
     def __init__(
-        self, config: Path, workdir: Path, env: Mapping[str, str], name: str = "daemon"
+        self,
+        config: Path,
+        workdir: Path,
+        env: Mapping[str, str],
+        name: str = "daemon",
+        python_flags: Sequence[str] = (),
     ) -> None:
         self.config = config
+        self.python_flags = tuple(python_flags)  # e.g. image_python_flags()
         self.workdir = workdir
         self.env = dict(env)
         self.name = name
@@ -165,7 +184,15 @@ class DaemonProcess:
         err = self.stderr_path.open("wb")
         self._files = [out, err]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "monitor", "run", "--config", str(self.config)],
+            [
+                sys.executable,
+                *self.python_flags,
+                "-m",
+                "monitor",
+                "run",
+                "--config",
+                str(self.config),
+            ],
             stdout=out,
             stderr=err,
             stdin=subprocess.DEVNULL,
@@ -346,9 +373,12 @@ class Daemons:
         self.workdir = workdir
         self.started: list[DaemonProcess] = []
 
-    def start(self, config: Path, env: Mapping[str, str]) -> DaemonProcess:
+    def start(
+        self, config: Path, env: Mapping[str, str], python_flags: Sequence[str] = ()
+    ) -> DaemonProcess:
         """Start a daemon on ``config``; its logs are numbered by start order."""
-        daemon = DaemonProcess(config, self.workdir, env, name=f"daemon-{len(self.started) + 1}")
+        name = f"daemon-{len(self.started) + 1}"
+        daemon = DaemonProcess(config, self.workdir, env, name, python_flags)
         self.started.append(daemon)
         return daemon.start()
 

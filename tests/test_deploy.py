@@ -8,6 +8,7 @@ its instructions are parsed and compared with what the daemon needs.
 from __future__ import annotations
 
 import argparse
+import ast
 import importlib.util
 import inspect
 import json
@@ -36,6 +37,7 @@ from monitor.config import (
 from monitor.incidents.outbox import OutboxWorker
 from monitor.metrics import Metrics
 from monitor.web.server import create_app
+from tests.daemon_process import image_python_flags
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -331,12 +333,66 @@ def test_dockerfile_installs_dependencies_from_the_lock_then_the_package() -> No
 
 
 def test_dockerfile_runs_the_daemon_and_stops_it_with_sigterm() -> None:
-    """CMD is `monitor run` in exec form, SIGTERM stops it, the listen port is exposed."""
+    """CMD is `monitor run` in exec form, under -OO (the flags tests/test_e2e.py runs an
+    incident with), SIGTERM stops it, the listen port is exposed."""
     (cmd,) = instruction_args("CMD")
-    assert json.loads(cmd) == ["monitor", "run"]
+    assert json.loads(cmd) == ["python", "-OO", "-m", "monitor", "run"]
+    assert image_python_flags() == ("-OO",)
     assert instruction_args("STOPSIGNAL") == ["SIGTERM"]
     assert instruction_args("EXPOSE") == [str(listen_port())]
     assert "ENTRYPOINT" not in {key for key, _ in dockerfile()}
+
+
+def _monitor_syntax_trees() -> list[tuple[Path, ast.Module]]:
+    package = ROOT / "monitor"
+    return [(p, ast.parse(p.read_text("utf-8"))) for p in sorted(package.rglob("*.py"))]
+
+
+def _narrows_a_type(test: ast.expr) -> bool:
+    """``x is not None`` or ``isinstance(x, T)``: what mypy reads, nothing the code needs."""
+    if isinstance(test, ast.Compare):
+        return (
+            len(test.ops) == 1
+            and isinstance(test.ops[0], ast.IsNot)
+            and isinstance(test.comparators[0], ast.Constant)
+            and test.comparators[0].value is None
+        )
+    return (
+        isinstance(test, ast.Call)
+        and isinstance(test.func, ast.Name)
+        and test.func.id == "isinstance"
+    )
+
+
+def test_the_package_runs_the_same_under_the_images_oo() -> None:
+    """The image runs the daemon under -OO, which drops docstrings and asserts: no module
+    of the package reads a ``__doc__``, and every assert only narrows a type."""
+    docstring_reads, asserts = [], []
+    for path, tree in _monitor_syntax_trees():
+        for node in ast.walk(tree):
+            name = node.attr if isinstance(node, ast.Attribute) else getattr(node, "id", None)
+            if name == "__doc__":
+                docstring_reads.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+            if isinstance(node, ast.Assert) and not _narrows_a_type(node.test):
+                asserts.append(f"{path.relative_to(ROOT)}:{node.lineno}")
+    assert docstring_reads == []
+    assert asserts == []
+
+
+def test_dockerfile_compiles_the_bytecode_the_daemon_runs() -> None:
+    """The base image has no .pyc for the standard library and PYTHONDONTWRITEBYTECODE
+    keeps a start from writing any: the image compiles the standard library and the
+    venv at the daemon's optimisation level and at the default one, after both installs."""
+    assert dockerfile_env()["PYTHONDONTWRITEBYTECODE"] == "1"
+    runs = instruction_args("RUN")
+    (compile_run,) = [r for r in runs if "compileall" in r]
+    assert 'for level in "" "-OO"' in compile_run
+    assert "python $level -m compileall" in compile_run
+    for tree in ("/usr/local/lib/python3.11", "/opt/venv/lib/python3.11/site-packages"):
+        assert tree in compile_run, tree
+    assert "|| exit 1" in compile_run  # a file that does not compile fails the build
+    installs = [i for i, r in enumerate(runs) if "pip install" in r]
+    assert runs.index(compile_run) > max(installs)
 
 
 def test_dockerfile_state_and_config_paths() -> None:

@@ -29,6 +29,7 @@ from tests.daemon_process import (
     Daemons,
     clean_env,
     free_port,
+    image_python_flags,
     run_monitor,
     sample_value,
     wait_for,
@@ -361,6 +362,29 @@ def test_lifecycle_open_remind_resolve_reopen(
     comments = setup.comments(number)
     assert any("Failing again" in c for c in comments), ctx()
     assert len(_resolved(comments)) == 2, ctx()
+
+
+def test_the_image_command_runs_an_incident_through(setup: Setup) -> None:
+    """Pins that the daemon works as the image starts it (deploy/Dockerfile's CMD: -OO,
+    so no docstrings and no asserts): it probes, opens the issue through PyGithub,
+    closes it with the duration, logs JSON only and stops cleanly."""
+    daemon = setup.daemons.start(setup.config, setup.env, image_python_flags())
+    daemon.wait_healthy()
+    ctx = setup.context
+    setup.wait(lambda: setup.health.first(200), 5, "a first good probe")
+    setup.health.set(503)
+    issue = setup.wait(lambda: setup.one_issue(state="open"), 15, "one open issue")
+    assert MARKER in issue["body"], ctx()
+    setup.health.set(200)
+    setup.wait(lambda: setup.one_issue(state="closed"), 20, "the issue closed")
+    resolved = _resolved(setup.comments(issue["number"]))
+    assert len(resolved) == 1, ctx()
+    assert RESOLVED_SECONDS.search(resolved[0]), resolved[0]
+    assert daemon.value("monitor_build_info") == 1
+    daemon.terminate()
+    assert daemon.wait(8) == 0, daemon.logs()
+    assert any(r.get("event") == "stopped" for r in daemon.log_records()), daemon.logs()
+    assert daemon.stderr().strip() == "", daemon.logs()
 
 
 # -- 3. GitHub failing while opening and closing ------------------------------------------------
