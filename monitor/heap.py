@@ -10,9 +10,9 @@ import threading
 from types import ModuleType
 from typing import Any
 
-# One load at a time: two threads reading a deferred module's first attribute at once
-# (the channel worker and the KPI sync, say) must not both run it.
-_LOADING = threading.RLock()
+# Two threads reading a deferred module's first attribute at once (the channel worker
+# and the KPI sync, say): one of them takes the stand-in out of sys.modules.
+_LOADING = threading.Lock()
 
 
 def freeze_startup_objects() -> None:
@@ -46,7 +46,10 @@ def _load(stand_in: _DeferredModule) -> ModuleType:
     with _LOADING:
         if sys.modules.get(name) is stand_in:
             del sys.modules[name]  # so that the import below runs the module itself
-        return importlib.import_module(name)  # run once; sys.modules' copy afterwards
+    # Outside the lock: the import system's own per-module lock makes a second thread
+    # wait for the first one's import (and untangles imports that wait on each other,
+    # which a lock of ours around it would turn into a deadlock).
+    return importlib.import_module(name)  # run once; sys.modules' copy afterwards
 
 
 def defer_import(name: str) -> None:
@@ -60,7 +63,9 @@ def defer_import(name: str) -> None:
 
     Python 3.11's ``importlib.util.LazyLoader`` cannot do this: the import statement
     itself reads the module's ``__spec__``, which runs a lazy module. The stand-in
-    holds the real spec, so that read finds it and runs nothing.
+    holds the real spec, so that read finds it and runs nothing; and a package's
+    ``__path__``, so that importing a submodule first (``import jwt.algorithms``) does
+    not run the package, whose own import of that submodule would run it a second time.
 
     A no-op when the module is loaded already or not installed (its importer then
     fails as it would have). Called by `monitor run`, before anything imports it.
@@ -72,4 +77,6 @@ def defer_import(name: str) -> None:
         return
     stand_in = _DeferredModule(name)
     stand_in.__spec__ = spec
+    if spec.submodule_search_locations is not None:
+        stand_in.__path__ = list(spec.submodule_search_locations)
     sys.modules[name] = stand_in

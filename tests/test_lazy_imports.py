@@ -238,6 +238,8 @@ print(json.dumps({
     "decoded": [decode(t, "k" * 32, algorithms=["HS256"]) for t in tokens],
     "app_issuer": claims["iss"],
     "after": type(sys.modules["jwt"]).__name__,
+    # one run of each module: the classes the package uses are the submodule's own
+    "loaded_once": jwt.api_jws.Algorithm is sys.modules["jwt.algorithms"].Algorithm,
 }))
 """
 
@@ -257,6 +259,32 @@ def test_a_deferred_module_runs_when_first_used(tmp_path: Path) -> None:
     assert answer["decoded"] == [{"n": 1}] * 8
     assert answer["app_issuer"] == "123"
     assert answer["after"] == "module"
+    assert answer["loaded_once"] is True
+
+
+SUBMODULE_FIRST = """
+import json, sys
+from monitor.heap import defer_import
+
+defer_import("jwt")
+import jwt.algorithms  # a submodule before anything of the package is read
+
+package_ran = type(sys.modules["jwt"]).__name__ != "_DeferredModule"
+from jwt.api_jws import PyJWS
+
+PyJWS().register_algorithm("HS999", jwt.algorithms.HMACAlgorithm(jwt.algorithms.HMACAlgorithm.SHA256))
+print(json.dumps({
+    "package_ran_on_submodule_import": package_ran,
+    "loaded_once": sys.modules["jwt.api_jws"].Algorithm is sys.modules["jwt.algorithms"].Algorithm,
+}))
+"""
+
+
+def test_a_deferred_package_runs_its_submodules_once(tmp_path: Path) -> None:
+    """Importing a submodule of a deferred package first runs the submodule alone; the
+    package, run later, reuses it: one class ``Algorithm``, so registering one works."""
+    answer = run_child(SUBMODULE_FIRST, cwd=tmp_path)
+    assert answer == {"package_ran_on_submodule_import": False, "loaded_once": True}
 
 
 RUN_GITHUB = """
