@@ -50,6 +50,7 @@ class Metrics:
         disable_created_metrics()  # type: ignore[no-untyped-call]
         self.registry = registry or CollectorRegistry()
         self._series: dict[tuple[str, str], _CheckSeries] = {}
+        self._target_series: dict[str, _TargetSeries] = {}
         r = self.registry
         tc = ("target", "check")
         # --- probes
@@ -339,7 +340,24 @@ class Metrics:
             self.target_up.labels(result.target).set(0 if result.down else 1)
         else:  # neither up nor down: a 0 would page through a rule on target_up == 0
             _forget(self.target_up, result.target)
-        self.cycle_completed.labels(result.target).set(completed_at)
+        self._target(result.target).cycle_completed.set(completed_at)
+
+    def incident_state(self, target: str, open_now: bool, started_at: float) -> None:
+        """Whether ``target`` has an open incident, and since when (0 when none)."""
+        series = self._target(target)
+        series.incident_open.set(1 if open_now else 0)
+        series.incident_started.set(started_at)
+
+    def _target(self, target: str) -> _TargetSeries:
+        """A target's never-removed series, looked up once (as :meth:`_check_series`)."""
+        series = self._target_series.get(target)
+        if series is None:
+            series = self._target_series[target] = _TargetSeries(
+                cycle_completed=self.cycle_completed.labels(target),
+                incident_open=self.incident_open.labels(target),
+                incident_started=self.incident_started.labels(target),
+            )
+        return series
 
     def _check_series(self, labels: tuple[str, str]) -> _CheckSeries:
         """A check's series, each looked up once: ``labels()`` validates and locks on
@@ -392,6 +410,14 @@ class Metrics:
             body: bytes = generate_openmetrics(self.registry)  # type: ignore[no-untyped-call]
             return body, OPENMETRICS_TYPE
         return generate_latest(self.registry), "text/plain; version=0.0.4; charset=utf-8"
+
+
+class _TargetSeries(NamedTuple):
+    """The labelled series of one target that are never removed."""
+
+    cycle_completed: Gauge
+    incident_open: Gauge
+    incident_started: Gauge
 
 
 class _CheckSeries(NamedTuple):

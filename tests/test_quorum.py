@@ -32,8 +32,8 @@ from monitor.incidents.quorum import (
     needed_votes,
 )
 from monitor.incidents.tracker import Phase, Policy, TrackerState, Transition, TransitionKind, step
-from monitor.probing.results import Outcome, Reason
-from tests.builders import T0, down, result, up
+from monitor.probing.results import Outcome, Reason, TargetResult
+from tests.builders import T0, check, down, result, up
 
 TARGET = "production"
 HOLD_S = 2 * 60.0 + 10.0  # two incident cadences and a timeout
@@ -618,3 +618,27 @@ def test_integer_quorum_of_one_opens_on_any_region() -> None:
     assert fleet.state.phase is Phase.OPEN
     assert fleet.run(5, ["sin"]) == []  # still one region down: still down
     assert kinds(fleet.run(2, [])) == [TransitionKind.RESOLVED]
+
+
+WORST_FIRST = [Outcome.DOWN, Outcome.UNKNOWN, Outcome.DEGRADED, Outcome.UP]
+
+
+@given(
+    st.lists(st.sampled_from(list(Outcome)), max_size=5),
+    st.lists(st.sampled_from(list(Outcome)), max_size=5),
+)
+def test_a_target_outcome_is_its_worst_checks_and_follows_a_copy(
+    first: list[Outcome], second: list[Outcome]
+) -> None:
+    """``TargetResult.outcome`` is worked out once, at construction: the worst of its
+    checks (down, unknown, degraded, up; up without checks), recomputed in a copy with
+    other checks (the quorum's ``replace``); a copy back to the first checks equals it."""
+
+    def worst(outcomes: list[Outcome]) -> Outcome:
+        return next((o for o in WORST_FIRST if o in outcomes), Outcome.UP)
+
+    one = TargetResult(TARGET, T0, tuple(check(o, name=f"c{i}") for i, o in enumerate(first)))
+    assert one.outcome is worst(first)
+    other = replace(one, checks=tuple(check(o, name=f"c{i}") for i, o in enumerate(second)))
+    assert other.outcome is worst(second)
+    assert replace(other, checks=one.checks) == one

@@ -274,9 +274,8 @@ def update_incident_metrics(
     """The incident gauges from the state; counters and durations from the transitions."""
     target = state.target
     open_now = state.in_incident and state.incident is not None
-    metrics.incident_open.labels(target).set(1 if open_now else 0)
     started = state.incident.started_at.timestamp() if open_now and state.incident else 0
-    metrics.incident_started.labels(target).set(started)
+    metrics.incident_state(target, open_now, started)
     for transition in transitions:
         if transition.kind is TransitionKind.OPENED:
             metrics.incidents.labels(target).inc()

@@ -95,11 +95,13 @@ class TargetResult:
     target: str
     at: datetime  # the earliest check start of the cycle
     checks: Sequence[CheckResult]
+    # The worst outcome among the checks; UP when there are none. Worked out once:
+    # recording a result asks for it about ten times (metrics, quorum, tracker, log).
+    outcome: Outcome = field(init=False, repr=False, compare=False)
 
-    @property
-    def outcome(self) -> Outcome:
-        """The worst outcome among the checks; UP when there are none."""
-        return max((c.outcome for c in self.checks), key=lambda o: o.severity, default=Outcome.UP)
+    def __post_init__(self) -> None:
+        worst = max((c.outcome for c in self.checks), key=_SEVERITY.__getitem__, default=Outcome.UP)
+        object.__setattr__(self, "outcome", worst)  # frozen: set once, here
 
     @property
     def failing(self) -> list[CheckResult]:
