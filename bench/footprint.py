@@ -37,7 +37,7 @@ library and the venv have bytecode at the daemon's level::
 The result says which package ran and how many of its modules and of the standard
 library's had bytecode at that level: under ``PYTHONDONTWRITEBYTECODE`` (the image's)
 a module without it is compiled at each start (0.70 s to the first probe instead of
-0.34 s when the standard library has none, as in the base image). The daemon runs in a
+0.35 s when the standard library has none, as in the base image). The daemon runs in a
 scratch directory, so the working tree does not shadow the installed package.
 """
 
@@ -88,7 +88,6 @@ stdlib = pathlib.Path(sysconfig.get_paths()["stdlib"])
 stdlib_sources = [*stdlib.glob("*.py"), *stdlib.glob("asyncio/*.py"), *stdlib.glob("email/*.py")]
 print(json.dumps({
     "python": platform.python_version(),
-    "flags": sys.argv[1:],
     "optimize": sys.flags.optimize,
     "monitor": str(root),
     "modules": len(sources),
@@ -105,10 +104,11 @@ def interpreter(python: str, cwd: Path) -> dict[str, Any]:
     many of the package's modules have their bytecode cached."""
     code = f"NAMES = {[*c.LIBRARIES, 'rich']!r}\n{_INTERPRETER}"
     found = subprocess.run(
-        [python, *FLAGS, "-c", code, *FLAGS], cwd=cwd, capture_output=True, text=True, check=True
+        [python, *FLAGS, "-c", code], cwd=cwd, capture_output=True, text=True, check=True
     )
     info: dict[str, Any] = json.loads(found.stdout)
     info["executable"] = python
+    info["flags"] = FLAGS
     for what, total, cached_ in (
         (info["monitor"], info["modules"], info["bytecode_cached"]),
         (

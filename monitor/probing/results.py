@@ -100,7 +100,7 @@ class TargetResult:
     outcome: Outcome = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        worst = max((c.outcome for c in self.checks), key=_SEVERITY.__getitem__, default=Outcome.UP)
+        worst = max((c.outcome for c in self.checks), key=lambda o: o.severity, default=Outcome.UP)
         object.__setattr__(self, "outcome", worst)  # frozen: set once, here
 
     @property
