@@ -342,19 +342,45 @@ def server_capacity(port: int, url: str, quick: bool) -> dict[str, Any]:
 
 
 class TimedRecord:
-    """Wraps ``Daemon.record`` on one instance: the time our own code spends recording
-    results (log, store, export), summed over the calls."""
+    """The time our own code spends recording results (log, store, export), summed over
+    the calls: ``Daemon.record``, and the writer's flushes, which `monitor run` makes at
+    the end of each turn of the event loop (the commit of the turn's cycles and their log
+    lines; see :func:`time_recording`). A call made inside another is counted once."""
 
-    def __init__(self, record: Callable[..., Any]) -> None:
-        self.record = record
+    def __init__(self) -> None:
         self.seconds = 0.0
+        self._depth = 0
 
-    def __call__(self, *a: Any, **kw: Any) -> Any:
-        start = time.perf_counter()
-        try:
-            return self.record(*a, **kw)
-        finally:
-            self.seconds += time.perf_counter() - start
+    def wrap(self, call: Callable[..., Any]) -> Callable[..., Any]:
+        """``call``, timed into this total."""
+
+        def timed(*a: Any, **kw: Any) -> Any:
+            if self._depth:
+                return call(*a, **kw)
+            self._depth += 1
+            start = time.perf_counter()
+            try:
+                return call(*a, **kw)
+            finally:
+                self._depth -= 1
+                self.seconds += time.perf_counter() - start
+
+        return timed
+
+
+def time_recording(daemon: Any, *, per_turn: bool = True) -> TimedRecord:
+    """Time ``daemon``'s recording of results: its ``record`` and its writer's flushes.
+
+    ``per_turn``: the daemon commits per turn of the running loop, as ``Daemon.run``
+    makes it; otherwise each ``record`` commits before it returns (one transaction per
+    target result, the most a cycle can cost).
+    """
+    if per_turn:
+        daemon.commit_per_turn()
+    timer = TimedRecord()
+    daemon.record = timer.wrap(daemon.record)
+    daemon.writer.flush = timer.wrap(daemon.writer.flush)
+    return timer
 
 
 # ---- the floor: bare aiohttp --------------------------------------------------------------------

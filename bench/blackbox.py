@@ -177,9 +177,10 @@ async def run(
     )
     # as `monitor run` does once its daemon is built, and `monitor check` before it probes
     freeze_startup_objects()
-    # the time the cycle spends recording (logging, storing, exporting) its results,
-    # inline as each target completes: the cycle minus it is the run's probe path
-    recording = daemon.record = c.TimedRecord(daemon.record)  # type: ignore[method-assign]
+    # the time the cycle spends recording (logging, storing, exporting) its results, as
+    # each target completes and in the commits at the end of each turn of the loop: the
+    # cycle minus it is the run's probe path
+    recording = c.time_recording(daemon)
     record_s: list[float] = []
 
     async def run_cycle() -> float:

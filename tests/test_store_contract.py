@@ -359,6 +359,52 @@ def test_a_failing_cycle_leaves_nothing_behind(store: SqlStore) -> None:
     assert store.load_states() == {"production": _open(INCIDENT)}
 
 
+def test_cycles_committed_together_are_all_or_nothing(store: SqlStore) -> None:
+    """commit_cycles writes several cycles in one transaction, in order: a failure in the
+    last one leaves nothing of the earlier ones; once it is fixed, all of them land as
+    one commit_cycle each would have written them."""
+    staging = _decide(up(at(1), target="staging"))
+    opened = _decide(down(at(2)), INCIDENT, [_act("open", title="t")])
+    broken = replace(opened, actions=[_act("open", title="t"), _act("comment", body=object())])
+
+    with pytest.raises(TypeError, match="not JSON serializable"):
+        store.commit_cycles([staging, broken])
+
+    _assert_nothing_of_the_cycle(store)
+    assert store.recent_check_results("staging", since=T0, limit=10) == []
+    store.commit_cycles([staging, opened, _decide(down(at(3)), INCIDENT)])
+    assert [r["started_at"] for r in store.recent_check_results("production", T0, 10)] == [
+        ts(at(2)),
+        ts(at(3)),
+    ]
+    assert len(store.recent_check_results("staging", since=T0, limit=10)) == 1
+    assert store.load_states() == {
+        "staging": TrackerState("staging"),
+        "production": _open(INCIDENT),
+    }
+    assert [a.kind for a in store.pending_actions()] == ["open"]
+
+
+def test_cycles_committed_together_under_a_stale_fence(store: SqlStore) -> None:
+    """One decision in a batch under a passed epoch refuses the whole batch, observations
+    too; a batch of observations alone needs no epoch."""
+    store.claim_leadership("ams", "i-1", T0)
+    store.claim_leadership("ams", "i-1", at(1))
+    store.fence(1)
+    observed = _decide(up(at(1), target="staging")).observation()
+    decided = _decide(down(at(2)), INCIDENT, [_act("open", title="t")])
+
+    with pytest.raises(NotLeader, match="epoch is 2"):
+        store.commit_cycles([observed, decided])
+
+    assert store.recent_check_results("staging", since=T0, limit=10) == []
+    _assert_nothing_of_the_cycle(store)
+    store.commit_cycles([observed, decided.observation()])
+    assert len(store.recent_check_results("staging", since=T0, limit=10)) == 1
+    assert len(store.recent_check_results("production", since=T0, limit=10)) == 1
+    assert store.load_states() == {}
+
+
 # ---- 3. outbox queues -----------------------------------------------------------------------
 
 

@@ -82,7 +82,13 @@ class Daemon:
             clock,
             may_act=lambda: self.election.acting,
         )
-        self._writer = CycleWriter(self.store, self.metrics, on_not_leader=self.election.lost)
+        # writes each cycle (in monitor run, with the others of its turn of the loop)
+        self.writer = CycleWriter(
+            self.store,
+            self.metrics,
+            on_not_leader=self.election.lost,
+            on_actions=self.dispatch.wake,  # after the commit: the steps are there to read
+        )
         self.maintenance = MaintenanceWatch(settings, self.store, self.metrics)
         self._deployments = DeploymentWatch(
             self.store, self.metrics, settings.monitor.failure_window
@@ -91,7 +97,7 @@ class Daemon:
             settings,
             self.store,
             self.metrics,
-            self._writer,
+            self.writer,
             self._deployments,
             EventBuilder(self.store, settings, self.metrics),
             self.dispatch.channels,
@@ -159,9 +165,16 @@ class Daemon:
     @property
     def store_problem(self) -> str | None:
         """Why the database refuses writes right now, or None."""
-        return self._writer.problem
+        return self.writer.problem
 
     # ---- one cycle -------------------------------------------------------------------
+
+    def commit_per_turn(self) -> None:
+        """Commit the cycles that complete in one turn of the running event loop
+        together, at its end (``run`` does this; see ``daemon.writer``). Until then each
+        :meth:`record` commits before it returns, which is what a caller that reads the
+        store right after needs."""
+        self.writer.commit_per_turn(asyncio.get_running_loop())
 
     async def probe(self, name: str) -> TargetResult:
         """Probe one target now and record everything that follows from it."""
@@ -174,10 +187,8 @@ class Daemon:
     def record(self, result: TargetResult) -> list[Transition]:
         """Metrics, tracker, store, outbox and cadence for one target result."""
         runtime = self.targets[result.target]
-        cycle, transitions = self._recorder.record(runtime, result, self._clock())
+        _, transitions = self._recorder.record(runtime, result, self._clock())
         self._unprobed.discard(result.target)
-        if cycle.actions:
-            self.dispatch.wake()
         self._adjust_cadence(runtime)
         return transitions
 
@@ -281,9 +292,9 @@ class Daemon:
             try:
                 self.store.heartbeat(self._session_id, now)
             except StoreError as exc:
-                self._writer.failed("heartbeat", exc)
-        if self._writer.backlog:
-            self._writer.flush()
+                self.writer.failed("heartbeat", exc)
+        if self.writer.backlog:
+            self.writer.flush()
         self.maintenance.reload(now)  # windows another instance opened, and the next day's
         if self.election.shared:
             self._follow_regions()
@@ -355,6 +366,7 @@ class Daemon:
         self.election.start(self._elected, self._deposed)
         self.metrics.leader.set(1 if self.election.acting else 0)
         self.dispatch.start()
+        self.commit_per_turn()
         self._schedule.start(
             {name: rt.cadence_s for name, rt in self.targets.items()},
             self._probe_job,
@@ -388,6 +400,7 @@ class Daemon:
         log.info("stopping", inflight=len(self._schedule.inflight))
         self.election.retire()  # a follower must not take the lead another is handing over
         await self._schedule.drain(self.settings.monitor.shutdown_grace)
+        self.writer.commit_at_once()  # what the last turn recorded, before the store closes
         await self._prober.aclose()
         self.dispatch.stop()
         if self._kpi_task is not None:  # it reads the store, which closes below

@@ -123,10 +123,7 @@ class CycleRecorder:
             view=replace(own, hold_s=self.view_hold_s(runtime)),
             decided=None if judged is result else judged,
         )
-        self._writer.write(cycle)
-        _log_cycle(result)
-        for transition in transitions:
-            _log_transition(transition)
+        self._writer.write(cycle, then=lambda: _log_decided(result, transitions))
         update_incident_metrics(self._metrics, new_state, transitions)
         return cycle, transitions
 
@@ -211,8 +208,7 @@ class CycleRecorder:
         cycle = PendingCycle(
             result, self.view_hold_s(runtime), None, None, (), region=own.region, view=own
         )
-        self._writer.write(cycle)
-        _log_cycle(result)
+        self._writer.write(cycle, then=lambda: _log_cycle(result))
         return cycle
 
     def _verdict(self, runtime: TargetRuntime, own: RegionView) -> Verdict | None:
@@ -286,6 +282,12 @@ def update_incident_metrics(
             # duration is in the store and in monitor_mttr_seconds
             if duration is not None and transition.incident.reopened == 0:
                 metrics.incident_duration.labels(target).observe(duration)
+
+
+def _log_decided(result: TargetResult, transitions: Sequence[Transition]) -> None:
+    _log_cycle(result)
+    for transition in transitions:
+        _log_transition(transition)
 
 
 def _log_cycle(result: TargetResult) -> None:

@@ -250,6 +250,10 @@ class Store(Protocol):
         """Results, tracker state, incident, deployment and outbox actions, atomically."""
         ...
 
+    def commit_cycles(self, cycles: Sequence[PendingCycle]) -> None:
+        """Several cycles, in order, in one transaction: all of them or none."""
+        ...
+
     def load_states(self) -> dict[str, TrackerState]:
         """The tracker state of every target seen before."""
         ...

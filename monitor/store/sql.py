@@ -262,40 +262,56 @@ class SqlStore(ABC):
         ``cycle.incident_deployment`` is the deployment a newly opened incident
         followed (what change failure rate blames).
         """
+        self.commit_cycles((cycle,))
+
+    def commit_cycles(self, cycles: Sequence[PendingCycle]) -> None:
+        """Several cycles, in order, in one transaction: all of them or none.
+
+        What each writes is :meth:`commit_cycle`'s. A commit is most of a cycle's
+        database time (SQLite writes every page the transaction changed to its log;
+        PostgreSQL waits a round trip), so the daemon commits together the cycles that
+        complete together (``daemon.writer``).
+        """
+        with self._tx(pipelined=True) as db:
+            for cycle in cycles:
+                self._write_cycle(db, cycle)
+            if any(cycle.state is not None for cycle in cycles):
+                # last, so that PostgreSQL's pipeline sends the whole cycle in one round
+                # trip: the check still precedes the commit, in the same transaction,
+                # holding the leadership row until then, so no new epoch can begin in
+                # between
+                self._check_fence(db)
+
+    def _write_cycle(self, db: Tx, cycle: PendingCycle) -> None:
         result, state, incident = cycle.result, cycle.state, cycle.incident
         now_ts = ts(result.at)
-        with self._tx(pipelined=True) as db:
-            self._insert_results(db, cycle)
-            if cycle.view is not None:
-                self._upsert_view(db, cycle.view)
-            if state is None:
-                return
-            decided = cycle.decided or result
+        self._insert_results(db, cycle)
+        if cycle.view is not None:
+            self._upsert_view(db, cycle.view)
+        if state is None:
+            return  # a follower's cycle decides nothing
+        decided = cycle.decided or result
+        db.execute(
+            "INSERT INTO target_samples (target, at, outcome, hold_s) VALUES (?, ?, ?, ?)"
+            " ON CONFLICT (target, at) DO UPDATE SET outcome = excluded.outcome,"
+            " hold_s = excluded.hold_s",
+            (result.target, now_ts, decided.outcome.value, cycle.hold_s),
+        )
+        db.execute(
+            "INSERT INTO tracker_state (target, state, updated_at) VALUES (?, ?, ?)"
+            " ON CONFLICT (target) DO UPDATE SET state = excluded.state,"
+            " updated_at = excluded.updated_at",
+            (state.target, state_to_json(state), now_ts),
+        )
+        if incident is not None:
+            self._upsert_incident(db, incident, now_ts)
+        self._record_versions(db, cycle)
+        if incident is not None and cycle.incident_deployment is not None:
             db.execute(
-                "INSERT INTO target_samples (target, at, outcome, hold_s) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (target, at) DO UPDATE SET outcome = excluded.outcome,"
-                " hold_s = excluded.hold_s",
-                (result.target, now_ts, decided.outcome.value, cycle.hold_s),
+                "UPDATE incidents SET deployment = ? WHERE id = ?",
+                (deployment_json(cycle.incident_deployment), incident.id),
             )
-            db.execute(
-                "INSERT INTO tracker_state (target, state, updated_at) VALUES (?, ?, ?)"
-                " ON CONFLICT (target) DO UPDATE SET state = excluded.state,"
-                " updated_at = excluded.updated_at",
-                (state.target, state_to_json(state), now_ts),
-            )
-            if incident is not None:
-                self._upsert_incident(db, incident, now_ts)
-            self._record_versions(db, cycle)
-            if incident is not None and cycle.incident_deployment is not None:
-                db.execute(
-                    "UPDATE incidents SET deployment = ? WHERE id = ?",
-                    (deployment_json(cycle.incident_deployment), incident.id),
-                )
-            self._enqueue(db, cycle.actions, now_ts)
-            # last, so that PostgreSQL's pipeline sends the whole cycle in one round trip:
-            # the check still precedes the commit, in the same transaction, holding the
-            # leadership row until then, so no new epoch can begin in between
-            self._check_fence(db)
+        self._enqueue(db, cycle.actions, now_ts)
 
     def _insert_results(self, db: Tx, cycle: PendingCycle) -> None:
         db.executemany(
