@@ -37,7 +37,7 @@ from typing import Any
 import httpx
 import pytest
 
-from tests.daemon_process import free_port
+from tests.ports import free_port
 
 HOST = "127.0.0.1"
 BINARY = Path("/usr/bin/prometheus-alertmanager")

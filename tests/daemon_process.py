@@ -14,7 +14,6 @@ import contextlib
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,14 +43,6 @@ def image_python_flags() -> tuple[str, ...]:
     if command[:1] != ["python"] or command[-3:] != ["-m", "monitor", "run"]:
         raise ValueError(f"the image's CMD is not `python [flags] -m monitor run`: {command}")
     return tuple(command[1:-3])
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def toml_value(value: object) -> str:

@@ -30,7 +30,6 @@ import pwd
 import re
 import shlex
 import shutil
-import socket
 import subprocess
 import tempfile
 from pathlib import Path
@@ -38,6 +37,8 @@ from types import TracebackType
 
 import psycopg
 from psycopg import sql
+
+from tests.ports import free_port
 
 HOST = "127.0.0.1"
 SUPERUSER = "postgres"
@@ -69,14 +70,6 @@ def postgres_binaries() -> Path | None:
         return max(installed, key=version)
     initdb = shutil.which("initdb")
     return Path(initdb).resolve().parent if initdb else None
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 class PostgresServer:

@@ -51,7 +51,7 @@ from tests.amserver import (
     wait_for,
 )
 from tests.builders import ManualClock, down, up
-from tests.daemon_process import free_port
+from tests.ports import free_port
 
 # the real Alertmanager's fixtures (tests.amserver), under their own names
 notifications = amserver.notifications

@@ -37,7 +37,8 @@ from tests.amserver import (
     require_binary,
 )
 from tests.bench_run import run_bench
-from tests.daemon_process import Daemons, clean_env, free_port, toml_value, wait_for, write_config
+from tests.daemon_process import Daemons, clean_env, toml_value, wait_for, write_config
+from tests.ports import free_port
 from tests.targets import TargetServer, respond
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

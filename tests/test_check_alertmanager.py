@@ -26,7 +26,7 @@ from monitor.config import CheckConfig, MonitorSection, TargetConfig, load_setti
 from monitor.probing.prober import Prober
 from monitor.probing.results import CheckResult, Outcome, Reason
 from tests.amserver import NULL_CONFIG, POLL_S, AlertmanagerProxy, AlertmanagerServer, Fault
-from tests.daemon_process import free_port
+from tests.ports import free_port
 
 # AppDown of an app mutes that app's HighErrorRate: the error rate of a dead app says nothing
 INHIBIT_CONFIG = (

@@ -33,12 +33,12 @@ from monitor.probing.results import CheckResult, Outcome, Reason
 from tests.daemon_process import (
     Daemons,
     clean_env,
-    free_port,
     http_get,
     toml_value,
     wait_for,
 )
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
+from tests.ports import free_port
 from tests.promapp import APP, METRIC, AuthProxy, PromApp
 from tests.test_prometheus import Process, Prometheus, binary
 

@@ -18,12 +18,12 @@ from tests.daemon_process import (
     DaemonProcess,
     Daemons,
     clean_env,
-    free_port,
     http_get,
     toml_value,
     wait_for,
     write_config,
 )
+from tests.ports import free_port
 from tests.targets import TargetServer, respond
 
 HOST = "127.0.0.1"

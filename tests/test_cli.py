@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import clean_env, free_port
+from tests.daemon_process import clean_env
+from tests.ports import free_port
 
 
 def monitor(

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import replace
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -16,9 +17,11 @@ from monitor.daemon.daemon import Daemon
 from monitor.incidents.channels.github import GithubChannel
 from monitor.incidents.channels.journal import JournalChannel
 from monitor.metrics import Metrics
+from monitor.probing.prober import Prober
 from monitor.probing.results import TargetResult
 from monitor.store.sqlite import SqliteStore
 from tests.builders import T0, ManualClock, down, up
+from tests.ports import free_port
 
 
 @pytest.fixture
@@ -123,4 +126,62 @@ def test_issue_body_names_the_deployment_before_the_failure(settings: Settings) 
         "version 1.4.2 -> 1.4.3 was first seen 6m before the first failure"
         in json.loads(payload)["body"]
     )
+    store.close()
+
+
+async def test_run_commits_per_turn_and_lands_the_last_turn_at_the_stop(tmp_path: Path) -> None:
+    """Under run(), a recorded cycle waits for the end of its turn of the loop (where the
+    cycles of that turn are committed together); a stop lands it before the store closes."""
+    settings = load_settings(
+        None,
+        monitor={"state_path": str(tmp_path / "s.db"), "listen": f"127.0.0.1:{free_port()}"},
+        github={"enabled": False},
+        targets=[{"name": "production", "url": "http://127.0.0.1:9", "checks": [{"name": "h"}]}],
+    )
+    path = settings.monitor.state_path
+    daemon = Daemon(settings, metrics=Metrics(), channels=[JournalChannel()])
+    running = asyncio.create_task(daemon.run())
+    for _ in range(200):  # the first probe (refused) lands
+        await asyncio.sleep(0.05)
+        if stored_results(path):
+            break
+    assert stored_results(path) == 1
+
+    daemon.record(up(datetime.now(UTC)))
+    assert daemon.writer.backlog == 1  # not before the turn ends
+    daemon.request_stop()
+    assert await asyncio.wait_for(running, timeout=30) == 0
+    assert stored_results(path) == 2
+
+
+def stored_results(path: Path) -> int:
+    """Rows in check_results, read by another connection."""
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM check_results").fetchone()[0])
+
+
+async def test_the_reconcile_reads_a_store_that_has_the_turns_cycles(
+    settings: Settings, tmp_path: Path
+) -> None:
+    """The start-up reconcile compares the tracker states with the store's incidents and
+    steps: the states it is given come with their cycles committed, even mid-turn."""
+    store = SqliteStore(settings.monitor.state_path)
+    prober = Prober(settings.monitor)
+    daemon = Daemon(
+        settings, metrics=Metrics(), store=store, channels=[JournalChannel()], prober=prober
+    )
+    daemon.commit_per_turn()
+    seen: list[int] = []
+
+    def reconcile(states: Callable[[], object], unprobed: set[str]) -> None:
+        if not unprobed:  # as Dispatch does: the states are read when it starts
+            states()
+            seen.append(stored_results(settings.monitor.state_path))
+
+    daemon.dispatch.maybe_reconcile = reconcile  # type: ignore[method-assign]
+    try:
+        await daemon.probe("production")  # refused: a down result, recorded
+    finally:
+        await prober.aclose()
+    assert seen == [1]
     store.close()

@@ -28,7 +28,6 @@ from tests.daemon_process import (
     DaemonProcess,
     Daemons,
     clean_env,
-    free_port,
     image_python_flags,
     run_monitor,
     sample_value,
@@ -44,6 +43,7 @@ from tests.fakegithub import (
     secondary_rate_limit,
     status,
 )
+from tests.ports import free_port
 from tests.targets import Connection, Request, TargetServer, respond
 
 pytestmark = pytest.mark.e2e

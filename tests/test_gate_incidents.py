@@ -18,8 +18,9 @@ import pytest
 from monitor.config import Settings, load_settings
 from monitor.release.check import gate_incidents, run_check
 from monitor.release.incidents import from_github, from_monitor
-from tests.daemon_process import Daemons, clean_env, free_port, wait_for, write_config
+from tests.daemon_process import Daemons, clean_env, wait_for, write_config
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
+from tests.ports import free_port
 from tests.targets import TargetServer, respond
 
 HOST = "127.0.0.1"

@@ -38,7 +38,6 @@ from tests.daemon_process import (
     DaemonProcess,
     Daemons,
     clean_env,
-    free_port,
     sample_value,
     wait_for,
     write_config,
@@ -51,6 +50,7 @@ from tests.fakegithub import (
     redirect,
     status,
 )
+from tests.ports import free_port
 from tests.targets import (
     Connection,
     Handler,

@@ -24,9 +24,10 @@ from monitor.store.sqlite import SqliteStore
 from tests import fakegithub as fg
 from tests import kpi_fixture as fx
 from tests.builders import ManualClock
-from tests.daemon_process import Daemons, clean_env, free_port, wait_for, write_config
+from tests.daemon_process import Daemons, clean_env, wait_for, write_config
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 from tests.outbox_kit import drain
+from tests.ports import free_port
 from tests.targets import TargetServer, respond
 from tests.test_kpi_sync import write_settings
 

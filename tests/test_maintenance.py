@@ -51,10 +51,10 @@ from tests.daemon_process import (
     DaemonProcess,
     Daemons,
     clean_env,
-    free_port,
     wait_for,
     write_config,
 )
+from tests.ports import free_port
 from tests.targets import TargetServer, refused_port, respond
 
 PARIS = ZoneInfo("Europe/Paris")

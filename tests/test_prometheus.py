@@ -35,7 +35,8 @@ from monitor.config import TargetConfig
 from monitor.metrics import UPTIME_WINDOWS, Metrics
 from monitor.probing.results import Outcome
 from tests.builders import result
-from tests.daemon_process import clean_env, free_port, http_get, write_config
+from tests.daemon_process import clean_env, http_get, write_config
+from tests.ports import free_port
 from tests.targets import RegionalHealth, TargetServer, respond
 from tests.test_deploy import dashboard_expressions, exported_sample_names, promql_metric_names
 

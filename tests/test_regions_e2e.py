@@ -24,13 +24,13 @@ from tests.daemon_process import (
     DaemonProcess,
     Daemons,
     clean_env,
-    free_port,
     http_get,
     wait_for,
     write_config,
 )
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
 from tests.pgserver import PostgresServer
+from tests.ports import free_port
 from tests.targets import RegionalHealth, TargetServer
 
 pytestmark = pytest.mark.e2e

@@ -35,12 +35,12 @@ from tests.daemon_process import (
     DaemonProcess,
     Daemons,
     clean_env,
-    free_port,
     http_get,
     wait_for,
     write_config,
 )
 from tests.fakegithub import DEFAULT_REPO, FakeGitHub, status
+from tests.ports import free_port
 from tests.targets import Connection, Request, TargetServer, raw, respond
 
 TOKEN = "sentinel-gh-token-3c9a71e0d5"

@@ -14,6 +14,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from monitor.config import CheckConfig, TargetConfig
 from monitor.metrics import Metrics
 from monitor.web.server import HttpServer, create_app
+from tests.ports import free_port
 
 
 class Health:
@@ -141,9 +142,7 @@ async def test_ipv6_any_address_serves_ipv4_too() -> None:
     """listen = "[::]:PORT" answers on 127.0.0.1 and on ::1 (Fly checks may use either)."""
     if not socket.has_ipv6:
         pytest.skip("no IPv6 on this machine")
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        port = probe.getsockname()[1]
+    port = free_port()
     server = HttpServer(create_app(Metrics(), Health()), f"[::]:{port}")
     task = asyncio.create_task(server.serve())
     try:

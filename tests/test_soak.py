@@ -26,11 +26,11 @@ from tests.daemon_process import (
     DaemonProcess,
     Daemons,
     clean_env,
-    free_port,
     wait_for,
     write_config,
 )
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub, delay, status
+from tests.ports import free_port
 from tests.targets import TargetServer, respond
 from tests.targets import delay as slow_answer
 

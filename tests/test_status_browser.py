@@ -49,12 +49,12 @@ from tests.daemon_process import (
     HOST,
     Daemons,
     clean_env,
-    free_port,
     http_get,
     wait_for,
     write_config,
 )
 from tests.fakegithub import DEFAULT_REPO, DEFAULT_TOKEN, FakeGitHub
+from tests.ports import free_port
 from tests.targets import Connection, RegionalHealth, Request, TargetServer, delay, respond
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]

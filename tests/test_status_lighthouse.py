@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.daemon_process import clean_env, free_port, http_get
+from tests.daemon_process import clean_env, http_get
+from tests.ports import free_port
 
 REPO = Path(__file__).resolve().parent.parent
 LIGHTHOUSE = REPO / ".ci" / "node" / "node_modules" / ".bin" / "lighthouse"

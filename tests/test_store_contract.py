@@ -43,7 +43,8 @@ from monitor.store.postgres import PostgresStore
 from monitor.store.sql import SqlStore
 from monitor.store.sqlite import SqliteStore
 from tests.builders import T0, at, check, down, up
-from tests.pgserver import HOST, PostgresServer, free_port
+from tests.pgserver import HOST, PostgresServer
+from tests.ports import free_port
 
 INCIDENT = Incident(
     id="production-20261101T120000Z",

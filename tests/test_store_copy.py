@@ -42,7 +42,8 @@ from monitor.store.postgres import PostgresStore
 from monitor.store.sql import SqlStore, Tx
 from monitor.store.sqlite import SqliteStore
 from tests.builders import up
-from tests.pgserver import HOST, free_port
+from tests.pgserver import HOST
+from tests.ports import free_port
 
 V2_FILE = Path(__file__).parent / "fixtures" / "state-v2.sqlite"
 V2_INCIDENT = "production-20261201T121400Z"  # resolved, issue #12, its close still pending

@@ -24,12 +24,12 @@ from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 from tests.daemon_process import (
     Daemons,
     clean_env,
-    free_port,
     http_get,
     run_monitor,
     wait_for,
     write_config,
 )
+from tests.ports import free_port
 from tests.targets import TargetServer, raw, respond, tls_identity
 
 PATH = "/health"

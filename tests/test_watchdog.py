@@ -13,7 +13,7 @@ from monitor.daemon.daemon import STALL_EXIT_CODE, Daemon
 from monitor.incidents.channels.journal import JournalChannel
 from monitor.metrics import Metrics
 from monitor.store.sqlite import SqliteStore
-from tests.daemon_process import free_port
+from tests.ports import free_port
 
 
 class Monotonic:

@@ -12,6 +12,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import pytest
+import structlog
 
 from monitor.daemon.writer import BATCH_LIMIT, CycleWriter
 from monitor.incidents.tracker import TrackerState
@@ -38,11 +39,13 @@ class CountingStore(SqliteStore):
 
 @pytest.fixture
 def path(tmp_path: Path) -> Path:
+    """Where the database lives."""
     return tmp_path / "state.db"
 
 
 @pytest.fixture
 def store(path: Path) -> Iterator[CountingStore]:
+    """The counting store on a fresh file, closed afterwards."""
     store = CountingStore(path)
     yield store
     store.close()
@@ -128,11 +131,12 @@ async def test_the_outbox_is_woken_after_the_steps_are_committed(store: Counting
     assert seen == [["opened", "opened"]]  # no step, no wake
 
 
-async def test_a_refused_batch_is_retried_one_cycle_at_a_time(
+async def test_a_deposed_leaders_decisions_all_become_observations(
     store: CountingStore, path: Path
 ) -> None:
-    """A deposed leader's batch: its decisions are refused, so each cycle is tried alone,
-    and each lands as the observation it still is."""
+    """A batch refused for a passed epoch: every decision waiting is refused alike, so
+    all of them become the observations they still are (results and views), which then
+    land together; the election hears of it once."""
     store.claim_leadership("ams", "i-1", at(0))
     store.claim_leadership("ams", "i-1", at(1))
     store.fence(1)
@@ -141,13 +145,84 @@ async def test_a_refused_batch_is_retried_one_cycle_at_a_time(
     writer.commit_per_turn(asyncio.get_running_loop())
     writer.write(cycle(0, action="opened"))
     writer.write(cycle(1, "staging"))
+    writer.write(cycle(2, "api"))
+
+    await asyncio.sleep(0)
+    assert [target for target, _ in stored(path)] == ["production", "staging", "api"]
+    assert store.pending_actions() == []  # a step is a decision: refused
+    assert store.load_states() == {}
+    # the batch, the oldest alone (refused), then the three observations together
+    assert store.tried == [3, 1, 3]
+    assert store.transactions == [3]
+    assert len(reasons) == 1
+    assert writer.problem is None
+
+
+async def test_a_cycle_the_database_refuses_in_a_batch_holds_back_only_itself_and_later(
+    store: CountingStore, path: Path
+) -> None:
+    """A refused batch is tried again one cycle at a time: the cycles before the refused
+    one land, it and those after wait (in order) with the problem reported, and all of
+    them land once the database takes it."""
+    store._db.execute(
+        "CREATE TRIGGER refuse BEFORE INSERT ON check_results WHEN NEW.target = 'api'"
+        " BEGIN SELECT RAISE(ABORT, 'refused'); END"
+    )
+    metrics = Metrics()
+    writer = CycleWriter(store, metrics)
+    writer.commit_per_turn(asyncio.get_running_loop())
+    for minute, target in enumerate(["production", "staging", "api", "web"]):
+        writer.write(cycle(minute, target))
 
     await asyncio.sleep(0)
     assert [target for target, _ in stored(path)] == ["production", "staging"]
-    assert store.pending_actions() == []  # a step is a decision: refused
-    assert store.transactions == [1, 1]
-    assert len(reasons) == 2
+    assert writer.backlog == 2
+    assert writer.problem is not None
+    assert "refused" in writer.problem
+    assert metrics.store_errors.labels("commit_cycle")._value.get() == 1
+
+    store._db.execute("DROP TRIGGER refuse")
+    writer.write(cycle(5, "staging"))
+    await asyncio.sleep(0)
+    assert [target for target, _ in stored(path)][2:] == ["api", "web", "staging"]
     assert writer.problem is None
+
+
+async def test_a_cycle_that_cannot_be_written_is_dropped_and_the_rest_land(
+    store: CountingStore, path: Path
+) -> None:
+    """Not the database: a cycle whose step cannot be encoded (a bug of ours) would hold
+    back every later cycle for good. It is logged with its target and dropped; the
+    cycles around it land, and every cycle's log lines are still written."""
+    bad = cycle(1, "staging", action="opened")
+    bad = PendingCycle(
+        bad.result,
+        bad.hold_s,
+        bad.state,
+        None,
+        [NewAction("journal", "i-1", "staging", "opened", {"x": object()})],
+    )
+    logged: list[str] = []
+    metrics = Metrics()
+    writer = CycleWriter(store, metrics)
+    writer.commit_per_turn(asyncio.get_running_loop())
+    with structlog.testing.capture_logs() as events:
+        for pending in (cycle(0), bad, cycle(2, "api")):
+            writer.write(pending, then=lambda p=pending: logged.append(p.result.target))
+        await asyncio.sleep(0)
+
+    assert [target for target, _ in stored(path)] == ["production", "api"]
+    assert writer.backlog == 0
+    assert logged == ["production", "staging", "api"]
+    assert metrics.store_errors.labels("commit_cycle")._value.get() == 1
+    [error] = [e for e in events if e["log_level"] == "error"]
+    assert error["event"] == "a cycle cannot be written; dropped"
+    assert error["target"] == "staging"
+    assert error["exc_info"] is True  # the traceback goes with it
+    assert writer.problem is None
+    writer.write(cycle(3))
+    await asyncio.sleep(0)
+    assert len(stored(path)) == 3
 
 
 async def test_a_database_that_refuses_gets_one_cycle_per_flush_and_loses_nothing(

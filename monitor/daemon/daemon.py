@@ -181,7 +181,7 @@ class Daemon:
         result = await self._prober.probe_target(self.targets[name].config)
         self.record(result)
         if self.election.acting:
-            self.dispatch.maybe_reconcile(self._states, self._unprobed)
+            self.dispatch.maybe_reconcile(self._committed_states, self._unprobed)
         return result
 
     def record(self, result: TargetResult) -> list[Transition]:
@@ -201,7 +201,10 @@ class Daemon:
         log.info("cadence", target=runtime.name, interval_s=wanted)
         self._schedule.reschedule(runtime.name, wanted)
 
-    def _states(self) -> dict[str, TrackerState]:
+    def _committed_states(self) -> dict[str, TrackerState]:
+        """The tracker states, once the cycles that made them are in the store: the
+        reconcile reads both (an incident resolved in this turn, its resolve step)."""
+        self.writer.flush()
         return {name: rt.state for name, rt in self.targets.items()}
 
     def live_targets(self) -> dict[str, LiveTarget]:
@@ -299,7 +302,7 @@ class Daemon:
         if self.election.shared:
             self._follow_regions()
         if self.election.acting:
-            self.dispatch.maybe_reconcile(self._states, self._unprobed)
+            self.dispatch.maybe_reconcile(self._committed_states, self._unprobed)
         # also when a leader's proof lapsed while its thread still hangs on the lock
         self.metrics.leader.set(1 if self.election.acting else 0)
         self.dispatch.refresh_metrics()

@@ -99,32 +99,49 @@ class CycleWriter:
         self.problem = f"state database write failed: {exc}"
 
     def flush(self) -> None:
-        """Commit what waits, oldest first, until the database refuses again."""
+        """Commit what waits, oldest first, until the database refuses again; then wake
+        the outbox workers if steps were committed, and write the cycles' log lines."""
         acted = False
-        # while the database refuses, one cycle at a time: the first that fails is
-        # counted and kept, and nothing is sent twice to a database that is down
-        together = self.problem is None
+        try:
+            acted = self._commit_waiting()
+        finally:  # whatever happened, every cycle written so far was tried
+            then, self._then = self._then, []
+            for call in then:
+                call()
+            if acted:
+                self._on_actions()
+
+    def _commit_waiting(self) -> bool:
+        """The flush's commits; True when one of them carried outbox steps."""
+        acted = False
+        # cycles to try one at a time before the next batch: while the database refuses,
+        # the oldest alone (it is counted and kept, and a database that is down is not
+        # sent the whole backlog again and again); after a refused batch, its cycles
+        alone = 0 if self.problem is None else 1
         while self._backlog:
-            if together and len(self._backlog) > 1:
+            if alone == 0 and len(self._backlog) > 1:
                 batch = self._backlog[:BATCH_LIMIT]
                 try:
                     self._store.commit_cycles(batch)
-                except StoreError:
-                    # nothing of it was written; one at a time below, which names the
-                    # failing cycle and handles it as it always has
-                    together = False
+                except Exception:
+                    # nothing of it was written: one at a time below names the cycle
+                    # that failed, and handles it
+                    alone = len(batch)
                     continue
                 del self._backlog[: len(batch)]
                 acted = acted or any(c.actions for c in batch)
                 continue
+            alone = max(0, alone - 1)
             cycle = self._backlog[0]
             try:
                 self._store.commit_cycle(cycle)
             except NotLeader as exc:
-                # another instance leads now and decides from the views: keep the results
+                # another instance leads now and decides from the views: every decision
+                # waiting is refused alike, and each cycle's results and view are kept
                 log.warning("decision refused: no longer the leader", error=str(exc))
-                self._backlog[0] = cycle.observation()
+                self._backlog = [c if c.state is None else c.observation() for c in self._backlog]
                 self._on_not_leader(str(exc))
+                alone = 0  # observations need no epoch: together again
                 continue
             except StoreError as exc:
                 self._metrics.store_errors.labels("commit_cycle").inc()
@@ -134,14 +151,16 @@ class CycleWriter:
                     )
                 self.problem = f"state database write failed: {exc}"
                 break
+            except Exception:
+                # not the database: this cycle cannot be written at all (a bug of ours).
+                # Kept, it would hold back every later cycle for good; dropped, they land
+                self._metrics.store_errors.labels("commit_cycle").inc()
+                log.exception("a cycle cannot be written; dropped", target=cycle.result.target)
+                self._backlog.pop(0)
+                continue
             self._backlog.pop(0)
             acted = acted or bool(cycle.actions)
             if self.problem is not None:
                 log.info("state database writable again")
                 self.problem = None
-                together = True  # the rest of the backlog in slices
-        if acted:
-            self._on_actions()
-        then, self._then = self._then, []
-        for call in then:
-            call()
+        return acted
