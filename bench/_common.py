@@ -32,7 +32,10 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:  # run as `python bench/x.py`: make `monitor` and `tests` importable
     sys.path.insert(0, str(REPO))
 
-HOST = "127.0.0.1"
+# the tests' ports: below the range outgoing sockets draw from, so a server started a
+# moment later still finds its port free
+from tests.ports import HOST, free_port  # noqa: E402
+
 LIBRARIES = (
     "httpx",
     "httpcore",
@@ -125,14 +128,6 @@ def ratios(numerators: Sequence[float], denominators: Sequence[float]) -> dict[s
 
 
 # ---- processes ------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nobody listens on right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind((HOST, 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 def wait_port(

@@ -12,8 +12,8 @@ the journal sink: the exact per-target path ``monitor run`` takes (probe through
 shared ``Prober``, metrics, tracker, SQLite commit, outbox, the JSON log line rendered to
 /dev/null), committing per turn of the event loop as ``monitor run`` does. ``record_s`` is
 the time spent in ``Daemon.record`` and in the writer's flushes (the commits and the log
-lines), the per-result work outside the network. The floor is bare ``aiohttp`` doing the same N GETs under an
-``asyncio.Semaphore`` of the same size; ``bare_httpx_on_aiohttp`` is the same GETs
+lines), the per-result work outside the network. The floor is bare ``aiohttp`` doing the
+same N GETs under an ``asyncio.Semaphore`` of the same size; ``bare_httpx_on_aiohttp`` is the same GETs
 through ``httpx.AsyncClient.get`` on the daemon's own transport: what the httpx API
 costs by itself. For comparison, the engine before issue 16:
 ``daemon_httpcore`` (the Prober on httpx's own transport) and ``bare_httpx``; and,

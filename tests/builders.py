@@ -1,8 +1,11 @@
-"""Small builders of result values for tests: names over noise."""
+"""Small builders of result values for tests, and a count of the results stored: names
+over noise."""
 
 from __future__ import annotations
 
+import sqlite3
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 from monitor.probing.results import CheckResult, Outcome, Reason, TargetResult
 
@@ -85,3 +88,9 @@ def down(
 ) -> TargetResult:
     """A failing target result."""
     return result(Outcome.DOWN, when, target=target, reason=reason, status=503)
+
+
+def stored_results(path: Path) -> int:
+    """Rows in check_results of the SQLite file at ``path``, read by another connection."""
+    with sqlite3.connect(path) as db:
+        return int(db.execute("SELECT COUNT(*) FROM check_results").fetchone()[0])

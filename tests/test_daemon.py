@@ -20,7 +20,7 @@ from monitor.metrics import Metrics
 from monitor.probing.prober import Prober
 from monitor.probing.results import TargetResult
 from monitor.store.sqlite import SqliteStore
-from tests.builders import T0, ManualClock, down, up
+from tests.builders import T0, ManualClock, down, stored_results, up
 from tests.ports import free_port
 
 
@@ -152,12 +152,6 @@ async def test_run_commits_per_turn_and_lands_the_last_turn_at_the_stop(tmp_path
     daemon.request_stop()
     assert await asyncio.wait_for(running, timeout=30) == 0
     assert stored_results(path) == 2
-
-
-def stored_results(path: Path) -> int:
-    """Rows in check_results, read by another connection."""
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM check_results").fetchone()[0])
 
 
 async def test_the_reconcile_reads_a_store_that_has_the_turns_cycles(

@@ -17,7 +17,7 @@ from monitor.daemon.daemon import Daemon
 from monitor.incidents.channels.journal import JournalChannel
 from monitor.metrics import Metrics
 from monitor.store.sqlite import SqliteStore
-from tests.builders import T0, ManualClock, down, up
+from tests.builders import T0, ManualClock, down, stored_results, up
 
 
 @pytest.fixture
@@ -52,12 +52,6 @@ def feed(daemon: Daemon, make: Callable[[datetime], object], minutes: range) -> 
     for minute in minutes:
         clock.now = T0 + timedelta(minutes=minute)
         daemon.record(make(clock.now))  # type: ignore[arg-type]
-
-
-def stored_results(path: Path) -> int:
-    """Rows in check_results, read by a separate connection."""
-    with sqlite3.connect(path) as db:
-        return int(db.execute("SELECT COUNT(*) FROM check_results").fetchone()[0])
 
 
 def stored_actions(path: Path) -> list[str]:
