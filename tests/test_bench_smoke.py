@@ -28,6 +28,7 @@ SMOKE_ARGS = {
     "probe_cycle": ["--checks", "20", "--reps", "1"],
     "blackbox": ["--checks", "20", "--reps", "1"],
     "linearity": ["--sizes", "10,30", "--reps", "1"],
+    "request_build": ["--requests", "20", "--reps", "1"],
     "store": ["--days", "1", "--targets", "2", "--reps", "1"],
     "latency": ["--reps", "1", "--modes", "subprocess", "--labels-exist"],
     "github_economy": ["--healthy-s", "1", "--reps", "1", "--labels-exist"],

@@ -5,15 +5,20 @@ from __future__ import annotations
 import gzip
 import socket
 import ssl
+import string
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
+import httpx
 import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
 from monitor.probing.judge import EXCERPT_CHARS
-from monitor.probing.prober import USER_AGENT, Prober
+from monitor.probing.kinds import Request
+from monitor.probing.prober import USER_AGENT, OutgoingRequests, Prober
 from monitor.probing.results import CheckResult, Outcome, Reason
 from tests.targets import (
     Handler,
@@ -640,6 +645,172 @@ async def test_a_check_that_follows_no_redirect_sends_what_the_client_would(
         "x-monitor-region",
         "x-probe",
     ]
+
+
+# ---- requests built from their shape's template ----------------------------------------------
+
+
+class CountingClient(httpx.AsyncClient):
+    """An httpx client that counts the requests it builds."""
+
+    built = 0
+
+    def build_request(self, *args: Any, **kwargs: Any) -> httpx.Request:
+        self.built += 1
+        return super().build_request(*args, **kwargs)
+
+
+ORIGINS = [
+    "http://example.com",
+    "http://EXAMPLE.com:80",
+    "https://example.com:443",
+    "https://example.com:8443",
+    "https://user:p%40ss@example.com",
+    "http://127.0.0.1:8080",
+    "http://[::1]:9000",
+    "http://bücher.example",
+]
+PATH_TEXT = st.text(alphabet=string.printable.strip() + " üé/%?#", max_size=24)
+PARAM_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
+PARAMS = st.lists(st.tuples(PARAM_TEXT, PARAM_TEXT), max_size=3)
+
+
+@given(
+    method=st.sampled_from(["GET", "HEAD", "POST", "OPTIONS", "PUT"]),
+    origins=st.tuples(st.sampled_from(ORIGINS), st.sampled_from(ORIGINS)),
+    paths=st.tuples(PATH_TEXT, PATH_TEXT),
+    params=st.tuples(PARAMS, PARAMS),
+    headers=st.dictionaries(
+        st.sampled_from(["X-Probe", "Authorization", "Host", "Accept", "Content-Length"]),
+        st.text(alphabet=string.ascii_letters + string.digits + " -=/", max_size=12),
+        max_size=3,
+    ),
+    timeout_s=st.sampled_from([1.0, 2.5, 10.0]),
+)
+@settings(max_examples=300, deadline=None)
+def test_a_request_built_from_its_shapes_template_is_the_one_the_client_builds(
+    method: str,
+    origins: tuple[str, str],
+    paths: tuple[str, str],
+    params: tuple[list[tuple[str, str]], list[tuple[str, str]]],
+    headers: dict[str, str],
+    timeout_s: float,
+) -> None:
+    """The second request of a shape (method, scheme and authority, headers, time-out)
+    is built from the first's headers, body and time-out, with only its URL parsed: it
+    is the request httpx's client builds for it, header for header, or the same
+    refusal. Another scheme or authority is another shape."""
+
+    def request(origin: str, path: str, query: list[tuple[str, str]]) -> Request:
+        return Request(method=method, url=f"{origin}/{path}", params=query, headers=headers)
+
+    def built(client: httpx.AsyncClient, wanted: Request) -> httpx.Request | type[Exception]:
+        try:
+            return client.build_request(
+                wanted.method,
+                wanted.url,
+                params=list(wanted.params) or None,
+                headers=dict(wanted.headers),
+                timeout=httpx.Timeout(timeout_s),
+            )
+        except Exception as exc:
+            return type(exc)
+
+    client = CountingClient(headers={"User-Agent": "probe", "X-Monitor-Region": "ams"})
+    first, second = (request(*parts) for parts in zip(origins, paths, params, strict=True))
+    assume(not isinstance(built(client, first), type))  # a template to build from
+    expected = built(client, second)
+    requests = OutgoingRequests(client)
+    client.built = 0
+
+    requests.get(first, timeout_s)
+    try:
+        got: httpx.Request | type[Exception] = requests.get(second, timeout_s)
+    except Exception as exc:
+        got = type(exc)
+
+    if isinstance(expected, type) or isinstance(got, type):
+        assert got == expected
+        return
+    # the first's; the second came from its template, unless its origin differs
+    assert client.built == (1 if origins[0] == origins[1] else 2)
+    assert (got.method, got.url, got.url.raw_path) == (
+        expected.method,
+        expected.url,
+        expected.url.raw_path,
+    )
+    assert got.headers.raw == expected.headers.raw
+    assert got.extensions == expected.extensions
+    assert b"".join(got.stream) == b"".join(expected.stream) == b""  # type: ignore[arg-type]
+
+
+async def test_checks_built_from_a_template_send_what_each_sends_alone(
+    target_server: TargetServer,
+) -> None:
+    """One prober probing a target's checks together builds most of them from the
+    first's template; each probed alone by a fresh prober is built by httpx's client.
+    The server sees the same requests either way: method, target and headers in order."""
+    target_server.route(PATH, respond(200, b"ok"))
+    target_server.route("/a%20b", respond(200, b"ok"))
+    target_server.route("/caf%C3%A9", respond(200, b"ok"))
+    headers = {"X-Probe": "1"}
+    checks = [
+        CheckConfig(name="health", path=PATH, headers=headers),
+        CheckConfig(name="space", path="/a%20b", headers=headers),
+        CheckConfig(name="accent", path="/café", headers=headers),
+        CheckConfig(name="query", path=f"{PATH}?verbose=1", headers=headers),
+        CheckConfig(name="post", path=PATH, method="POST", headers=headers),
+        CheckConfig(name="post-too", path="/a%20b", method="POST", headers=headers),
+    ]
+    target = TargetConfig(name="t", url=target_server.url, checks=checks)
+    paths = [PATH, "/a%20b", "/caf%C3%A9"]
+
+    def sent() -> list[tuple[str, str, tuple[tuple[str, str], ...]]]:
+        return [(r.method, r.target, r.headers) for p in paths for r in target_server.requests(p)]
+
+    async with Prober(MonitorSection(timeout=2)) as prober:
+        (together,) = await prober.probe_targets([target])
+    assert together.ok, together
+    sent_together = sorted(sent())
+    for check in checks:
+        alone = TargetConfig(name="t", url=target_server.url, checks=[check])
+        async with Prober(MonitorSection(timeout=2)) as prober:
+            assert (await prober.probe_check(alone, check)).outcome is Outcome.UP
+    sent_alone = sorted(sent())
+    for request in sent_together:  # what is left is what the lone probes sent
+        sent_alone.remove(request)
+
+    assert [r[:2] for r in sent_together] == [
+        ("GET", "/a%20b"),
+        ("GET", "/caf%C3%A9"),
+        ("GET", "/health"),
+        ("GET", "/health?verbose=1"),
+        ("POST", "/a%20b"),
+        ("POST", "/health"),
+    ]
+    assert sent_alone == sent_together
+
+
+@pytest.mark.parametrize(
+    "url", ["http://xn--a.example", f"http://é{'x' * 70}.example"], ids=["idna-codepoint", "idna"]
+)
+async def test_a_url_httpx_refuses_to_build_is_a_result_and_the_cycle_goes_on(
+    target_server: TargetServer, url: str
+) -> None:
+    """A cycle builds its requests before the first goes out. A URL the config takes
+    but httpx refuses to build is not an exception there: its check is probed like any
+    other and reports why, and the cycle's other checks are probed."""
+    target_server.route(PATH, respond(200, b"ok"))
+    targets = [target_for(url), target_for(target_server.url)]
+    async with Prober(MonitorSection(timeout=2)) as prober:
+        refused, fine = await prober.probe_targets(targets)
+
+    assert fine.ok, fine
+    (check,) = refused.checks
+    # as before the requests were built ahead: httpx's refusal, in its words
+    assert (check.outcome, check.reason) == (Outcome.DOWN, Reason.ERROR), check
+    assert "not allowed" in check.detail or "Invalid IDNA hostname" in check.detail
+    assert_readable(check)
 
 
 # ---- the keep-alive race (encode/httpx#2983) ---------------------------------------------------

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import ssl
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,12 +76,83 @@ class _StatelessClient(httpx.AsyncClient):
         raise TypeError("a prober's client keeps no cookies")
 
 
+class OutgoingRequests:
+    """The httpx request of each check, built once and sent on every probe.
+
+    Building one through the client costs about a tenth of a probe (httpx merges the
+    URL, headers and time-out in pure Python), and a check asks the same thing every
+    time. Sending does not change a request: basic auth sets the same header again, a
+    redirect builds a new request, and the client keeps no cookies to add
+    (``_NoCookies``).
+
+    The checks of a target mostly differ in their path alone. The client builds the
+    first request of each shape (method, scheme and authority, headers, time-out); the
+    others take that one's headers, empty body and time-out, and httpx parses only
+    their URL. That halves the building in a cycle that meets every check for the
+    first time, as ``monitor check``'s does. tests/test_probe.py pins that both ways
+    give the same request.
+    """
+
+    def __init__(
+        self,
+        client: httpx.AsyncClient,
+        on_built: Callable[[httpx.Request], None] | None = None,
+    ) -> None:
+        self._client = client
+        self._on_built = on_built  # the transport's own preparation of a new request
+        self._built: dict[tuple[object, ...], httpx.Request] = {}
+        self._templates: dict[tuple[object, ...], httpx.Request] = {}
+
+    def get(self, request: Request, timeout_s: float) -> httpx.Request:
+        """The httpx request for ``request``, built on its first use."""
+        headers = tuple(request.headers.items())
+        key = (request.method, request.url, tuple(request.params), headers, timeout_s)
+        built = self._built.get(key)
+        if built is None:
+            if len(self._built) >= MAX_CACHED_REQUESTS:  # never with a fixed config
+                self._built.clear()
+                self._templates.clear()
+            built = self._built[key] = self._build(request, headers, timeout_s)
+            if self._on_built is not None:
+                self._on_built(built)
+        return built
+
+    def _build(
+        self, request: Request, headers: tuple[tuple[str, str], ...], timeout_s: float
+    ) -> httpx.Request:
+        # The URL up to its third slash holds all of the scheme and the authority,
+        # which decide the Host header (and a default port): one shape, one Host.
+        origin = request.url.split("/", 3)[:3]
+        shape = (request.method, *origin, headers, timeout_s)
+        template = self._templates.get(shape)
+        if template is None:
+            template = self._templates[shape] = self._client.build_request(
+                request.method,
+                request.url,
+                params=list(request.params) or None,
+                headers=dict(headers),
+                timeout=httpx.Timeout(timeout_s),
+            )
+            return template
+        # stream=: httpx adds no header of its own (the template has them all, Host
+        # and Content-Length included) and reads no body
+        return httpx.Request(
+            request.method,
+            request.url,
+            params=list(request.params) or None,
+            headers=template.headers,
+            stream=template.stream,
+            extensions=template.extensions,
+        )
+
+
 @dataclass(frozen=True, slots=True)
 class _Pool:
     """One connection pool: the transport, and the httpx client over it."""
 
     client: httpx.AsyncClient
     transport: httpx.AsyncBaseTransport
+    requests: OutgoingRequests
 
     async def send(self, request: httpx.Request, *, follow_redirects: bool) -> httpx.Response:
         """The answer's head, its body still to read.
@@ -98,6 +169,24 @@ class _Pool:
         response = await self.transport.handle_async_request(request)
         response.request = request  # as the client does: a transport need not
         return response
+
+
+@dataclass(frozen=True, slots=True)
+class _Planned:
+    """A check as its probe will send it.
+
+    The requests of a cycle are built before its first probe goes out: in one loop,
+    building costs about half what it does when each is built as its probe starts,
+    between the answers of the others, since the loop's code and data stay in the CPU's
+    caches (``monitor check`` meets every check for the first time; later cycles find
+    their requests built). ``outgoing`` is None when httpx refused to build it: the
+    probe builds it again, inside its own error handling, and reports the reason.
+    """
+
+    check: CheckConfig
+    request: Request
+    timeout_s: float
+    outgoing: httpx.Request | None
 
 
 class Prober:
@@ -117,7 +206,6 @@ class Prober:
         self._limit = asyncio.Semaphore(settings.concurrency)
         self._pool = self._new_pool(verify)
         self._ca_pools: dict[Path, _Pool] = {}  # one pool per private CA
-        self._requests: dict[tuple[object, ...], httpx.Request] = {}
 
     def _new_pool(self, verify: ssl.SSLContext | bool) -> _Pool:
         settings = self._settings
@@ -135,7 +223,8 @@ class Prober:
             headers={"User-Agent": user_agent(settings.region), REGION_HEADER: settings.region},
             max_redirects=10,
         )
-        return _Pool(client, transport)
+        prepare = transport.prepare if isinstance(transport, AiohttpTransport) else None
+        return _Pool(client, transport, OutgoingRequests(client, prepare))
 
     def _pool_for(self, check: CheckConfig) -> _Pool:
         if check.ca_file is None:
@@ -164,31 +253,48 @@ class Prober:
 
     async def probe_targets(self, targets: Sequence[TargetConfig]) -> list[TargetResult]:
         """Every check of every target, concurrently within the configured bound."""
-        return list(await asyncio.gather(*(self.probe_target(t) for t in targets)))
+        # every request is built before the first goes out: see _Planned
+        plans = [(target, self._plan(target)) for target in targets]
+        return list(await asyncio.gather(*(self._probe_target(t, p) for t, p in plans)))
 
     async def probe_target(self, target: TargetConfig) -> TargetResult:
         """All checks of one target, concurrently."""
-        results = await asyncio.gather(*(self.probe_check(target, c) for c in target.checks))
-        at = min((r.started_at for r in results), default=self._clock())
-        return TargetResult(target=target.name, at=at, checks=tuple(results))
+        return await self._probe_target(target, self._plan(target))
 
     async def probe_check(self, target: TargetConfig, check: CheckConfig) -> CheckResult:
         """Probe one check; whatever happens ends in a classified :class:`CheckResult`."""
-        result = await self._probe(target, check)
+        return await self._probe_check(target, self._planned(target, check))
+
+    def _plan(self, target: TargetConfig) -> list[_Planned]:
+        return [self._planned(target, check) for check in target.checks]
+
+    def _planned(self, target: TargetConfig, check: CheckConfig) -> _Planned:
+        timeout_s = check.timeout or self._settings.timeout
+        request = kind_of(check).request(target, check, timeout_s)
+        try:
+            outgoing: httpx.Request | None = self._pool_for(check).requests.get(request, timeout_s)
+        except Exception:  # a URL or CA file httpx refuses: the probe meets it and says so
+            outgoing = None
+        return _Planned(check, request, timeout_s, outgoing)
+
+    async def _probe_target(self, target: TargetConfig, planned: list[_Planned]) -> TargetResult:
+        results = await asyncio.gather(*(self._probe_check(target, p) for p in planned))
+        at = min((r.started_at for r in results), default=self._clock())
+        return TargetResult(target=target.name, at=at, checks=tuple(results))
+
+    async def _probe_check(self, target: TargetConfig, planned: _Planned) -> CheckResult:
+        check = planned.check
+        result = await self._probe(target, planned)
         return mask_headers(result, check) if check.headers or check.token else result
 
-    async def _probe(self, target: TargetConfig, check: CheckConfig) -> CheckResult:
-        kind = kind_of(check)
-        timeout_s = check.timeout or self._settings.timeout
-        request = kind.request(target, check, timeout_s)
+    async def _probe(self, target: TargetConfig, planned: _Planned) -> CheckResult:
+        check, request, timeout_s = planned.check, planned.request, planned.timeout_s
         async with self._limit:
             started_at = self._clock()
             start = time.perf_counter()
             try:
                 async with asyncio.timeout(timeout_s):
-                    status, body, truncated, expires_at = await self._fetch(
-                        check, request, timeout_s
-                    )
+                    status, body, truncated, expires_at = await self._fetch(planned)
             except Exception as exc:  # every fault of the wire becomes a result
                 reason, detail = classify_error(exc, timeout_s)
                 expired_at = None
@@ -222,44 +328,14 @@ class Prober:
                 cert_expires_at=expires_at,
                 secrets=tuple(check_secrets(check)) if check.headers or check.token else (),
             )
-            return kind.judge(check, answer)
+            return kind_of(check).judge(check, answer)
 
-    def _outgoing(
-        self, client: httpx.AsyncClient, check: CheckConfig, request: Request, timeout_s: float
-    ) -> httpx.Request:
-        """The httpx request for a check's request, built once and sent on every probe.
-
-        Building one costs about a tenth of a probe (URL and header merging, in pure
-        Python) and a check asks the same thing every time. Sending does not change a
-        request: basic auth sets the same header again, a redirect builds a new request,
-        and the client keeps no cookies to add (``_NoCookies``).
-        """
-        key = (
-            check.ca_file,
-            request.method,
-            request.url,
-            tuple(request.params),
-            tuple(request.headers.items()),
-            timeout_s,
-        )
-        outgoing = self._requests.get(key)
-        if outgoing is None:
-            if len(self._requests) >= MAX_CACHED_REQUESTS:  # never with a fixed config
-                self._requests.clear()
-            outgoing = self._requests[key] = client.build_request(
-                request.method,
-                request.url,
-                params=list(request.params) or None,
-                headers=dict(request.headers),
-                timeout=httpx.Timeout(timeout_s),
-            )
-        return outgoing
-
-    async def _fetch(
-        self, check: CheckConfig, request: Request, timeout_s: float
-    ) -> tuple[int, bytes, bool, datetime | None]:
-        pool = self._pool_for(check)
-        outgoing = self._outgoing(pool.client, check, request, timeout_s)
+    async def _fetch(self, planned: _Planned) -> tuple[int, bytes, bool, datetime | None]:
+        request = planned.request
+        pool = self._pool_for(planned.check)
+        outgoing = planned.outgoing
+        if outgoing is None:  # httpx refused it ahead: it raises again, within the probe
+            outgoing = pool.requests.get(request, planned.timeout_s)
         try:
             response = await pool.send(outgoing, follow_redirects=request.follow_redirects)
         except (httpx.ReadError, httpx.WriteError) as exc:

@@ -204,6 +204,12 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
             return None
         return proxy
 
+    def prepare(self, request: httpx.Request) -> None:
+        """Convert a new request's URL ahead of its first sending (the prober builds a
+        cycle's requests in one loop, before the first goes out)."""
+        with contextlib.suppress(Exception):  # the sending meets it again, and maps it
+            self._aiohttp_url(request.url)
+
     def _aiohttp_url(self, url: httpx.URL) -> yarl.URL:
         cached = self._urls.get(id(url))
         if cached is not None and cached[0] is url:
