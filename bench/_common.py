@@ -378,6 +378,54 @@ def time_recording(daemon: Any, *, per_turn: bool = True) -> TimedRecord:
     return timer
 
 
+class DaemonCycle:
+    """``monitor run``'s path as production runs it: one long-lived daemon with a real
+    SQLite store, the journal sink, metrics and JSON log lines (rendered to where
+    :func:`null_logging` sends them), calling ``Daemon.probe`` for every target. Before
+    each cycle its pool is emptied (at the 15-minute cadence every connection has
+    expired by then), so each cycle connects anew while the daemon's own state is the
+    steady one. The time it spends recording results is measured apart
+    (:func:`time_recording`): the cycle minus it is the run's probe path."""
+
+    def __init__(self, settings: Any, state_path: Path) -> None:
+        from monitor.daemon.daemon import Daemon
+        from monitor.heap import freeze_startup_objects
+        from monitor.incidents.channels.journal import JournalChannel
+        from monitor.metrics import Metrics
+        from monitor.probing.prober import KEEPALIVE_S, Prober
+        from monitor.probing.transport import AiohttpTransport
+        from monitor.store.sqlite import SqliteStore
+
+        conc = settings.monitor.concurrency
+        self._targets = [target.name for target in settings.targets]
+        self._transport = AiohttpTransport(True, max_connections=conc, keepalive_s=KEEPALIVE_S)
+        self._store = SqliteStore(state_path)
+        self._prober = Prober(settings.monitor, transport=self._transport)
+        self.daemon = Daemon(
+            settings,
+            store=self._store,
+            channels=[JournalChannel()],
+            metrics=Metrics(),
+            prober=self._prober,
+        )
+        # as `monitor run` does once its daemon is built
+        freeze_startup_objects()
+        self._recording = time_recording(self.daemon)
+
+    async def cycle(self) -> tuple[float, float, list[Any]]:
+        """One cycle: its seconds, the seconds of it spent recording, the results."""
+        await self._transport.aclose()  # the pool empties; the session is made anew
+        recorded_before = self._recording.seconds
+        start = time.perf_counter()
+        results = await asyncio.gather(*(self.daemon.probe(name) for name in self._targets))
+        seconds = time.perf_counter() - start
+        return seconds, self._recording.seconds - recorded_before, list(results)
+
+    async def aclose(self) -> None:
+        await self._prober.aclose()
+        self._store.close()
+
+
 # ---- the floor: bare aiohttp --------------------------------------------------------------------
 
 

@@ -127,14 +127,7 @@ async def run(
 ) -> dict[str, Any]:
     import aiohttp
 
-    from monitor.daemon.daemon import Daemon
-    from monitor.heap import freeze_startup_objects
-    from monitor.incidents.channels.journal import JournalChannel
-    from monitor.metrics import Metrics
-    from monitor.probing.prober import KEEPALIVE_S, Prober
-    from monitor.probing.transport import AiohttpTransport
     from monitor.release.check import probe_until_healthy
-    from monitor.store.sqlite import SqliteStore
 
     checks = shape.checks
     settings = c.target_settings(target.url, checks, tmp / "monitor.db", shape.per_target)
@@ -166,31 +159,15 @@ async def run(
         count("monitor_check", results)
         return seconds
 
-    # monitor run: one long-lived daemon, as in production; before each cycle its pool
-    # is emptied (at the 15-minute cadence every connection has expired by then), so
-    # each cycle connects anew while the daemon's own state is the steady one
-    transport = AiohttpTransport(True, max_connections=conc, keepalive_s=KEEPALIVE_S)
-    store = SqliteStore(tmp / "monitor.db")
-    prober = Prober(settings.monitor, transport=transport)
-    daemon = Daemon(
-        settings, store=store, channels=[JournalChannel()], metrics=Metrics(), prober=prober
-    )
-    # as `monitor run` does once its daemon is built, and `monitor check` before it probes
-    freeze_startup_objects()
-    # the time the cycle spends recording (logging, storing, exporting) its results, as
-    # each target completes and in the commits at the end of each turn of the loop: the
-    # cycle minus it is the run's probe path
-    recording = c.time_recording(daemon)
+    # monitor run: one long-lived daemon, as in production (also freezes what start-up
+    # made, as `monitor run` does, and `monitor check` before it probes)
+    daemon = c.DaemonCycle(settings, tmp / "monitor.db")
     record_s: list[float] = []
 
     async def run_cycle() -> float:
-        await transport.aclose()  # the pool empties; the session is made again on first use
-        recorded_before = recording.seconds
-        start = time.perf_counter()
-        results = await asyncio.gather(*(daemon.probe(t.name) for t in settings.targets))
-        seconds = time.perf_counter() - start
-        record_s.append(recording.seconds - recorded_before)
-        count("monitor_run", list(results))
+        seconds, recorded, results = await daemon.cycle()
+        record_s.append(recorded)
+        count("monitor_run", results)
         return seconds
 
     async def bare_cycle() -> float:
@@ -225,8 +202,7 @@ async def run(
             f"rep {rep + 1}/{shape.reps}: "
             + "  ".join(f"{k} {v[-1]:.3f}s" for k, v in times.items())
         )
-    await prober.aclose()
-    store.close()
+    await daemon.aclose()
     rss_after_kb = c.proc_status_kb(pid)
     hwm_kb = c.proc_status_kb(pid, "VmHWM")
     wrk = c.wrk_rps(

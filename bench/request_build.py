@@ -4,8 +4,8 @@
     python bench/request_build.py --quick   # smoke: 100 requests, 3 repetitions
 
 ``monitor check`` meets every check for the first time, so its cycle builds every
-request (a long-lived ``monitor run`` builds each once). Three ways, each on a fresh
-builder per repetition, 1,000 requests per repetition:
+request (a long-lived ``monitor run`` builds each once). Two ways, on two sets of URLs,
+each on a fresh builder per repetition, 1,000 requests per repetition:
 
 * ``client_one_origin``: ``httpx.AsyncClient.build_request`` for each, as the prober
   did before the fifth round of issue 16, the checks of 10 targets on one host;

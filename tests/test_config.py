@@ -692,6 +692,16 @@ def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
     assert load_settings(path).targets[0].name == "staging"
 
 
+def test_a_url_pasted_with_spaces_around_it_is_taken_without_them(tmp_path: Path) -> None:
+    """``" https://staging.example/ "`` is the URL without its spaces (and its trailing
+    slash): httpx would read a leading space as a relative URL and fail every probe,
+    though ``urlsplit``, which the check of the field uses, ignores it."""
+    text = ONE_TARGET.replace('"https://staging.example"', '" https://staging.example/ "')
+    settings = load_settings(write_config(tmp_path, text))
+
+    assert settings.targets[0].url == "https://staging.example"
+
+
 def test_config_error_message_is_every_problem() -> None:
     """str(ConfigError) is its problems, one per line, for logs and tracebacks alike."""
     error = ConfigError(["a: one", "b: two"])

@@ -675,36 +675,42 @@ PARAM_TEXT = st.text(st.characters(blacklist_categories=("Cs",)), max_size=6)
 PARAMS = st.lists(st.tuples(PARAM_TEXT, PARAM_TEXT), max_size=3)
 
 
+HEADERS = st.dictionaries(
+    st.sampled_from(["X-Probe", "Authorization", "Host", "Accept", "Content-Length"]),
+    st.text(alphabet=string.ascii_letters + string.digits + " -=/", max_size=12),
+    max_size=3,
+)
+
+
 @given(
     method=st.sampled_from(["GET", "HEAD", "POST", "OPTIONS", "PUT"]),
     origins=st.tuples(st.sampled_from(ORIGINS), st.sampled_from(ORIGINS)),
     paths=st.tuples(PATH_TEXT, PATH_TEXT),
     params=st.tuples(PARAMS, PARAMS),
-    headers=st.dictionaries(
-        st.sampled_from(["X-Probe", "Authorization", "Host", "Accept", "Content-Length"]),
-        st.text(alphabet=string.ascii_letters + string.digits + " -=/", max_size=12),
-        max_size=3,
-    ),
-    timeout_s=st.sampled_from([1.0, 2.5, 10.0]),
+    # the second's headers: the first's (None) or its own, equal to them or not
+    headers=st.tuples(HEADERS, st.none() | HEADERS),
+    timeouts=st.tuples(st.sampled_from([1.0, 2.5]), st.sampled_from([1.0, 2.5])),
 )
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=400, deadline=None)
 def test_a_request_built_from_its_shapes_template_is_the_one_the_client_builds(
     method: str,
     origins: tuple[str, str],
     paths: tuple[str, str],
     params: tuple[list[tuple[str, str]], list[tuple[str, str]]],
-    headers: dict[str, str],
-    timeout_s: float,
+    headers: tuple[dict[str, str], dict[str, str] | None],
+    timeouts: tuple[float, float],
 ) -> None:
     """The second request of a shape (method, scheme and authority, headers, time-out)
     is built from the first's headers, body and time-out, with only its URL parsed: it
     is the request httpx's client builds for it, header for header, or the same
-    refusal. Another scheme or authority is another shape."""
+    refusal. Another scheme, authority, header or time-out is another shape."""
+    shape_headers = (headers[0], headers[0] if headers[1] is None else headers[1])
+    first, second = (
+        Request(method=method, url=f"{origin}/{path}", params=query, headers=fields)
+        for origin, path, query, fields in zip(origins, paths, params, shape_headers, strict=True)
+    )
 
-    def request(origin: str, path: str, query: list[tuple[str, str]]) -> Request:
-        return Request(method=method, url=f"{origin}/{path}", params=query, headers=headers)
-
-    def built(client: httpx.AsyncClient, wanted: Request) -> httpx.Request | type[Exception]:
+    def built(client: httpx.AsyncClient, wanted: Request, timeout_s: float) -> object:
         try:
             return client.build_request(
                 wanted.method,
@@ -714,26 +720,30 @@ def test_a_request_built_from_its_shapes_template_is_the_one_the_client_builds(
                 timeout=httpx.Timeout(timeout_s),
             )
         except Exception as exc:
-            return type(exc)
+            return type(exc), str(exc)
 
     client = CountingClient(headers={"User-Agent": "probe", "X-Monitor-Region": "ams"})
-    first, second = (request(*parts) for parts in zip(origins, paths, params, strict=True))
-    assume(not isinstance(built(client, first), type))  # a template to build from
-    expected = built(client, second)
+    assume(isinstance(built(client, first, timeouts[0]), httpx.Request))  # a template
+    expected = built(client, second, timeouts[1])
     requests = OutgoingRequests(client)
     client.built = 0
 
-    requests.get(first, timeout_s)
+    requests.get(first, timeouts[0])
     try:
-        got: httpx.Request | type[Exception] = requests.get(second, timeout_s)
+        got: object = requests.get(second, timeouts[1])
     except Exception as exc:
-        got = type(exc)
+        got = type(exc), str(exc)
 
-    if isinstance(expected, type) or isinstance(got, type):
+    if not isinstance(expected, httpx.Request) or not isinstance(got, httpx.Request):
         assert got == expected
         return
-    # the first's; the second came from its template, unless its origin differs
-    assert client.built == (1 if origins[0] == origins[1] else 2)
+    # the first's; the second came from its template unless its shape differs
+    same_shape = (origins[0], *shape_headers[0].items(), timeouts[0]) == (
+        origins[1],
+        *shape_headers[1].items(),
+        timeouts[1],
+    )
+    assert client.built == (1 if same_shape else 2)
     assert (got.method, got.url, got.url.raw_path) == (
         expected.method,
         expected.url,
@@ -747,48 +757,99 @@ def test_a_request_built_from_its_shapes_template_is_the_one_the_client_builds(
 async def test_checks_built_from_a_template_send_what_each_sends_alone(
     target_server: TargetServer,
 ) -> None:
-    """One prober probing a target's checks together builds most of them from the
-    first's template; each probed alone by a fresh prober is built by httpx's client.
-    The server sees the same requests either way: method, target and headers in order."""
-    target_server.route(PATH, respond(200, b"ok"))
-    target_server.route("/a%20b", respond(200, b"ok"))
-    target_server.route("/caf%C3%A9", respond(200, b"ok"))
+    """One prober probing targets' checks together builds most of them from the first
+    of their shape's template; each probed alone by a fresh prober is built by httpx's
+    client. The server sees the same requests either way: method, target and headers
+    in order, basic auth from a URL's userinfo included, also for a check built from a
+    template that was already sent with it."""
+    for path in (PATH, "/a%20b", "/caf%C3%A9"):
+        target_server.route(path, respond(200, b"ok"))
     headers = {"X-Probe": "1"}
-    checks = [
-        CheckConfig(name="health", path=PATH, headers=headers),
-        CheckConfig(name="space", path="/a%20b", headers=headers),
-        CheckConfig(name="accent", path="/café", headers=headers),
-        CheckConfig(name="query", path=f"{PATH}?verbose=1", headers=headers),
-        CheckConfig(name="post", path=PATH, method="POST", headers=headers),
-        CheckConfig(name="post-too", path="/a%20b", method="POST", headers=headers),
-    ]
-    target = TargetConfig(name="t", url=target_server.url, checks=checks)
-    paths = [PATH, "/a%20b", "/caf%C3%A9"]
+    plain = TargetConfig(
+        name="plain",
+        url=target_server.url,
+        checks=[
+            CheckConfig(name="health", path=PATH, headers=headers),
+            CheckConfig(name="space", path="/a%20b", headers=headers),
+            CheckConfig(name="accent", path="/café", headers=headers),
+            CheckConfig(name="query", path=f"{PATH}?verbose=1", headers=headers),
+            CheckConfig(name="other-header", path="/a%20b", headers={"X-Probe": "2"}),
+            CheckConfig(name="post", path=PATH, method="POST", headers=headers),
+            CheckConfig(name="post-too", path="/a%20b", method="POST", headers=headers),
+        ],
+    )
+    auth = TargetConfig(
+        name="auth",
+        url=target_server.url.replace("http://", "http://probe:word@"),
+        checks=[CheckConfig(name="health", path=PATH), CheckConfig(name="space", path="/a%20b")],
+    )
+    late = CheckConfig(name="late", path="/caf%C3%A9")  # after its template was sent
 
     def sent() -> list[tuple[str, str, tuple[tuple[str, str], ...]]]:
-        return [(r.method, r.target, r.headers) for p in paths for r in target_server.requests(p)]
+        return sorted(
+            (r.method, r.target, r.headers)
+            for path in (PATH, "/a%20b", "/caf%C3%A9")
+            for r in target_server.requests(path)
+        )
 
     async with Prober(MonitorSection(timeout=2)) as prober:
-        (together,) = await prober.probe_targets([target])
-    assert together.ok, together
-    sent_together = sorted(sent())
-    for check in checks:
-        alone = TargetConfig(name="t", url=target_server.url, checks=[check])
+        results = await prober.probe_targets([plain, auth])
+        assert all(r.ok for r in results), results
+        assert (await prober.probe_check(auth, late)).outcome is Outcome.UP
+    sent_together = sent()
+    lone = [(t, c) for t in (plain, auth) for c in t.checks] + [(auth, late)]
+    for target, check in lone:
         async with Prober(MonitorSection(timeout=2)) as prober:
-            assert (await prober.probe_check(alone, check)).outcome is Outcome.UP
-    sent_alone = sorted(sent())
+            assert (await prober.probe_check(target, check)).outcome is Outcome.UP
+    sent_alone = sent()
     for request in sent_together:  # what is left is what the lone probes sent
         sent_alone.remove(request)
 
+    assert sent_alone == sent_together
     assert [r[:2] for r in sent_together] == [
         ("GET", "/a%20b"),
+        ("GET", "/a%20b"),
+        ("GET", "/a%20b"),
         ("GET", "/caf%C3%A9"),
+        ("GET", "/caf%C3%A9"),
+        ("GET", "/health"),
         ("GET", "/health"),
         ("GET", "/health?verbose=1"),
         ("POST", "/a%20b"),
         ("POST", "/health"),
     ]
-    assert sent_alone == sent_together
+    basic = [dict(r[2]).get("authorization") for r in sent_together]
+    assert basic.count("Basic cHJvYmU6d29yZA==") == 3  # probe:word, on the three of auth
+    assert sorted(dict(r[2]).get("x-probe", "-") for r in sent_together) == [
+        *["-"] * 3,
+        *["1"] * 6,
+        "2",
+    ]
+
+
+async def test_a_redirects_url_is_converted_for_each_probe_not_kept(
+    target_server: TargetServer,
+) -> None:
+    """The transport keeps the aiohttp form of each check's own URL, converted once
+    when its request is built; a redirect's URL is a new object at every probe, so
+    keeping it would only grow memory (it grew up to a bound before)."""
+    from monitor.probing.prober import KEEPALIVE_S
+    from monitor.probing.transport import AiohttpTransport
+
+    target_server.route(PATH, respond(200, b"ok"))
+    target_server.route("/moved", redirect(PATH))
+    target = TargetConfig(
+        name="t",
+        url=target_server.url,
+        checks=[CheckConfig(name="moved", path="/moved", follow_redirects=True)],
+    )
+    transport = AiohttpTransport(True, max_connections=4, keepalive_s=KEEPALIVE_S)
+    async with Prober(MonitorSection(timeout=2), transport=transport) as prober:
+        for _ in range(20):
+            assert (await prober.probe_target(target)).ok
+
+    assert target_server.hits(PATH) == 20
+    assert len(transport._urls) == 1  # the check's /moved, not twenty redirects' /health
 
 
 @pytest.mark.parametrize(

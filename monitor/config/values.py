@@ -58,7 +58,10 @@ def split_listen(value: str) -> tuple[str, int]:
 
 
 def check_http_url(value: str) -> str:
-    """``value`` without a trailing slash; ValueError unless it is an http(s) URL."""
+    """``value`` without surrounding spaces or a trailing slash; ValueError unless it is
+    an http(s) URL. (``urlsplit`` ignores a leading space that httpx would not: it would
+    read the URL as a relative one and fail every probe.)"""
+    value = value.strip()
     try:
         parts = urlsplit(value)
         hostname = parts.hostname

@@ -33,7 +33,10 @@ REGION_HEADER = "X-Monitor-Region"
 # A pooled connection idle longer than this is not reused (httpcore's default, kept):
 # at the 15-minute and 1-minute cadences every probe opens a fresh connection.
 KEEPALIVE_S = 5.0
-MAX_CACHED_REQUESTS = 4096  # built requests kept for reuse (one per distinct check)
+# Built requests kept for reuse, one per check (~1 KB each). A bound, not a working
+# size: a process's checks are fixed (a new config is a new process), and a cycle of
+# more checks than this would rebuild every request at every cycle.
+MAX_CACHED_REQUESTS = 100_000
 
 
 def user_agent(region: str) -> str:
@@ -81,16 +84,18 @@ class OutgoingRequests:
 
     Building one through the client costs about a tenth of a probe (httpx merges the
     URL, headers and time-out in pure Python), and a check asks the same thing every
-    time. Sending does not change a request: basic auth sets the same header again, a
-    redirect builds a new request, and the client keeps no cookies to add
-    (``_NoCookies``).
+    time. Sending changes nothing a resend would not do again: a redirect builds a new
+    request, the client keeps no cookies to add (``_NoCookies``), and basic auth from a
+    URL's ``user:pass@`` sets its header in place, with the same value each time.
 
     The checks of a target mostly differ in their path alone. The client builds the
     first request of each shape (method, scheme and authority, headers, time-out); the
     others take that one's headers, empty body and time-out, and httpx parses only
     their URL. That halves the building in a cycle that meets every check for the
-    first time, as ``monitor check``'s does. tests/test_probe.py pins that both ways
-    give the same request.
+    first time, as ``monitor check``'s does. (A request built from a template already
+    sent with basic auth carries that header from the start: the same value, in the
+    same place, since the userinfo is part of the shape.) tests/test_probe.py pins that
+    both ways put the same request on the wire.
     """
 
     def __init__(
@@ -125,14 +130,17 @@ class OutgoingRequests:
         origin = request.url.split("/", 3)[:3]
         shape = (request.method, *origin, headers, timeout_s)
         template = self._templates.get(shape)
-        if template is None:
-            template = self._templates[shape] = self._client.build_request(
+        # a relative URL, which the client merges with its base, fails as a probe (the
+        # config refuses one): the client builds it, to fail in its words
+        if template is None or template.url.is_relative_url:
+            template = self._client.build_request(
                 request.method,
                 request.url,
                 params=list(request.params) or None,
                 headers=dict(headers),
                 timeout=httpx.Timeout(timeout_s),
             )
+            self._templates.setdefault(shape, template)
             return template
         # stream=: httpx adds no header of its own (the template has them all, Host
         # and Content-Length included) and reads no body

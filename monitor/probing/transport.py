@@ -63,7 +63,8 @@ MAX_HEADER_LINE = 16 * 1024
 MAX_HEADERS = 10_240
 MAX_HEAD_BYTES = 256 * 1024
 IDEMPOTENT = frozenset({"GET", "HEAD", "OPTIONS"})
-MAX_CACHED_URLS = 4096
+# a bound, not a working size: one entry per check's request (prober.MAX_CACHED_REQUESTS)
+MAX_CACHED_URLS = 100_000
 # errors raised before the request went out: nothing to resend (refused, DNS, TLS)
 _NOT_SENT = (aiohttp.ClientConnectorError,)
 _OS_ERROR_REPR = re.compile(r"\w+Error\(\d+, '([^']+)'\)")  # ConnectionResetError(104, '...')
@@ -119,8 +120,9 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         self._secrets = tuple(
             password for proxy in self._proxies.values() if (password := urlsplit(proxy).password)
         )
-        # a check's request is built once and resent (prober._outgoing): its URL, an
-        # immutable object, converts once; the entry holds it, so its id stays its own
+        # a check's request is built once and resent (prober.OutgoingRequests): its URL, an
+        # immutable object, converts once, when prepared; the entry holds it, so its id
+        # stays its own. A redirect's URL is new at every probe: converted, not kept.
         self._urls: dict[int, tuple[httpx.URL, yarl.URL]] = {}
 
     def _session_now(self) -> aiohttp.ClientSession:
@@ -205,20 +207,20 @@ class AiohttpTransport(httpx.AsyncBaseTransport):
         return proxy
 
     def prepare(self, request: httpx.Request) -> None:
-        """Convert a new request's URL ahead of its first sending (the prober builds a
-        cycle's requests in one loop, before the first goes out)."""
+        """Convert the URL of a request that will be sent again and again, once, before
+        its first sending (the prober prepares each request it builds, and builds a
+        cycle's requests in one loop before the first goes out)."""
+        if len(self._urls) >= MAX_CACHED_URLS:  # never with a fixed config
+            self._urls.clear()
+        url = request.url
         with contextlib.suppress(Exception):  # the sending meets it again, and maps it
-            self._aiohttp_url(request.url)
+            self._urls[id(url)] = (url, _aiohttp_url(url))
 
     def _aiohttp_url(self, url: httpx.URL) -> yarl.URL:
         cached = self._urls.get(id(url))
         if cached is not None and cached[0] is url:
             return cached[1]
-        if len(self._urls) >= MAX_CACHED_URLS:  # redirects' URLs are new every time
-            self._urls.clear()
-        converted = _aiohttp_url(url)
-        self._urls[id(url)] = (url, converted)
-        return converted
+        return _aiohttp_url(url)
 
     async def aclose(self) -> None:
         if self._session is not None:
