@@ -99,19 +99,22 @@ async def run(target: c.LocalTarget, tmp: Path, small: int, large: int, reps: in
         )
     for daemon in daemons.values():
         await daemon.aclose()
-    per_check = {n: [s / n * 1e6 for s in seconds[n]] for n in sizes}
-    ratio = c.ratios(per_check[large], per_check[small])
-    run_per_check = {n: [s / n * 1e6 for s in run_s[n]] for n in sizes}
-    run_ratio = c.ratios(run_per_check[large], run_per_check[small])
-    path_per_check = {n: [s / n * 1e6 for s in run_probe_path_s[n]] for n in sizes}
-    path_ratio = c.ratios(path_per_check[large], path_per_check[small])
+
+    def per_check(cycles: dict[int, list[float]]) -> tuple[dict[int, list[float]], dict]:
+        """Microseconds per check at each size, and the large size's over the small's."""
+        us = {n: [s / n * 1e6 for s in cycles[n]] for n in sizes}
+        return us, c.ratios(us[large], us[small])
+
+    check_us, ratio = per_check(seconds)
+    run_us, run_ratio = per_check(run_s)
+    path_us, path_ratio = per_check(run_probe_path_s)
     return {
         "bench": "linearity",
         "sizes": sizes,
         "checks_per_target": PER_TARGET,
         "reps": reps,
         "cycle_s": {str(n): c.summary(seconds[n]) for n in sizes},
-        "us_per_check": {str(n): c.summary(per_check[n], 1) for n in sizes},
+        "us_per_check": {str(n): c.summary(check_us[n], 1) for n in sizes},
         "ratio_per_check_large_over_small": ratio,
         "bar": {
             "ratio_max": BAR_RATIO,
@@ -121,9 +124,9 @@ async def run(target: c.LocalTarget, tmp: Path, small: int, large: int, reps: in
         "timeouts": {str(n): not_up[n].get("timeout", 0) for n in sizes},
         "monitor_run": {
             "cycle_s": {str(n): c.summary(run_s[n]) for n in sizes},
-            "us_per_check": {str(n): c.summary(run_per_check[n], 1) for n in sizes},
+            "us_per_check": {str(n): c.summary(run_us[n], 1) for n in sizes},
             "ratio_per_check_large_over_small": run_ratio,
-            "probe_path_us_per_check": {str(n): c.summary(path_per_check[n], 1) for n in sizes},
+            "probe_path_us_per_check": {str(n): c.summary(path_us[n], 1) for n in sizes},
             "probe_path_ratio_large_over_small": path_ratio,
             "not_up": {str(n): dict(counter) for n, counter in run_not_up.items()},
             "timeouts": {str(n): run_not_up[n].get("timeout", 0) for n in sizes},

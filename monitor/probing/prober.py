@@ -25,7 +25,7 @@ from monitor.clock import Clock, utcnow
 from monitor.config import CheckConfig, MonitorSection, TargetConfig
 from monitor.probing.errors import ConnectionLost, causes, classify_error
 from monitor.probing.judge import check_secrets, mask_headers
-from monitor.probing.kinds import Answer, Request, fault_outcome, kind_of
+from monitor.probing.kinds import Answer, CheckKind, Request, fault_outcome, kind_of
 from monitor.probing.results import CheckResult, TargetResult
 from monitor.probing.transport import AiohttpTransport
 
@@ -192,6 +192,7 @@ class _Planned:
     """
 
     check: CheckConfig
+    kind: CheckKind  # what requests it and judges the answer
     request: Request
     timeout_s: float
     outgoing: httpx.Request | None
@@ -278,12 +279,13 @@ class Prober:
 
     def _planned(self, target: TargetConfig, check: CheckConfig) -> _Planned:
         timeout_s = check.timeout or self._settings.timeout
-        request = kind_of(check).request(target, check, timeout_s)
+        kind = kind_of(check)
+        request = kind.request(target, check, timeout_s)
         try:
             outgoing: httpx.Request | None = self._pool_for(check).requests.get(request, timeout_s)
         except Exception:  # a URL or CA file httpx refuses: the probe meets it and says so
             outgoing = None
-        return _Planned(check, request, timeout_s, outgoing)
+        return _Planned(check, kind, request, timeout_s, outgoing)
 
     async def _probe_target(self, target: TargetConfig, planned: list[_Planned]) -> TargetResult:
         results = await asyncio.gather(*(self._probe_check(target, p) for p in planned))
@@ -336,7 +338,7 @@ class Prober:
                 cert_expires_at=expires_at,
                 secrets=tuple(check_secrets(check)) if check.headers or check.token else (),
             )
-            return kind_of(check).judge(check, answer)
+            return planned.kind.judge(check, answer)
 
     async def _fetch(self, planned: _Planned) -> tuple[int, bytes, bool, datetime | None]:
         request = planned.request
